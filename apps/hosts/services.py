@@ -1,0 +1,65 @@
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.names import host_queue
+from agents.specs import HostReport
+from apps.hosts.models import Host, HostState, HostStatus
+
+logger = logging.getLogger(__name__)
+
+
+def host_register(*, hostname: str, virt_type: str) -> Host:
+    """Record a host before its agent first reports (bootstrap); it stays down until it does."""
+    host, _ = Host.objects.get_or_create(
+        hostname=hostname, defaults={"queue": host_queue(hostname), "virt_type": virt_type}
+    )
+    return host
+
+
+@transaction.atomic
+def host_heartbeat(*, report: HostReport) -> Host:
+    """Apply an agent's report: capacity, version, and the host is up (again)."""
+    host, created = Host.objects.select_for_update().get_or_create(
+        hostname=report.hostname, defaults={"queue": report.queue}
+    )
+    if host.state != HostState.UP:
+        logger.info("host %s is up", host.hostname)
+    host.queue = report.queue
+    host.virt_type = report.virt_type
+    host.vcpus = report.vcpus
+    host.memory_mib = report.memory_mib
+    host.disk_gb = report.disk_gb
+    host.agent_version = report.agent_version
+    host.state = HostState.UP
+    host.last_heartbeat = timezone.now()
+    host.save()
+    return host
+
+
+def hosts_mark_down() -> list[str]:
+    """Mark down every up host whose heartbeats stopped; returns their names."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CLOUDMGR_HOST_DOWN_AFTER)
+    stale = Host.objects.filter(state=HostState.UP, last_heartbeat__lt=cutoff)
+    names = list(stale.values_list("hostname", flat=True))
+    if names:
+        stale.update(state=HostState.DOWN, updated_at=timezone.now())
+        logger.warning("hosts down (no heartbeat for %ss): %s", settings.CLOUDMGR_HOST_DOWN_AFTER, ", ".join(names))
+    return names
+
+
+def host_disable(*, host: Host, reason: str = "") -> Host:
+    host.status = HostStatus.DISABLED
+    host.disabled_reason = reason
+    host.save(update_fields=["status", "disabled_reason", "updated_at"])
+    return host
+
+
+def host_enable(*, host: Host) -> Host:
+    host.status = HostStatus.ENABLED
+    host.disabled_reason = ""
+    host.save(update_fields=["status", "disabled_reason", "updated_at"])
+    return host

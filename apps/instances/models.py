@@ -1,0 +1,89 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from apps.instances.states import PowerState, TaskState, VmState
+from cloudmgr.models import BaseModel, TenantOwnedModel
+
+
+def _flavor_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Flavor(models.Model):
+    """Nova flavor. Ids are free strings in Nova ("1", "m1.tiny" or a UUID)."""
+
+    id = models.CharField(primary_key=True, max_length=255, default=_flavor_id)
+    name = models.CharField(max_length=255, unique=True)
+    description = models.TextField(blank=True, default="")
+    vcpus = models.PositiveIntegerField()
+    ram = models.PositiveIntegerField(help_text="MiB")
+    disk = models.PositiveIntegerField(help_text="root disk, GB")
+    ephemeral = models.PositiveIntegerField(default=0)
+    swap = models.PositiveIntegerField(default=0, help_text="MiB")
+    rxtx_factor = models.FloatField(default=1.0)
+    is_public = models.BooleanField(default=True)
+    disabled = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ram", "vcpus", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Instance(TenantOwnedModel):
+    name = models.CharField(max_length=255)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="instances")
+    flavor = models.ForeignKey(Flavor, on_delete=models.PROTECT, related_name="instances")
+    # The flavor's resources at boot, so that a later flavor edit does not change claims.
+    vcpus = models.PositiveIntegerField()
+    memory_mib = models.PositiveIntegerField()
+    root_gb = models.PositiveIntegerField()
+    image = models.ForeignKey("images.Image", null=True, on_delete=models.SET_NULL, related_name="instances")
+    host = models.ForeignKey("hosts.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="instances")
+    availability_zone = models.CharField(max_length=255, default="nova")
+    vm_state = models.CharField(max_length=16, choices=VmState.choices, default=VmState.BUILDING)
+    task_state = models.CharField(max_length=32, choices=TaskState.choices, null=True, blank=True)
+    power_state = models.IntegerField(choices=PowerState.choices, default=PowerState.NOSTATE)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["project", "deleted_at", "created_at"]),
+            models.Index(fields=["host", "deleted_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class InstanceFault(BaseModel):
+    """Why an instance went wrong, in words the user can read."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="faults")
+    code = models.PositiveIntegerField(default=500)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class InstanceAction(BaseModel):
+    """Who asked for what, when (Nova's os-instance-actions)."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="actions")
+    action = models.CharField(max_length=32)
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=16, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -1,0 +1,1 @@
+"""The networks domain arrives in its own issue; the app exists so the layout is complete."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class VolumesConfig(AppConfig):
+    name = "apps.volumes"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,74 @@
+"""One exception handler for the whole API: service errors and DRF errors become the error body
+of the OpenStack service the view belongs to (its `error_style`)."""
+
+import logging
+
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+from cloudmgr.exceptions import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+_NOVA_KEYS = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    406: "notAcceptable",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    503: "serviceUnavailable",
+}
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    503: "Service Unavailable",
+}
+
+
+def _drf_message(detail) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{field}: {_drf_message(value)}" for field, value in detail.items())
+    if isinstance(detail, list):
+        return " ".join(_drf_message(item) for item in detail)
+    return str(detail)
+
+
+def error_body(style: str, status: int, message: str) -> dict:
+    title = _TITLES.get(status, "Error")
+    if style == "nova" and status != 401:  # 401s come from Keystone's middleware, in its shape
+        return {_NOVA_KEYS.get(status, "computeFault"): {"code": status, "message": message}}
+    if style == "neutron":
+        return {"NeutronError": {"type": title.replace(" ", ""), "message": message, "detail": ""}}
+    return {"error": {"code": status, "title": title, "message": message}}
+
+
+def exception_handler(exc, context):
+    view = context.get("view")
+    style = getattr(view, "error_style", "keystone")
+    headers = {}
+    if isinstance(exc, ApplicationError):
+        status, message = exc.status_code, exc.message
+    elif isinstance(exc, Http404):
+        status, message = 404, str(exc) or "The resource could not be found."
+    elif isinstance(exc, drf_exceptions.APIException):
+        status, message = exc.status_code, _drf_message(exc.detail)
+        if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
+            headers["WWW-Authenticate"] = 'Keystone uri="/identity/v3"'
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+    else:
+        return None  # a bug: let Django log it and answer 500
+    return Response(error_body(style, status, message), status=status, headers=headers)

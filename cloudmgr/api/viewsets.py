@@ -1,0 +1,32 @@
+"""Base views of every OpenStack-style API. They hand the acting user, project and request id to
+the selectors and services, which scope every query by the project (another project's object is
+404)."""
+
+from rest_framework import viewsets
+
+
+class ProjectScopedViewSet(viewsets.ViewSet):
+    error_style = "keystone"
+    admin_only = False
+    project_scoped = True
+
+    @property
+    def user(self):
+        return self.request.user
+
+    @property
+    def project(self):
+        return self.request.auth.project
+
+    @property
+    def request_id(self) -> str:
+        return getattr(self.request._request, "request_id", "")
+
+    def body(self, key: str) -> dict:
+        """The object under the OpenStack envelope key (`{"server": {...}}`), or 400."""
+        from cloudmgr.exceptions import ValidationError
+
+        data = self.request.data
+        if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+            raise ValidationError(f"The request body must be a JSON object with a '{key}' object.")
+        return data[key]

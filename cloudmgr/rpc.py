@@ -1,0 +1,50 @@
+"""How the control plane talks to agents: tasks sent by name to a host's queue.
+
+`agent_cast` fires a task whose result goes to a callback on the control queue; `agent_call`
+waits for a small answer (console log). With CLOUDMGR_AGENTS_IN_PROCESS both run the agents' task
+functions right here: the fast unit tests use that with the fake driver.
+"""
+
+import logging
+from typing import Any
+
+from celery import signature
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from django.conf import settings
+
+from agents.names import CONTROL_QUEUE
+from cloudmgr.celery import app as control_app
+from cloudmgr.exceptions import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def _run_agent_task(task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    from agents.worker import app as agents_app
+
+    return agents_app.tasks[task].apply(args=args, kwargs=kwargs).get()
+
+
+def agent_cast(*, queue: str, task: str, payload: dict[str, Any], callback: str | None = None) -> None:
+    if settings.CLOUDMGR_AGENTS_IN_PROCESS:
+        result = _run_agent_task(task, [payload], {})
+        if callback:
+            control_app.tasks[callback].apply(args=[result]).get()
+        return
+    link = signature(callback, queue=CONTROL_QUEUE, app=control_app) if callback else None
+    control_app.send_task(task, args=[payload], queue=queue, link=link)
+    logger.debug("sent %s to %s", task, queue)
+
+
+def agent_call(*, queue: str, task: str, payload: dict[str, Any], **kwargs: Any) -> Any:
+    if settings.CLOUDMGR_AGENTS_IN_PROCESS:
+        return _run_agent_task(task, [payload], kwargs)
+    timeout = settings.CLOUDMGR_AGENT_CALL_TIMEOUT
+    # Expire the message with the wait, so a host that is down does not run it hours later.
+    result = control_app.send_task(task, args=[payload], kwargs=kwargs, queue=queue, expires=timeout)
+    try:
+        return result.get(timeout=timeout)
+    except CeleryTimeoutError as exc:
+        raise ServiceUnavailable(f"The host did not answer within {timeout} s.") from exc
+    finally:
+        result.forget()

@@ -1,0 +1,225 @@
+"""cloudmgr settings. Everything comes from the environment, with defaults that need nothing configured.
+
+Every setting read here is documented in the README ("Settings").
+"""
+
+import os
+import secrets
+import socket
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).lower() in ("1", "true", "yes", "on")
+
+
+DATA_DIR = Path(env("CLOUDMGR_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+IMAGE_STORE_DIR = DATA_DIR / "images"
+
+
+def _secret_key() -> str:
+    """The secret key from the environment, or generated once into the data dir."""
+    if os.environ.get("CLOUDMGR_SECRET_KEY"):
+        return os.environ["CLOUDMGR_SECRET_KEY"]
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("CLOUDMGR_DEBUG", False)
+ALLOWED_HOSTS = [h for h in env("CLOUDMGR_ALLOWED_HOSTS", "*").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env("CLOUDMGR_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+CLOUDMGR_LISTEN = env("CLOUDMGR_LISTEN", "127.0.0.1:8000")
+CLOUDMGR_PUBLIC_URL = env("CLOUDMGR_PUBLIC_URL", f"http://{CLOUDMGR_LISTEN}").rstrip("/")
+CLOUDMGR_HOSTNAME = env("CLOUDMGR_HOSTNAME", socket.gethostname())
+CLOUDMGR_VIRT_TYPE = env("CLOUDMGR_VIRT_TYPE", "qemu")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_htmx",
+    "allauth",
+    "allauth.account",
+    "apps.tenants",
+    "apps.hosts",
+    "apps.images",
+    "apps.instances",
+    "apps.volumes",
+    "apps.networks",
+    "apps.portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "cloudmgr.api.middleware.RequestIdMiddleware",
+]
+
+ROOT_URLCONF = "cloudmgr.urls"
+WSGI_APPLICATION = "cloudmgr.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.portal.context_processors.current_project",
+            ],
+        },
+    },
+]
+
+# SQLite in the data dir by default: WAL so readers never block the writer, IMMEDIATE so a
+# transaction takes the write lock up front instead of failing with "database is locked" later.
+_default_db = f"sqlite:///{DATA_DIR / 'cloudmgr.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(env("DATABASE_URL", _default_db), conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    }
+    # A file, not shared-cache memory, so threaded concurrency tests see real SQLite locking.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "portal:home"
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_ADAPTER = "apps.portal.adapters.NoSignupAccountAdapter"
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["cloudmgr.api.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["cloudmgr.api.permissions.ProjectRolePermission"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "cloudmgr.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "cloudmgr API",
+    "DESCRIPTION": "OpenStack-compatible API of cloudmgr.",
+    "VERSION": "1",
+}
+
+CLOUDMGR_TOKEN_TTL = env_int("CLOUDMGR_TOKEN_TTL", 3600)
+
+# Celery: the control plane only. Agents have their own app (agents/worker.py).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+CELERY_RESULT_EXPIRES = 600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Run agent calls in-process (with the agents' task functions) instead of through the broker.
+# For fast unit tests with the fake driver only.
+CLOUDMGR_AGENTS_IN_PROCESS = env_bool("CLOUDMGR_AGENTS_IN_PROCESS", False)
+CLOUDMGR_AGENT_CALL_TIMEOUT = env_int("CLOUDMGR_AGENT_CALL_TIMEOUT", 15)
+
+CLOUDMGR_HEARTBEAT_INTERVAL = env_int("CLOUDMGR_HEARTBEAT_INTERVAL", 5)
+# A host that has not reported for this long is marked down.
+CLOUDMGR_HOST_DOWN_AFTER = env_int("CLOUDMGR_HOST_DOWN_AFTER", 30)
+CLOUDMGR_CPU_ALLOCATION_RATIO = float(env("CLOUDMGR_CPU_ALLOCATION_RATIO", "4.0"))
+CLOUDMGR_RAM_ALLOCATION_RATIO = float(env("CLOUDMGR_RAM_ALLOCATION_RATIO", "1.0"))
+CLOUDMGR_DISK_ALLOCATION_RATIO = float(env("CLOUDMGR_DISK_ALLOCATION_RATIO", "1.0"))
+
+CELERY_BEAT_SCHEDULE = {
+    "hosts-mark-down": {
+        "task": "apps.hosts.tasks.hosts_mark_down",
+        "schedule": float(CLOUDMGR_HEARTBEAT_INTERVAL),
+    },
+}
+
+# Default quotas of a new project (OpenStack's defaults).
+CLOUDMGR_DEFAULT_QUOTAS = {
+    "instances": env_int("CLOUDMGR_QUOTA_INSTANCES", 10),
+    "cores": env_int("CLOUDMGR_QUOTA_CORES", 20),
+    "ram": env_int("CLOUDMGR_QUOTA_RAM", 51200),
+    "volumes": env_int("CLOUDMGR_QUOTA_VOLUMES", 10),
+    "gigabytes": env_int("CLOUDMGR_QUOTA_GIGABYTES", 1000),
+    "networks": env_int("CLOUDMGR_QUOTA_NETWORKS", 100),
+    "ports": env_int("CLOUDMGR_QUOTA_PORTS", 500),
+    "floating_ips": env_int("CLOUDMGR_QUOTA_FLOATING_IPS", 50),
+    "security_groups": env_int("CLOUDMGR_QUOTA_SECURITY_GROUPS", 10),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("CLOUDMGR_LOG_LEVEL", "INFO")},
+}
