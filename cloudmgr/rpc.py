@@ -20,16 +20,21 @@ logger = logging.getLogger(__name__)
 
 
 def _run_agent_task(task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    from agents.worker import app as agents_app
+    import agents.tasks  # registers the agents' tasks on their app
 
-    return agents_app.tasks[task].apply(args=args, kwargs=kwargs).get()
+    return agents.tasks.app.tasks[task].apply(args=args, kwargs=kwargs).get()
+
+
+def _run_control_task(task: str, args: list[Any]) -> None:
+    control_app.loader.import_default_modules()  # autodiscovers the apps' tasks
+    control_app.tasks[task].apply(args=args).get()
 
 
 def agent_cast(*, queue: str, task: str, payload: dict[str, Any], callback: str | None = None) -> None:
     if settings.CLOUDMGR_AGENTS_IN_PROCESS:
         result = _run_agent_task(task, [payload], {})
         if callback:
-            control_app.tasks[callback].apply(args=[result]).get()
+            _run_control_task(callback, [result])
         return
     link = signature(callback, queue=CONTROL_QUEUE, app=control_app) if callback else None
     control_app.send_task(task, args=[payload], queue=queue, link=link)

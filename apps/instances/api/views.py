@@ -1,6 +1,5 @@
 from django.db.models import Prefetch
 from rest_framework import status
-from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -72,8 +71,7 @@ class FlavorViewSet(ComputeViewSet):
     def list(self, request):
         return Response({"flavors": [s.flavor_summary(f) for f in self._flavors()]})
 
-    @action(detail=False)
-    def detail(self, request):
+    def list_detail(self, request):
         return Response({"flavors": [s.flavor_detail(f) for f in self._flavors()]})
 
     def retrieve(self, request, pk):
@@ -107,8 +105,7 @@ class ServerViewSet(ComputeViewSet):
         page, links = paginate(request, self._instances(), "servers")
         return Response({"servers": [s.server_summary(i) for i in page], **links})
 
-    @action(detail=False)
-    def detail(self, request):
+    def list_detail(self, request):
         page, links = paginate(request, self._instances(), "servers")
         admin = is_cloud_admin(user=self.user)
         return Response({"servers": [s.server_detail(i, is_admin=admin) for i in page], **links})
@@ -136,8 +133,7 @@ class ServerViewSet(ComputeViewSet):
         services.instance_delete(instance=self._get(pk), user=self.user, request_id=self.request_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @action(detail=True, methods=["post"])
-    def action(self, request, pk):
+    def server_action(self, request, pk):
         body = request.data
         if not isinstance(body, dict) or len(body) != 1:
             raise ValidationError("The action body must be a JSON object with exactly one action.")

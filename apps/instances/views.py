@@ -1,0 +1,125 @@
+"""The portal's instance pages. Each view parses input, calls one selector or service, renders.
+
+Live updates are htmx polls of small fragments: the list's table body (`rows`), the instance
+page's overview (`overview`) and its console log (`console`). A fragment whose instance is gone
+answers 286, which tells htmx to stop polling it.
+"""
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+
+from apps.instances import selectors, services
+from apps.instances.forms import InstanceLaunchForm
+from apps.portal.decorators import portal_view
+from cloudmgr.exceptions import ApplicationError, NotFound, ServiceUnavailable
+
+CONSOLE_LINES = 200
+
+
+def _instances(request, project):
+    return selectors.instance_list(user=request.user, project=project)
+
+
+@require_GET
+@portal_view
+def instance_list(request, *, project):
+    return render(request, "instances/instance_list.html", {"instances": _instances(request, project)})
+
+
+@require_GET
+@portal_view
+def instance_rows(request, *, project):
+    """The list's table body, polled by htmx."""
+    return render(request, "instances/_instance_rows.html", {"instances": _instances(request, project)})
+
+
+@require_http_methods(["GET", "POST"])
+@portal_view(write=True)
+def instance_create(request, *, project):
+    form = InstanceLaunchForm(request.POST or None, user=request.user, project=project)
+    if request.method == "POST" and form.is_valid():
+        try:
+            instance = services.instance_create(
+                user=request.user,
+                project=project,
+                name=form.cleaned_data["name"],
+                flavor=form.cleaned_data["flavor"],
+                image=form.cleaned_data["image"],
+                request_id=getattr(request, "request_id", ""),
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Instance {instance.name} is launching.")
+            return redirect("instances:detail", instance_id=instance.pk)
+    return render(request, "instances/instance_form.html", {"form": form})
+
+
+@require_GET
+@portal_view
+def instance_detail(request, *, project, instance_id):
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+    except NotFound as exc:
+        messages.error(request, exc.message)
+        return redirect("instances:list")
+    return render(request, "instances/instance_detail.html", {"instance": instance, "fault": instance.faults.first()})
+
+
+@require_GET
+@portal_view
+def instance_overview(request, *, project, instance_id):
+    """The instance page's overview card, polled by htmx."""
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+    except NotFound:
+        return HttpResponseStopPolling(
+            '<div class="alert alert-secondary mb-0" role="status">This instance has been deleted.</div>'
+        )
+    return render(request, "instances/_instance_overview.html", {"instance": instance, "fault": instance.faults.first()})
+
+
+@require_GET
+@portal_view
+def instance_console(request, *, project, instance_id):
+    """The last lines of the serial console, polled by htmx."""
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+    except NotFound:
+        return HttpResponseStopPolling("This instance has been deleted.")
+    output, problem = "", ""
+    try:
+        output = selectors.instance_console_log(instance=instance, length=CONSOLE_LINES)
+    except ServiceUnavailable:
+        problem = "The instance's host did not answer; trying again."
+    except ApplicationError as exc:
+        problem = exc.message
+    return render(
+        request, "instances/_instance_console.html", {"instance": instance, "output": output, "problem": problem}
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@portal_view(write=True)
+def instance_delete(request, *, project, instance_id):
+    """GET: a confirmation page (for browsers without JavaScript). POST: delete.
+
+    From the list (htmx, target `instance-rows`) the answer is the refreshed table body with the
+    message swapped in out of band; from elsewhere, to the list with a message."""
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+        if request.method == "GET":
+            return render(request, "instances/instance_confirm_delete.html", {"instance": instance})
+        services.instance_delete(instance=instance, user=request.user, request_id=getattr(request, "request_id", ""))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Instance {instance.name} is being deleted.")
+    if request.htmx and request.htmx.target == "instance-rows":
+        return render(request, "instances/_instance_rows.html", {"instances": _instances(request, project), "oob_messages": True})
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("instances:list"))
+    return redirect("instances:list")

@@ -1,0 +1,57 @@
+"""The portal's front-door plumbing: who is logged in, which project they act in, and whether
+their role there lets them change things. Views stay thin: parse, call one service, render."""
+
+from functools import wraps
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django_htmx.http import HttpResponseClientRedirect
+
+from apps.portal.selectors import current_project
+from apps.tenants.models import Role
+from apps.tenants.selectors import role_on_project
+
+# The roles that may launch and delete; `reader` may only look (as the API's policy).
+WRITE_ROLES = {Role.ADMIN, Role.MEMBER}
+
+
+def _login_redirect(request):
+    """To the login page, and back here afterwards. An htmx request (a poll whose session has
+    expired) gets HX-Redirect, so the whole page goes to the login page, not just a fragment."""
+    login_url = reverse(settings.LOGIN_URL)
+    if request.htmx:
+        # Come back to the page the fragment belongs to, not to the fragment.
+        current = urlsplit(request.htmx.current_url or "")
+        back = current.path + (f"?{current.query}" if current.query else "") if current.path else "/"
+        return HttpResponseClientRedirect(f"{login_url}?next={back}")
+    return redirect_to_login(request.get_full_path(), login_url)
+
+
+def portal_view(view=None, *, write: bool = False):
+    """Login required; the view gets `project` (the current project) as a keyword argument and
+    `request.portal_can_write`. Without a project the user sees a page that says so. With
+    `write=True`, a reader is refused with a message (on GET and POST alike)."""
+
+    def decorate(view_func):
+        @wraps(view_func)
+        def wrapped(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return _login_redirect(request)
+            project = current_project(request=request)
+            if project is None:
+                return render(request, "portal/no_project.html", status=403)
+            request.portal_can_write = role_on_project(user=request.user, project=project) in WRITE_ROLES
+            if write and not request.portal_can_write:
+                messages.error(request, f"Your role on project {project.name} allows viewing only.")
+                if request.htmx:
+                    return HttpResponseClientRedirect(reverse("instances:list"))
+                return redirect("instances:list")
+            return view_func(request, *args, project=project, **kwargs)
+
+        return wrapped
+
+    return decorate(view) if view is not None else decorate

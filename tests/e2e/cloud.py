@@ -1,0 +1,159 @@
+"""A whole cloud run the way `make run` runs it (the Procfile under honcho: gunicorn, control
+worker, agent worker, beat), in its own data dir, Redis database and host name, so that it never
+meets another cloud on this machine."""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: dict | None
+
+
+@dataclass
+class Cloud:
+    data_dir: Path
+    env: dict
+    url: str
+    admin_password: str = ""
+    process: subprocess.Popen | None = None
+    _tokens: dict = field(default_factory=dict)
+
+    def manage(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), *args],
+            env=self.env, cwd=REPO, capture_output=True, text=True, check=check, timeout=timeout,
+        )
+
+    def request(self, method: str, path: str, body: dict | None = None, token: str | None = None,
+                headers: dict | None = None) -> Response:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Accept", "application/json")
+        if token:
+            req.add_header("X-Auth-Token", token)
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                raw, status, hdrs = resp.read(), resp.status, dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            raw, status, hdrs = err.read(), err.code, dict(err.headers)
+        return Response(status, hdrs, json.loads(raw) if raw else None)
+
+    def token(self, username: str = "admin", password: str | None = None, project: str = "admin") -> str:
+        key = (username, project)
+        if key not in self._tokens:
+            resp = self.request("POST", "/identity/v3/auth/tokens", {
+                "auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {
+                        "name": username, "domain": {"name": "Default"},
+                        "password": password or self.admin_password}}},
+                    "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
+                }
+            })
+            assert resp.status == 201, resp.body
+            self._tokens[key] = resp.headers["X-Subject-Token"]
+        return self._tokens[key]
+
+    def wait_for(self, predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(interval)
+
+    def start(self, testvm_image: Path) -> None:
+        self.manage("migrate", "--noinput")
+        password_file = self.data_dir / "admin_password"
+        self.manage("cloud_bootstrap", "--testvm-image", str(testvm_image), "--password-file", str(password_file))
+        self.admin_password = password_file.read_text().strip()
+        log = open(self.data_dir / "cloud.log", "w")
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "honcho"), "start", "-f", str(REPO / "Procfile")],
+            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.wait_for(self._web_up, 60, what="the web server")
+        self.wait_for(self._host_up, 60, what="the agent's first heartbeat")
+
+    def _web_up(self) -> bool:
+        try:
+            return self.request("GET", "/identity/v3").status == 200
+        except OSError:
+            return False
+
+    def _host_up(self) -> bool:
+        out = self.manage("host_list").stdout
+        return any(line.startswith(self.env["CLOUDMGR_HOSTNAME"] + " ") and " up " in line for line in out.splitlines())
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self._destroy_leftover_domains()
+
+    def _destroy_leftover_domains(self) -> None:
+        """Domains whose disks live in this cloud's data dir (a failed test may leave some)."""
+        import libvirt
+
+        conn = libvirt.open("qemu:///system")
+        try:
+            for dom in conn.listAllDomains():
+                if str(self.data_dir) in dom.XMLDesc():
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+        finally:
+            conn.close()
+
+    def log_tail(self, lines: int = 80) -> str:
+        path = self.data_dir / "cloud.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def make_cloud(base_dir: Path) -> Cloud:
+    name = "e2e-" + secrets.token_hex(3)
+    data_dir = base_dir / name
+    data_dir.mkdir(parents=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(
+        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
+        CLOUDMGR_DATA_DIR=str(data_dir),
+        CLOUDMGR_HOSTNAME=name,
+        CLOUDMGR_LISTEN=f"127.0.0.1:{port}",
+        CLOUDMGR_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        CELERY_BROKER_URL=os.environ.get("CLOUDMGR_E2E_BROKER_URL", "redis://127.0.0.1:6379/15"),
+        CLOUDMGR_HEARTBEAT_INTERVAL="2",
+        PYTHONUNBUFFERED="1",
+    )
+    return Cloud(data_dir=data_dir, env=env, url=f"http://127.0.0.1:{port}")

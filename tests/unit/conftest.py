@@ -1,0 +1,77 @@
+"""Fixtures for the fast tests: the control plane in-process, agents on the fake driver."""
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from agents.compute.driver import reset_driver
+from agents.compute.fake import FakeDriver
+from apps.hosts.models import Host, HostState
+from apps.images.models import Image, ImageStatus, Visibility
+from apps.instances.models import Flavor
+from apps.tenants.models import Project, Role
+from apps.tenants.services import project_create, role_grant, token_issue
+
+
+@pytest.fixture(autouse=True)
+def fake_driver(settings):
+    settings.CLOUDMGR_AGENTS_IN_PROCESS = True
+    # Fast hashing: these tests make users by the dozen; the real hasher is for real passwords.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    driver = FakeDriver()
+    reset_driver(driver)
+    yield driver
+    reset_driver()
+
+
+@dataclass
+class World:
+    project: Project
+    other_project: Project
+    admin: User
+    member: User
+    reader: User
+    outsider: User  # member of other_project only
+    flavor: Flavor
+    image: Image
+
+    def token(self, user: User, project: Project | None = None) -> str:
+        key, _ = token_issue(user=user, project=project or self.project)
+        return key
+
+
+def make_host(hostname: str = "node1", vcpus: int = 8, memory_mib: int = 8192, disk_gb: int = 100, **fields) -> Host:
+    fields.setdefault("state", HostState.UP)
+    return Host.objects.create(
+        hostname=hostname,
+        queue=f"host.{hostname}",
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        disk_gb=disk_gb,
+        cpu_allocation_ratio=1.0,
+        ram_allocation_ratio=1.0,
+        disk_allocation_ratio=1.0,
+        last_heartbeat=timezone.now(),
+        **fields,
+    )
+
+
+@pytest.fixture
+def world(db) -> World:
+    project = project_create(name="alpha")
+    other = project_create(name="beta")
+    admin = User.objects.create_superuser("root", password="pw-root-123")
+    member = User.objects.create_user("alice", password="pw-alice-123")
+    reader = User.objects.create_user("rita", password="pw-rita-123")
+    outsider = User.objects.create_user("bob", password="pw-bob-123")
+    role_grant(user=member, project=project, role=Role.MEMBER)
+    role_grant(user=reader, project=project, role=Role.READER)
+    role_grant(user=outsider, project=other, role=Role.MEMBER)
+    flavor = Flavor.objects.create(id="42", name="m1.nano", vcpus=1, ram=128, disk=1)
+    image = Image.objects.create(
+        project=project, name="testvm", status=ImageStatus.ACTIVE, disk_format="qcow2",
+        visibility=Visibility.PUBLIC, size=20 * 1024 * 1024, virtual_size=64 * 1024 * 1024,
+    )
+    return World(project, other, admin, member, reader, outsider, flavor, image)
