@@ -6,6 +6,7 @@ functions right here: the fast unit tests use that with the fake driver.
 """
 
 import logging
+import threading
 from typing import Any
 
 from celery import signature
@@ -25,9 +26,14 @@ def _run_agent_task(task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     return agents.tasks.app.tasks[task].apply(args=args, kwargs=kwargs).get()
 
 
+_registry_lock = threading.Lock()
+
+
 def _run_control_task(task: str, args: list[Any]) -> None:
-    control_app.loader.import_default_modules()  # autodiscovers the apps' tasks
-    control_app.tasks[task].apply(args=args).get()
+    with _registry_lock:  # task discovery is lazy and not thread-safe
+        control_app.loader.import_default_modules()
+        control_task = control_app.tasks[task]
+    control_task.apply(args=args).get()
 
 
 def agent_cast(*, queue: str, task: str, payload: dict[str, Any], callback: str | None = None) -> None:
