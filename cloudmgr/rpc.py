@@ -13,7 +13,6 @@ from celery import signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from django.conf import settings
 
-from agents.names import CONTROL_QUEUE
 from cloudmgr.celery import app as control_app
 from cloudmgr.exceptions import ServiceUnavailable
 
@@ -42,7 +41,7 @@ def agent_cast(*, queue: str, task: str, payload: dict[str, Any], callback: str 
         if callback:
             _run_control_task(callback, [result])
         return
-    link = signature(callback, queue=CONTROL_QUEUE, app=control_app) if callback else None
+    link = signature(callback, queue=settings.CLOUDMGR_CONTROL_QUEUE, app=control_app) if callback else None
     control_app.send_task(task, args=[payload], queue=queue, link=link)
     logger.debug("sent %s to %s", task, queue)
 

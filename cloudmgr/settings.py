@@ -176,6 +176,9 @@ CLOUDMGR_TOKEN_TTL = env_int("CLOUDMGR_TOKEN_TTL", 3600)
 
 # Celery: the control plane only. Agents have their own app (agents/worker.py).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+# Results and heartbeats from the agents; one name per cloud that shares a broker.
+CLOUDMGR_CONTROL_QUEUE = env("CLOUDMGR_CONTROL_QUEUE", "control")
+CELERY_TASK_DEFAULT_QUEUE = CLOUDMGR_CONTROL_QUEUE
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL
 CELERY_RESULT_EXPIRES = 600
 CELERY_TASK_SERIALIZER = "json"

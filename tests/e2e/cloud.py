@@ -150,6 +150,7 @@ def make_cloud(base_dir: Path) -> Cloud:
         PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
         CLOUDMGR_DATA_DIR=str(data_dir),
         CLOUDMGR_HOSTNAME=name,
+        CLOUDMGR_CONTROL_QUEUE=f"control.{name}",
         CLOUDMGR_LISTEN=f"127.0.0.1:{port}",
         CLOUDMGR_PUBLIC_URL=f"http://127.0.0.1:{port}",
         CELERY_BROKER_URL=os.environ.get("CLOUDMGR_E2E_BROKER_URL", "redis://127.0.0.1:6379/15"),

@@ -1,0 +1,1 @@
+"""Compute: libvirt domains for instances (driver interface, libvirt and fake drivers, domain XML)."""

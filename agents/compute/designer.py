@@ -1,0 +1,140 @@
+"""Turn a :class:`~agents.specs.DomainSpec` plus host-local paths into a :class:`~agents.compute.config.Guest`.
+
+This is the only place that decides what an instance's domain looks like; its output is pinned by
+golden-XML tests (``tests/agents/golden``).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+from agents import names
+from agents.compute import config as vconfig
+from agents.compute.driver import ComputeError
+from agents.config import ROOT_DISK, VIRT_TYPES, InstancePaths
+from agents.specs import DomainSpec
+
+__all__ = ["BUS_PREFIXES", "VIRT_TYPES", "design_guest"]
+
+BUS_PREFIXES = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
+NIC_MODELS = ("virtio", "e1000", "rtl8139")
+MIN_MEMORY_MIB = 16
+VIRTIO_SERIAL_MAX = 20  # virtio-blk serial numbers are at most 20 bytes
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _clean_text(value: str) -> str:
+    """Text safe for XML 1.0 and for libvirt's single-line ``<title>``."""
+    return " ".join(_CONTROL.sub("", value).split())
+
+
+def _invalid(message: str) -> ComputeError:
+    return ComputeError(f"invalid instance spec: {message}")
+
+
+def _target_dev(bus: str, index: int) -> str:
+    if index >= len(string.ascii_lowercase):
+        raise _invalid("too many disks on one bus")
+    return BUS_PREFIXES[bus] + string.ascii_lowercase[index]
+
+
+def design_guest(
+    spec: DomainSpec,
+    paths: InstancePaths,
+    *,
+    disk_cache_mode: str = "none",
+    arch: str = "x86_64",
+) -> vconfig.Guest:
+    """Describe ``spec``'s domain.
+
+    ``paths`` says where the instance's disks and console log live on this host; ``disk_cache_mode``
+    is ``none`` when the filesystem supports O_DIRECT (the driver checks), ``writethrough`` otherwise.
+    """
+    if spec.virt_type not in VIRT_TYPES:
+        raise _invalid(f"virt type {spec.virt_type!r} is not one of {', '.join(VIRT_TYPES)}")
+    if spec.vcpus < 1:
+        raise _invalid("an instance needs at least one vCPU")
+    if spec.memory_mib < MIN_MEMORY_MIB:
+        raise _invalid(f"an instance needs at least {MIN_MEMORY_MIB} MiB of memory")
+
+    roots = [d for d in spec.disks if d.name == ROOT_DISK]
+    if len(roots) != 1:
+        raise _invalid("an instance needs exactly one root disk")
+    disk_names = [d.name for d in spec.disks]
+    if len(set(disk_names)) != len(disk_names):
+        raise _invalid("disk names must be unique")
+
+    display_name = _clean_text(spec.display_name)
+    guest = vconfig.Guest(
+        virt_type=spec.virt_type,
+        name=names.domain_name(spec.instance_id),
+        uuid=spec.instance_id,
+        memory_mib=spec.memory_mib,
+        vcpus=spec.vcpus,
+        title=display_name or None,
+        metadata=vconfig.GuestMetadata(display_name=display_name),
+        os_arch=arch,
+        os_machine="pc",
+        cpu=vconfig.GuestCPU(mode="host-model") if spec.virt_type == "kvm" else None,
+        clock=vconfig.GuestClock(
+            offset="utc",
+            timers=[
+                vconfig.GuestTimer("rtc", tickpolicy="catchup"),
+                vconfig.GuestTimer("pit", tickpolicy="delay"),
+                vconfig.GuestTimer("hpet", present=False),
+            ],
+        ),
+    )
+
+    # The root disk comes first: <boot dev='hd'/> boots the first disk.
+    per_bus: dict[str, int] = {}
+    for disk in roots + [d for d in spec.disks if d.name != ROOT_DISK]:
+        if disk.bus not in BUS_PREFIXES:
+            raise _invalid(f"disk bus {disk.bus!r} is not one of {', '.join(BUS_PREFIXES)}")
+        try:
+            source = paths.disk_path(disk.name)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+        index = per_bus.get(BUS_PREFIXES[disk.bus], 0)
+        per_bus[BUS_PREFIXES[disk.bus]] = index + 1
+        guest.devices.append(
+            vconfig.GuestDisk(
+                source_path=str(source),
+                target_dev=_target_dev(disk.bus, index),
+                target_bus=disk.bus,
+                driver_format="qcow2",
+                driver_cache=disk_cache_mode,
+                serial=disk.name[:VIRTIO_SERIAL_MAX],
+            )
+        )
+
+    for nic in spec.nics:
+        mac = nic.mac_address.lower()
+        if not _MAC.match(mac):
+            raise _invalid(f"MAC address {nic.mac_address!r} is not valid")
+        if nic.model not in NIC_MODELS:
+            raise _invalid(f"NIC model {nic.model!r} is not one of {', '.join(NIC_MODELS)}")
+        if not nic.bridge or len(nic.bridge) > names.IFNAME_MAX:
+            raise _invalid(f"bridge name {nic.bridge!r} is not a valid interface name")
+        guest.devices.append(
+            vconfig.GuestInterface(
+                mac_address=mac,
+                bridge=nic.bridge,
+                target_dev=names.tap_name(nic.port_id),
+                model=nic.model,
+                mtu=nic.mtu,
+            )
+        )
+
+    guest.devices += [
+        vconfig.GuestSerial(log_file=str(paths.console_log), port=0),
+        vconfig.GuestConsole(target_type="serial", port=0),
+        vconfig.GuestGraphics(type="vnc", listen="127.0.0.1", autoport=True),
+        vconfig.GuestVideo(model="vga"),
+        vconfig.GuestMemBalloon(model="virtio", period=10),
+        vconfig.GuestRng(backend="/dev/urandom"),
+    ]
+    return guest

@@ -1,0 +1,95 @@
+"""The compute driver interface, its errors, and the per-process driver factory.
+
+Every operation is idempotent, so Celery redeliveries (``acks_late``) and retries are safe:
+``spawn`` creates only what is missing and starts the domain only if it is not running, ``destroy``
+of a missing instance succeeds.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from typing import Any
+
+from agents.specs import DomainSpec
+
+__all__ = ["ComputeDriver", "ComputeError", "HypervisorUnavailable", "get_driver", "reset_driver"]
+
+
+class ComputeError(Exception):
+    """A compute operation failed; the message is meant to be shown to users."""
+
+    #: True when retrying the same operation later may succeed (e.g. a lost hypervisor connection).
+    transient = False
+
+
+class HypervisorUnavailable(ComputeError):
+    """The hypervisor cannot be reached right now (connection refused or lost)."""
+
+    transient = True
+
+
+class ComputeDriver(abc.ABC):
+    """What a host agent can do with instances on its host."""
+
+    name = "abstract"
+
+    @abc.abstractmethod
+    def spawn(self, spec: DomainSpec) -> dict[str, Any]:
+        """Create (if missing) and start (if not running) the instance; return ``{"power_state": int}``."""
+
+    @abc.abstractmethod
+    def destroy(self, instance_id: str) -> None:
+        """Stop and remove the domain and its instance directory; a missing instance is fine."""
+
+    @abc.abstractmethod
+    def power_state(self, instance_id: str) -> int:
+        """The instance's power state (``agents.specs.POWER_*``); ``POWER_NOSTATE`` if it does not exist."""
+
+    @abc.abstractmethod
+    def list_domains(self) -> dict[str, int]:
+        """``{instance_id: power_state}`` of cloudmgr's domains on this host (others are ignored)."""
+
+    @abc.abstractmethod
+    def console_log(self, instance_id: str, length: int | None = None) -> str:
+        """The last ``length`` lines (all if ``None``) of the serial console; ``""`` if there is none."""
+
+    @abc.abstractmethod
+    def host_capacity(self) -> dict[str, int]:
+        """``{"vcpus": int, "memory_mib": int, "disk_gb": int}``: this host's total resources."""
+
+
+_driver: ComputeDriver | None = None
+_driver_lock = threading.Lock()
+
+
+def _make_driver() -> ComputeDriver:
+    from agents.config import get_config
+
+    config = get_config()
+    if config.compute_driver == "fake":
+        from agents.compute.fake import FakeDriver
+
+        return FakeDriver()
+    from agents.compute.libvirt_driver import LibvirtDriver
+
+    return LibvirtDriver(config)
+
+
+def get_driver() -> ComputeDriver:
+    """The process's driver, chosen by ``CLOUDMGR_COMPUTE_DRIVER`` and created on first use."""
+    global _driver
+    with _driver_lock:
+        if _driver is None:
+            _driver = _make_driver()
+        return _driver
+
+
+def reset_driver(driver: ComputeDriver | None = None) -> None:
+    """Forget the cached driver (the next ``get_driver`` makes a new one), or install ``driver``."""
+    global _driver
+    with _driver_lock:
+        old, _driver = _driver, driver
+    close = getattr(old, "close", None)
+    if old is not None and old is not driver and close is not None:
+        close()

@@ -1,0 +1,137 @@
+"""Agent settings, read from environment variables only (agents never import Django).
+
+=============================  =========================  ==========================================
+Variable                       Default                    Meaning
+=============================  =========================  ==========================================
+``CLOUDMGR_DATA_DIR``          ``./var`` (made absolute)  host-local state: instances, image cache
+``CLOUDMGR_HOSTNAME``          ``socket.gethostname()``   this host's name; its queue is host.<name>
+``CLOUDMGR_VIRT_TYPE``         ``qemu``                   libvirt domain type this host offers
+``CELERY_BROKER_URL``          ``redis://127.0.0.1:6379/0``  broker (and result backend)
+``CLOUDMGR_LIBVIRT_URI``       ``qemu:///system``         libvirt connection URI
+``CLOUDMGR_COMPUTE_DRIVER``    ``libvirt``                ``libvirt`` or ``fake``
+``CLOUDMGR_HEARTBEAT_INTERVAL``  ``5``                    seconds between heartbeats
+``CLOUDMGR_CONTROL_QUEUE``     ``control``                the control plane's queue (results, heartbeats)
+=============================  =========================  ==========================================
+
+Host-local layout under the data directory::
+
+    <data>/instances/<instance_id>/disk.qcow2     root disk (qcow2 overlay on a cached image)
+    <data>/instances/<instance_id>/console.log    serial console, written by virtlogd
+    <data>/cache/images/<image_id>                 cached base image
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.names import CONTROL_QUEUE
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+VIRT_TYPES = ("qemu", "kvm")
+COMPUTE_DRIVERS = ("libvirt", "fake")
+
+ROOT_DISK = "root"
+
+# Ids become path components and libvirt names: keep them to a safe alphabet.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def safe_component(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is safe as a single path component, else raise ``ValueError``."""
+    if not isinstance(value, str) or not _SAFE_ID.match(value) or value in (".", ".."):
+        raise ValueError(f"invalid {what} {value!r}: only letters, digits, '.', '_' and '-' are allowed")
+    return value
+
+
+@dataclass(frozen=True)
+class InstancePaths:
+    """Where one instance's files live on this host."""
+
+    instance_dir: Path
+
+    @property
+    def console_log(self) -> Path:
+        return self.instance_dir / "console.log"
+
+    @property
+    def root_disk(self) -> Path:
+        return self.instance_dir / "disk.qcow2"
+
+    def disk_path(self, disk_name: str) -> Path:
+        """The qcow2 file of a disk: ``disk.qcow2`` for the root disk, ``disk.<name>.qcow2`` else."""
+        if disk_name == ROOT_DISK:
+            return self.root_disk
+        return self.instance_dir / f"disk.{safe_component(disk_name, 'disk name')}.qcow2"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    data_dir: Path
+    hostname: str
+    virt_type: str = "qemu"
+    broker_url: str = DEFAULT_BROKER_URL
+    libvirt_uri: str = DEFAULT_LIBVIRT_URI
+    compute_driver: str = "libvirt"
+    heartbeat_interval: float = 5.0
+    control_queue: str = CONTROL_QUEUE
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.data_dir / "instances"
+
+    @property
+    def image_cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "images"
+
+    def instance_paths(self, instance_id: str) -> InstancePaths:
+        return InstancePaths(self.instances_dir / safe_component(instance_id, "instance id"))
+
+    def cached_image_path(self, image_id: str) -> Path:
+        return self.image_cache_dir / safe_component(image_id, "image id")
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Build an :class:`AgentConfig` from ``environ`` (default: ``os.environ``)."""
+    env = os.environ if environ is None else environ
+
+    virt_type = env.get("CLOUDMGR_VIRT_TYPE", "qemu").strip() or "qemu"
+    if virt_type not in VIRT_TYPES:
+        raise ConfigError(f"CLOUDMGR_VIRT_TYPE must be one of {', '.join(VIRT_TYPES)}, not {virt_type!r}")
+    driver = env.get("CLOUDMGR_COMPUTE_DRIVER", "libvirt").strip() or "libvirt"
+    if driver not in COMPUTE_DRIVERS:
+        raise ConfigError(f"CLOUDMGR_COMPUTE_DRIVER must be one of {', '.join(COMPUTE_DRIVERS)}, not {driver!r}")
+    raw_interval = env.get("CLOUDMGR_HEARTBEAT_INTERVAL", "5").strip() or "5"
+    try:
+        interval = float(raw_interval)
+    except ValueError:
+        raise ConfigError(f"CLOUDMGR_HEARTBEAT_INTERVAL must be a number of seconds, not {raw_interval!r}") from None
+    if interval <= 0:
+        raise ConfigError("CLOUDMGR_HEARTBEAT_INTERVAL must be positive")
+
+    return AgentConfig(
+        data_dir=Path(env.get("CLOUDMGR_DATA_DIR") or "./var").expanduser().resolve(),
+        hostname=(env.get("CLOUDMGR_HOSTNAME") or "").strip() or socket.gethostname(),
+        virt_type=virt_type,
+        broker_url=env.get("CELERY_BROKER_URL") or DEFAULT_BROKER_URL,
+        libvirt_uri=env.get("CLOUDMGR_LIBVIRT_URI") or DEFAULT_LIBVIRT_URI,
+        compute_driver=driver,
+        heartbeat_interval=interval,
+        control_queue=(env.get("CLOUDMGR_CONTROL_QUEUE") or "").strip() or CONTROL_QUEUE,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_config() -> AgentConfig:
+    """The process-wide configuration (read once; ``get_config.cache_clear()`` re-reads it)."""
+    return load_config()

@@ -1,0 +1,163 @@
+"""Celery entry points of the agents, registered under the names in :mod:`agents.names`.
+
+The control plane sends them by name to a host's queue and links its callback (``link=``) to
+``spawn``/``destroy``; the callback receives the result dict as its first argument::
+
+    {"instance_id": str, "ok": bool, "error": str | None, "power_state": int}
+
+These tasks never raise for an operation failure (an errback called by name would lose the
+exception): a ``ComputeError``/``StorageError``, an unknown spec version or an invalid spec becomes
+``ok: False`` with a readable ``error``, and a failed spawn best-effort destroys the instance on this
+host (domain and instance directory). Transient failures (the hypervisor connection is down) are
+retried with exponential backoff, ``MAX_RETRIES`` times; after that the task returns ``ok: False``
+too, so the callback always runs exactly once per delivered operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from agents import names
+from agents.compute.driver import ComputeError, get_driver
+from agents.specs import POWER_NOSTATE, DomainSpec, InstanceRef, SpecVersionError
+from agents.storage import StorageError
+from agents.worker import app
+
+__all__ = ["MAX_RETRIES", "console_log", "destroy", "spawn"]
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 5
+RETRY_BASE_SECONDS = 2
+RETRY_MAX_SECONDS = 60
+
+OPERATION_ERRORS = (ComputeError, StorageError)
+
+
+def result(instance_id: str, ok: bool, error: str | None = None, power_state: int = POWER_NOSTATE) -> dict[str, Any]:
+    return {"instance_id": instance_id, "ok": ok, "error": error, "power_state": int(power_state)}
+
+
+def _instance_id_of(data: Any) -> str:
+    if isinstance(data, dict) and data.get("instance_id") is not None:
+        return str(data["instance_id"])
+    return ""
+
+
+def _retry_countdown(retries: int) -> float:
+    delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * (2**retries))
+    return delay * random.uniform(0.8, 1.2)
+
+
+def _should_retry(task, exc: Exception) -> bool:
+    return (
+        bool(getattr(exc, "transient", False))
+        and not task.request.called_directly
+        and task.request.retries < MAX_RETRIES
+    )
+
+
+def _current_state(driver, instance_id: str) -> int:
+    try:
+        return driver.power_state(instance_id)
+    except Exception:  # noqa: BLE001 - best effort: the failure itself is what gets reported
+        return POWER_NOSTATE
+
+
+def _cleanup(driver, instance_id: str) -> None:
+    try:
+        driver.destroy(instance_id)
+    except Exception:
+        log.exception("cleaning up instance %s after a failed spawn failed", instance_id)
+
+
+@app.task(name=names.TASK_SPAWN, bind=True, max_retries=MAX_RETRIES)
+def spawn(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """Create and start an instance from a ``DomainSpec.to_dict()``."""
+    instance_id = _instance_id_of(spec_dict)
+    try:
+        spec = DomainSpec.from_dict(spec_dict)
+    except SpecVersionError as exc:
+        return result(instance_id, False, str(exc))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return result(instance_id, False, f"invalid instance spec: {exc}")
+
+    try:
+        driver = get_driver()
+    except Exception as exc:
+        log.exception("no compute driver")
+        return result(instance_id, False, f"the compute agent is misconfigured: {exc}")
+    try:
+        info = driver.spawn(spec)
+    except Exception as exc:
+        if _should_retry(self, exc):
+            log.warning("spawn of %s failed transiently (%s); retrying", instance_id, exc)
+            raise self.retry(exc=exc, countdown=_retry_countdown(self.request.retries))
+        if isinstance(exc, OPERATION_ERRORS):
+            log.warning("spawn of %s failed: %s", instance_id, exc)
+            message = str(exc)
+        else:
+            log.exception("spawn of %s failed unexpectedly", instance_id)
+            message = f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"
+        _cleanup(driver, instance_id)
+        return result(instance_id, False, message, _current_state(driver, instance_id))
+    return result(instance_id, True, None, info.get("power_state", POWER_NOSTATE))
+
+
+@app.task(name=names.TASK_DESTROY, bind=True, max_retries=MAX_RETRIES)
+def destroy(self, ref_dict: dict[str, Any]) -> dict[str, Any]:
+    """Stop and remove an instance (``InstanceRef.to_dict()``); a missing instance is fine."""
+    instance_id = _instance_id_of(ref_dict)
+    try:
+        ref = InstanceRef.from_dict(ref_dict)
+    except SpecVersionError as exc:
+        return result(instance_id, False, str(exc))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return result(instance_id, False, f"invalid instance reference: {exc}")
+
+    try:
+        driver = get_driver()
+    except Exception as exc:
+        log.exception("no compute driver")
+        return result(instance_id, False, f"the compute agent is misconfigured: {exc}")
+    try:
+        driver.destroy(ref.instance_id)
+    except Exception as exc:
+        if _should_retry(self, exc):
+            log.warning("destroy of %s failed transiently (%s); retrying", instance_id, exc)
+            raise self.retry(exc=exc, countdown=_retry_countdown(self.request.retries))
+        if isinstance(exc, OPERATION_ERRORS):
+            log.warning("destroy of %s failed: %s", instance_id, exc)
+            message = str(exc)
+        else:
+            log.exception("destroy of %s failed unexpectedly", instance_id)
+            message = f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"
+        return result(instance_id, False, message, _current_state(driver, instance_id))
+    return result(instance_id, True, None, POWER_NOSTATE)
+
+
+@app.task(name=names.TASK_CONSOLE_LOG, ignore_result=False)
+def console_log(ref_dict: dict[str, Any], length: int | None = None) -> dict[str, Any]:
+    """``{"output": str}``: the last ``length`` lines of the serial console (all if ``None``).
+
+    On failure the output is empty and an ``"error"`` key says why (this task never raises).
+    """
+    try:
+        driver = get_driver()
+    except Exception as exc:
+        log.exception("no compute driver")
+        return {"output": "", "error": f"the compute agent is misconfigured: {exc}"}
+    try:
+        ref = InstanceRef.from_dict(ref_dict)
+        if length is not None:
+            length = int(length)
+        return {"output": driver.console_log(ref.instance_id, length)}
+    except (SpecVersionError, ComputeError, StorageError) as exc:
+        return {"output": "", "error": str(exc)}
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return {"output": "", "error": f"invalid console request: {exc}"}
+    except Exception as exc:
+        log.exception("reading the console of %s failed", _instance_id_of(ref_dict))
+        return {"output": "", "error": f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"}

@@ -1,0 +1,112 @@
+"""Golden-XML tests of the domain designer: any change to the generated domain shows up here."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from agents.compute.designer import design_guest
+from agents.compute.driver import ComputeError
+from agents.config import InstancePaths
+from agents.specs import DiskSpec, DomainSpec, ImageRef, NicSpec
+
+GOLDEN = Path(__file__).parent / "golden"
+INSTANCE_ID = "3f2c1d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+PATHS = InstancePaths(Path("/var/lib/cloudmgr/instances") / INSTANCE_ID)
+
+
+def canonical(xml: str) -> str:
+    return ET.canonicalize(xml_data=xml, strip_text=True)
+
+
+def make_spec(**overrides) -> DomainSpec:
+    fields = {
+        "instance_id": INSTANCE_ID,
+        "display_name": "web-1",
+        "vcpus": 2,
+        "memory_mib": 256,
+        "disks": [
+            DiskSpec(
+                name="root",
+                size_gb=2,
+                image=ImageRef(id="debian-12", source="file:///srv/images/debian-12.qcow2"),
+            )
+        ],
+        "nics": [
+            NicSpec(
+                port_id="7d9e8f10-1111-4222-8333-944455566677",
+                mac_address="52:54:00:12:34:56",
+                bridge="brq0a1b2c3d4e5",
+                mtu=1450,
+            )
+        ],
+    }
+    fields.update(overrides)
+    return DomainSpec(**fields)
+
+
+def assert_golden(xml: str, name: str) -> None:
+    expected = (GOLDEN / name).read_text()
+    assert canonical(xml) == canonical(expected), f"domain XML differs from {name}:\n{xml}"
+
+
+def test_domain_with_one_disk_and_one_nic():
+    assert_golden(design_guest(make_spec(), PATHS).to_xml(), "domain_disk_nic.xml")
+
+
+def test_domain_without_nic():
+    assert_golden(design_guest(make_spec(nics=[], vcpus=1, memory_mib=128), PATHS).to_xml(), "domain_no_nic.xml")
+
+
+def test_kvm_domain_uses_host_model_cpu():
+    root = ET.fromstring(design_guest(make_spec(virt_type="kvm"), PATHS).to_xml())
+    assert root.get("type") == "kvm"
+    assert root.find("cpu").get("mode") == "host-model"
+    qemu = ET.fromstring(design_guest(make_spec(), PATHS).to_xml())
+    assert qemu.get("type") == "qemu" and qemu.find("cpu") is None
+
+
+def test_spec_round_trips_through_json_dict():
+    spec = make_spec()
+    assert design_guest(DomainSpec.from_dict(spec.to_dict()), PATHS).to_xml() == design_guest(spec, PATHS).to_xml()
+
+
+def test_display_name_is_escaped_and_single_line():
+    xml = design_guest(make_spec(display_name='a <b> & "c"\nsecond\x07 line'), PATHS).to_xml()
+    root = ET.fromstring(xml)  # well-formed despite the markup characters
+    assert root.findtext("title") == 'a <b> & "c" second line'
+    ns = {"c": "urn:cloudmgr:instance:1"}
+    assert root.findtext("metadata/c:instance/c:display-name", namespaces=ns) == 'a <b> & "c" second line'
+
+
+def test_root_disk_first_and_extra_disks_get_next_target():
+    spec = make_spec(disks=[DiskSpec(name="data", size_gb=1), *make_spec().disks])
+    disks = ET.fromstring(design_guest(spec, PATHS).to_xml()).findall("devices/disk")
+    assert [(d.find("target").get("dev"), d.find("source").get("file")) for d in disks] == [
+        ("vda", str(PATHS.root_disk)),
+        ("vdb", str(PATHS.instance_dir / "disk.data.qcow2")),
+    ]
+
+
+def test_cache_mode_is_passed_through():
+    root = ET.fromstring(design_guest(make_spec(), PATHS, disk_cache_mode="writethrough").to_xml())
+    assert root.find("devices/disk/driver").get("cache") == "writethrough"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"virt_type": "xen"}, "virt type"),
+        ({"vcpus": 0}, "vCPU"),
+        ({"memory_mib": 1}, "memory"),
+        ({"disks": []}, "root disk"),
+        ({"nics": [NicSpec(port_id="p", mac_address="zz:00", bridge="br0")]}, "MAC"),
+        ({"disks": [DiskSpec(name="root", size_gb=1, bus="floppy")]}, "bus"),
+        ({"disks": [DiskSpec(name="root", size_gb=1), DiskSpec(name="../x", size_gb=1)]}, "disk name"),
+    ],
+)
+def test_invalid_specs_are_refused_with_a_readable_error(overrides, message):
+    with pytest.raises(ComputeError, match=message):
+        design_guest(make_spec(**overrides), PATHS)

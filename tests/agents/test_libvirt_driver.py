@@ -1,0 +1,270 @@
+"""The real libvirt driver against the host's libvirtd, booting the real test guest.
+
+Needs libvirtd and virtlogd running (``scripts/host-setup.sh``) and builds the test guest with
+``scripts/build-testvm.sh`` (cached under ``var/testvm/``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from agents import names, tasks
+from agents.compute.driver import ComputeError, reset_driver
+from agents.compute.libvirt_driver import LibvirtDriver
+from agents.config import load_config
+from agents.specs import POWER_NOSTATE, POWER_RUNNING, POWER_SHUTDOWN, DiskSpec, DomainSpec, ImageRef, NicSpec
+from agents.worker import build_host_report
+
+pytestmark = pytest.mark.libvirt
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "scripts" / "build-testvm.sh"
+MARKER = "CLOUDMGR_TESTVM_BOOTED"
+BOOT_TIMEOUT = 60
+URI = os.environ.get("CLOUDMGR_LIBVIRT_URI", "qemu:///system")
+
+
+@pytest.fixture(scope="session")
+def testvm_image() -> Path:
+    if not BUILD_SCRIPT.exists():
+        pytest.skip(f"{BUILD_SCRIPT.relative_to(REPO)} does not exist yet: cannot build the test guest")
+    out = REPO / "var" / "testvm" / "testvm.qcow2"
+    proc = subprocess.run([str(BUILD_SCRIPT), str(out)], check=False, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"build-testvm.sh failed:\n{proc.stdout}\n{proc.stderr}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def libvirt_conn():
+    try:
+        conn = libvirt.open(URI)
+    except libvirt.libvirtError as exc:
+        pytest.fail(f"cannot connect to {URI} ({exc}): start the daemons with scripts/host-setup.sh")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """A data dir the libvirt-qemu user can traverse, removed afterwards."""
+    parent = REPO / "var"
+    parent.mkdir(exist_ok=True)
+    path = parent / f"test-agents-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o755)
+    os.chmod(path, 0o755)
+    check = subprocess.run(
+        ["runuser", "-u", "libvirt-qemu", "--", "test", "-x", str(path)], check=False, capture_output=True
+    )
+    assert check.returncode == 0, f"user libvirt-qemu cannot reach {path}: run scripts/host-setup.sh"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def driver(data_dir, libvirt_conn):
+    config = load_config(
+        {"CLOUDMGR_DATA_DIR": str(data_dir), "CLOUDMGR_HOSTNAME": "test-host", "CLOUDMGR_LIBVIRT_URI": URI}
+    )
+    drv = LibvirtDriver(config)
+    drv.spawned = []  # instance ids to clean up whatever happens
+    yield drv
+    for instance_id in drv.spawned:
+        try:
+            dom = libvirt_conn.lookupByName(names.domain_name(instance_id))
+        except libvirt.libvirtError:
+            continue
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    drv.close()
+
+
+def make_spec(driver, image: Path, **overrides) -> DomainSpec:
+    fields = {
+        "instance_id": str(uuid.uuid4()),
+        "display_name": "agents test guest",
+        "vcpus": 1,
+        "memory_mib": 128,
+        "disks": [DiskSpec(name="root", size_gb=1, image=ImageRef(id="testvm", source=image.as_uri()))],
+    }
+    fields.update(overrides)
+    spec = DomainSpec(**fields)
+    driver.spawned.append(spec.instance_id)
+    return spec
+
+
+def wait_for_marker(driver, instance_id: str, timeout: float = BOOT_TIMEOUT) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if MARKER in driver.console_log(instance_id):
+            return time.monotonic() - start
+        time.sleep(0.2)
+    pytest.fail(f"{MARKER} not seen within {timeout} s; console:\n{driver.console_log(instance_id, 40)}")
+
+
+def domain_exists(conn, instance_id: str) -> bool:
+    try:
+        conn.lookupByName(names.domain_name(instance_id))
+        return True
+    except libvirt.libvirtError as exc:
+        assert exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+        return False
+
+
+def test_spawn_boot_list_destroy(driver, testvm_image, libvirt_conn, record_property):
+    spec = make_spec(driver, testvm_image)
+    paths = driver.config.instance_paths(spec.instance_id)
+
+    start = time.monotonic()
+    assert driver.spawn(spec) == {"power_state": POWER_RUNNING}
+    spawn_seconds = time.monotonic() - start
+    boot_seconds = wait_for_marker(driver, spec.instance_id)
+    total = spawn_seconds + boot_seconds
+    record_property("spawn_seconds", round(spawn_seconds, 2))
+    record_property("spawn_to_marker_seconds", round(total, 2))
+    print(f"\nspawn() took {spawn_seconds:.2f} s; {MARKER} after {total:.2f} s from spawn start")
+
+    # The overlay is sized to the root disk and backed by the cached image, with explicit formats.
+    info = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", str(paths.root_disk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert '"virtual-size": 1073741824' in info
+    assert str(driver.config.cached_image_path("testvm")) in info
+    assert '"backing-filename-format": "qcow2"' in info
+
+    assert driver.list_domains()[spec.instance_id] == POWER_RUNNING
+    assert driver.power_state(spec.instance_id) == POWER_RUNNING
+    assert driver.console_log(spec.instance_id, 1).strip() != ""
+    assert driver.console_log(spec.instance_id, 0) == ""
+
+    # Heartbeat payload from the real driver.
+    report = build_host_report(driver=driver, config=driver.config)
+    assert report.queue == names.host_queue("test-host") and report.virt_type == "qemu"
+    assert report.vcpus >= 1 and report.memory_mib >= 128 and report.disk_gb >= 1
+    assert report.domains[spec.instance_id] == POWER_RUNNING
+    assert report.to_dict()["version"] == 1
+
+    # Spawning again is a no-op (the disk is not recreated).
+    inode = paths.root_disk.stat().st_ino
+    assert driver.spawn(spec) == {"power_state": POWER_RUNNING}
+    assert paths.root_disk.stat().st_ino == inode
+
+    driver.destroy(spec.instance_id)
+    assert not domain_exists(libvirt_conn, spec.instance_id)
+    assert not paths.instance_dir.exists()
+    assert spec.instance_id not in driver.list_domains()
+    assert driver.power_state(spec.instance_id) == POWER_NOSTATE
+    assert driver.console_log(spec.instance_id) == ""
+    driver.destroy(spec.instance_id)  # destroying a missing instance succeeds
+    assert driver.config.cached_image_path("testvm").exists()  # the image cache stays
+
+
+def test_spawn_restarts_a_stopped_domain(driver, testvm_image, libvirt_conn):
+    spec = make_spec(driver, testvm_image)
+    driver.spawn(spec)
+    libvirt_conn.lookupByName(names.domain_name(spec.instance_id)).destroy()
+    assert driver.power_state(spec.instance_id) == POWER_SHUTDOWN
+    assert driver.list_domains()[spec.instance_id] == POWER_SHUTDOWN
+    assert driver.spawn(spec) == {"power_state": POWER_RUNNING}
+    wait_for_marker(driver, spec.instance_id)
+    driver.destroy(spec.instance_id)
+    assert not domain_exists(libvirt_conn, spec.instance_id)
+
+
+def test_concurrent_spawns_of_one_instance(driver, testvm_image, libvirt_conn):
+    spec = make_spec(driver, testvm_image)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(driver.spawn(spec))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == [{"power_state": POWER_RUNNING}] * 3
+    driver.destroy(spec.instance_id)
+    assert not domain_exists(libvirt_conn, spec.instance_id)
+
+
+def test_failed_spawn_task_reports_and_cleans_up(driver, testvm_image, libvirt_conn):
+    """A NIC on a bridge that does not exist: libvirt refuses to start; the task returns ok False,
+    with libvirt's reason, and leaves neither a domain nor files behind."""
+    spec = make_spec(
+        driver,
+        testvm_image,
+        nics=[NicSpec(port_id=str(uuid.uuid4()), mac_address="52:54:00:aa:bb:cc", bridge="brqmissing0000")],
+    )
+    with pytest.raises(ComputeError, match="starting the instance failed"):
+        driver.spawn(spec)
+
+    reset_driver(driver)
+    try:
+        result = tasks.spawn(spec.to_dict())
+    finally:
+        reset_driver(None)
+    assert result["ok"] is False and result["instance_id"] == spec.instance_id
+    assert "brqmissing0000" in result["error"]
+    assert result["power_state"] == POWER_NOSTATE
+    assert not domain_exists(libvirt_conn, spec.instance_id)
+    assert not driver.config.instance_paths(spec.instance_id).instance_dir.exists()
+
+
+def test_missing_image_is_a_storage_error_result(driver, libvirt_conn):
+    spec = make_spec(driver, Path("/nonexistent/image.qcow2"))
+    reset_driver(driver)
+    try:
+        result = tasks.spawn(spec.to_dict())
+    finally:
+        reset_driver(None)
+    assert result["ok"] is False and "does not exist" in result["error"]
+    assert not driver.config.instance_paths(spec.instance_id).instance_dir.exists()
+
+
+def test_reconnects_after_a_dead_connection(driver):
+    class DeadConnection:
+        def isAlive(self):
+            raise libvirt.libvirtError("connection closed")
+
+        def close(self):
+            pass
+
+    driver.list_domains()
+    driver._conn = DeadConnection()
+    assert isinstance(driver.list_domains(), dict)
+    assert driver._conn.isAlive()
+
+
+def test_unreachable_hypervisor_is_transient(tmp_path):
+    uri = "qemu+unix:///system?socket=/nonexistent"
+    config = load_config({"CLOUDMGR_DATA_DIR": str(tmp_path), "CLOUDMGR_LIBVIRT_URI": uri})
+    with pytest.raises(ComputeError, match="cannot connect to the hypervisor") as excinfo:
+        LibvirtDriver(config).list_domains()
+    assert excinfo.value.transient
+
+
+@pytest.mark.parametrize("golden", sorted((Path(__file__).parent / "golden").glob("*.xml")), ids=lambda p: p.name)
+def test_golden_xml_is_valid_for_libvirt(libvirt_conn, golden):
+    """libvirt validates the golden domains against its schema (without starting them)."""
+    dom = libvirt_conn.defineXMLFlags(golden.read_text(), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    try:
+        assert dom.name().startswith("cloudmgr-")
+    finally:
+        dom.undefine()
