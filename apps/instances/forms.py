@@ -23,9 +23,16 @@ class InstanceLaunchForm(forms.Form):
     """Launch one instance. The choices are what the selectors let this user see, so a foreign
     image or a private flavor cannot be posted."""
 
-    name = forms.CharField(max_length=255, strip=True, widget=forms.TextInput(attrs={"autofocus": True}))
-    image = ImageChoiceField(queryset=None, empty_label="Choose an image")
-    flavor = FlavorChoiceField(queryset=None, empty_label="Choose a flavor")
+    name = forms.CharField(
+        max_length=255, strip=True,
+        widget=forms.TextInput(attrs={"class": "form-control", "autofocus": True, "autocomplete": "off"}),
+    )
+    image = ImageChoiceField(
+        queryset=None, empty_label="Choose an image", widget=forms.Select(attrs={"class": "form-select"})
+    )
+    flavor = FlavorChoiceField(
+        queryset=None, empty_label="Choose a flavor", widget=forms.Select(attrs={"class": "form-select"})
+    )
 
     def __init__(self, *args, user, project, **kwargs):
         super().__init__(*args, **kwargs)

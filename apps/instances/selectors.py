@@ -11,7 +11,7 @@ from apps.instances.models import Flavor, Instance
 from apps.instances.states import vm_states_for_status
 from apps.tenants.models import Project
 from apps.tenants.selectors import is_cloud_admin
-from cloudmgr.exceptions import NotFound
+from cloudmgr.exceptions import NotFound, ServiceUnavailable
 from cloudmgr.rpc import agent_call
 
 
@@ -94,4 +94,6 @@ def instance_console_log(*, instance: Instance, length: int | None = None) -> st
         payload=InstanceRef(instance_id=str(instance.id)).to_dict(),
         length=length,
     )
+    if answer.get("error"):
+        raise ServiceUnavailable(f"The host could not read the console log: {answer['error']}")
     return answer["output"]

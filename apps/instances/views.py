@@ -66,7 +66,11 @@ def instance_detail(request, *, project, instance_id):
     except NotFound as exc:
         messages.error(request, exc.message)
         return redirect("instances:list")
-    return render(request, "instances/instance_detail.html", {"instance": instance, "fault": instance.faults.first()})
+    return render(
+        request,
+        "instances/instance_detail.html",
+        {"instance": instance, "fault": instance.faults.first(), "console_lines": CONSOLE_LINES},
+    )
 
 
 @require_GET
@@ -79,7 +83,8 @@ def instance_overview(request, *, project, instance_id):
         return HttpResponseStopPolling(
             '<div class="alert alert-secondary mb-0" role="status">This instance has been deleted.</div>'
         )
-    return render(request, "instances/_instance_overview.html", {"instance": instance, "fault": instance.faults.first()})
+    context = {"instance": instance, "fault": instance.faults.first()}
+    return render(request, "instances/_instance_overview.html", context)
 
 
 @require_GET
@@ -119,7 +124,8 @@ def instance_delete(request, *, project, instance_id):
     else:
         messages.success(request, f"Instance {instance.name} is being deleted.")
     if request.htmx and request.htmx.target == "instance-rows":
-        return render(request, "instances/_instance_rows.html", {"instances": _instances(request, project), "oob_messages": True})
+        context = {"instances": _instances(request, project), "oob_messages": True}
+        return render(request, "instances/_instance_rows.html", context)
     if request.htmx:
         return HttpResponseClientRedirect(reverse("instances:list"))
     return redirect("instances:list")

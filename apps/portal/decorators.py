@@ -2,7 +2,7 @@
 their role there lets them change things. Views stay thin: parse, call one service, render."""
 
 from functools import wraps
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,11 +12,7 @@ from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.portal.selectors import current_project
-from apps.tenants.models import Role
-from apps.tenants.selectors import role_on_project
-
-# The roles that may launch and delete; `reader` may only look (as the API's policy).
-WRITE_ROLES = {Role.ADMIN, Role.MEMBER}
+from apps.tenants.selectors import role_can_write, role_on_project
 
 
 def _login_redirect(request):
@@ -27,14 +23,14 @@ def _login_redirect(request):
         # Come back to the page the fragment belongs to, not to the fragment.
         current = urlsplit(request.htmx.current_url or "")
         back = current.path + (f"?{current.query}" if current.query else "") if current.path else "/"
-        return HttpResponseClientRedirect(f"{login_url}?next={back}")
+        return HttpResponseClientRedirect(f"{login_url}?{urlencode({'next': back}, safe='/')}")
     return redirect_to_login(request.get_full_path(), login_url)
 
 
 def portal_view(view=None, *, write: bool = False):
-    """Login required; the view gets `project` (the current project) as a keyword argument and
-    `request.portal_can_write`. Without a project the user sees a page that says so. With
-    `write=True`, a reader is refused with a message (on GET and POST alike)."""
+    """Login required; the view gets `project` (the current project) as a keyword argument, and
+    the request gets `portal_project` and `portal_can_write`. Without a project the user sees a
+    page that says so. With `write=True`, a reader is refused with a message (GET and POST)."""
 
     def decorate(view_func):
         @wraps(view_func)
@@ -44,7 +40,8 @@ def portal_view(view=None, *, write: bool = False):
             project = current_project(request=request)
             if project is None:
                 return render(request, "portal/no_project.html", status=403)
-            request.portal_can_write = role_on_project(user=request.user, project=project) in WRITE_ROLES
+            request.portal_project = project
+            request.portal_can_write = role_can_write(role_on_project(user=request.user, project=project))
             if write and not request.portal_can_write:
                 messages.error(request, f"Your role on project {project.name} allows viewing only.")
                 if request.htmx:

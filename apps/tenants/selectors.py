@@ -47,6 +47,14 @@ def role_on_project(*, user: User, project: Project) -> str | None:
     return membership.role if membership else None
 
 
+# The roles that may change things; `reader` may only look.
+WRITE_ROLES = frozenset({Role.ADMIN, Role.MEMBER})
+
+
+def role_can_write(role: str | None) -> bool:
+    return role in WRITE_ROLES
+
+
 def project_list(*, user: User) -> QuerySet[Project]:
     """The projects a user may act in: every project for a cloud admin, else their memberships."""
     if is_cloud_admin(user=user):

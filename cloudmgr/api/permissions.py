@@ -7,10 +7,7 @@ token's project; `reader` may only read.
 
 from rest_framework import permissions
 
-from apps.tenants.models import Role
-from apps.tenants.selectors import is_cloud_admin, role_on_project
-
-WRITE_ROLES = {Role.ADMIN, Role.MEMBER}
+from apps.tenants.selectors import is_cloud_admin, role_can_write, role_on_project
 
 
 def request_role(request) -> str | None:
@@ -34,4 +31,4 @@ class ProjectRolePermission(permissions.BasePermission):
         role = request_role(request)
         if role is None:
             return False
-        return request.method in permissions.SAFE_METHODS or role in WRITE_ROLES
+        return request.method in permissions.SAFE_METHODS or role_can_write(role)

@@ -1,5 +1,7 @@
 """Small display helpers for the portal's templates."""
 
+import re
+
 from django import template
 
 from apps.instances.states import api_status
@@ -30,3 +32,15 @@ def status_badge(instance):
         "busy": bool(instance.task_state),
         "task_state": instance.task_state,
     }
+
+
+# Terminal control sequences (colours, cursor moves) and carriage returns in a serial console.
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@register.filter
+def console_text(output: str) -> str:
+    """A console log as plain text: without escape sequences and stray control characters
+    (still escaped by the template, as any text that comes from a guest)."""
+    return _CONTROL.sub("", _ANSI.sub("", output.replace("\r\n", "\n").replace("\r", "\n")))
