@@ -1,0 +1,57 @@
+# Two commands, both idempotent, on a fresh Debian 12 machine as root:
+#   make run   - set up everything and run the cloud in the foreground (Ctrl-C stops it)
+#   make test  - set up everything and run the whole test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export CLOUDMGR_DATA_DIR ?= $(CURDIR)/var
+export CLOUDMGR_LISTEN ?= 127.0.0.1:8000
+export CLOUDMGR_HOSTNAME ?= $(shell hostname)
+export CLOUDMGR_TESTVM_IMAGE ?= $(CURDIR)/var/build/testvm.qcow2
+TEST_DATABASE_URL ?= postgres://cloudmgr:cloudmgr@127.0.0.1:5432/cloudmgr
+
+.PHONY: run test host host-test venv image bootstrap bench
+
+run: host venv image bootstrap
+	@echo
+	@echo "cloudmgr is starting on http://$(CLOUDMGR_LISTEN)"
+	@echo "  portal:   http://$(CLOUDMGR_LISTEN)/"
+	@echo "  API:      http://$(CLOUDMGR_LISTEN)/identity/v3 (OS_AUTH_URL), schema at /api/docs/"
+	@echo "  log in as 'admin' with the password printed when this cloud was first bootstrapped"
+	@echo "  (lost it? .venv/bin/python manage.py changepassword admin)"
+	@echo
+	exec $(BIN)/honcho start -f Procfile
+
+test: host-test venv image
+	@echo "== concurrency tests on PostgreSQL"
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m concurrency -q -p no:cacheprovider
+	@echo "== the whole suite (SQLite)"
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+host:
+	scripts/host-setup.sh
+
+host-test:
+	scripts/host-setup.sh --postgres
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "cloudmgr needs Python 3.11, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+image:
+	scripts/build-testvm.sh $(CLOUDMGR_TESTVM_IMAGE)
+
+bootstrap: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py cloud_bootstrap --testvm-image $(CLOUDMGR_TESTVM_IMAGE)
+
+bench: host venv image
+	$(BIN)/python bench/boot.py
