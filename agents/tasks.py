@@ -73,69 +73,65 @@ def _cleanup(driver, instance_id: str) -> None:
         log.exception("cleaning up instance %s after a failed spawn failed", instance_id)
 
 
-@app.task(name=names.TASK_SPAWN, bind=True, max_retries=MAX_RETRIES)
-def spawn(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
-    """Create and start an instance from a ``DomainSpec.to_dict()``."""
-    instance_id = _instance_id_of(spec_dict)
+def _parse(cls, data: Any, what: str):
+    """(spec, None), or (None, a failure result) when the spec cannot be read."""
     try:
-        spec = DomainSpec.from_dict(spec_dict)
+        return cls.from_dict(data), None
     except SpecVersionError as exc:
-        return result(instance_id, False, str(exc))
+        return None, result(_instance_id_of(data), False, str(exc))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        return result(instance_id, False, f"invalid instance spec: {exc}")
+        return None, result(_instance_id_of(data), False, f"invalid {what}: {exc}")
 
+
+def _operate(task, verb: str, instance_id: str, operation, *, cleanup: bool = False) -> dict[str, Any]:
+    """Run one driver operation (it returns the power state): retry transient errors, turn every
+    other failure into ``ok: False`` with a readable reason."""
     try:
         driver = get_driver()
     except Exception as exc:
         log.exception("no compute driver")
         return result(instance_id, False, f"the compute agent is misconfigured: {exc}")
     try:
-        info = driver.spawn(spec)
+        power_state = operation(driver)
     except Exception as exc:
-        if _should_retry(self, exc):
-            log.warning("spawn of %s failed transiently (%s); retrying", instance_id, exc)
-            raise self.retry(exc=exc, countdown=_retry_countdown(self.request.retries))
+        if _should_retry(task, exc):
+            log.warning("%s of %s failed transiently (%s); retrying", verb, instance_id, exc)
+            raise task.retry(exc=exc, countdown=_retry_countdown(task.request.retries))
         if isinstance(exc, OPERATION_ERRORS):
-            log.warning("spawn of %s failed: %s", instance_id, exc)
+            log.warning("%s of %s failed: %s", verb, instance_id, exc)
             message = str(exc)
         else:
-            log.exception("spawn of %s failed unexpectedly", instance_id)
+            log.exception("%s of %s failed unexpectedly", verb, instance_id)
             message = f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"
-        _cleanup(driver, instance_id)
+        if cleanup:
+            _cleanup(driver, instance_id)
         return result(instance_id, False, message, _current_state(driver, instance_id))
-    return result(instance_id, True, None, info.get("power_state", POWER_NOSTATE))
+    return result(instance_id, True, None, power_state)
+
+
+@app.task(name=names.TASK_SPAWN, bind=True, max_retries=MAX_RETRIES)
+def spawn(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """Create and start an instance from a ``DomainSpec.to_dict()``; a failed spawn is cleaned up."""
+    spec, failure = _parse(DomainSpec, spec_dict, "instance spec")
+    if failure:
+        return failure
+    return _operate(
+        self, "spawn", spec.instance_id, lambda d: d.spawn(spec).get("power_state", POWER_NOSTATE), cleanup=True
+    )
 
 
 @app.task(name=names.TASK_DESTROY, bind=True, max_retries=MAX_RETRIES)
 def destroy(self, ref_dict: dict[str, Any]) -> dict[str, Any]:
     """Stop and remove an instance (``InstanceRef.to_dict()``); a missing instance is fine."""
-    instance_id = _instance_id_of(ref_dict)
-    try:
-        ref = InstanceRef.from_dict(ref_dict)
-    except SpecVersionError as exc:
-        return result(instance_id, False, str(exc))
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        return result(instance_id, False, f"invalid instance reference: {exc}")
+    ref, failure = _parse(InstanceRef, ref_dict, "instance reference")
+    if failure:
+        return failure
 
-    try:
-        driver = get_driver()
-    except Exception as exc:
-        log.exception("no compute driver")
-        return result(instance_id, False, f"the compute agent is misconfigured: {exc}")
-    try:
+    def operation(driver) -> int:
         driver.destroy(ref.instance_id)
-    except Exception as exc:
-        if _should_retry(self, exc):
-            log.warning("destroy of %s failed transiently (%s); retrying", instance_id, exc)
-            raise self.retry(exc=exc, countdown=_retry_countdown(self.request.retries))
-        if isinstance(exc, OPERATION_ERRORS):
-            log.warning("destroy of %s failed: %s", instance_id, exc)
-            message = str(exc)
-        else:
-            log.exception("destroy of %s failed unexpectedly", instance_id)
-            message = f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"
-        return result(instance_id, False, message, _current_state(driver, instance_id))
-    return result(instance_id, True, None, POWER_NOSTATE)
+        return POWER_NOSTATE
+
+    return _operate(self, "destroy", ref.instance_id, operation)
 
 
 @app.task(name=names.TASK_CONSOLE_LOG, ignore_result=False)

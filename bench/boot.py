@@ -35,35 +35,47 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class RssSampler(threading.Thread):
-    """Samples the summed RSS of the control-plane processes under the cloud's process group."""
+    """Samples the summed RSS of the control-plane processes started under the cloud's runner."""
 
-    def __init__(self, pgid: int):
+    def __init__(self, root_pid: int):
         super().__init__(daemon=True)
-        self.pgid = pgid
+        self.root_pid = root_pid
         self.peak_total = 0
         self.peak_by_role: dict[str, int] = {}
         self.stop_event = threading.Event()
 
-    def _role(self, cmdline: str) -> str | None:
+    @staticmethod
+    def _role(cmdline: str) -> str | None:
         if "gunicorn" in cmdline:
             return "web"
-        if "celery" in cmdline and "-A cloudmgr worker" in cmdline:
+        if "-A cloudmgr worker" in cmdline:
             return "control"
-        if "celery" in cmdline and "-A cloudmgr beat" in cmdline:
+        if "-A cloudmgr beat" in cmdline:
             return "beat"
         return None
 
+    def _descendants(self) -> list[Path]:
+        parents: dict[int, list[Path]] = {}
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                parents.setdefault(ppid, []).append(proc)
+        found, todo = [], [self.root_pid]
+        while todo:
+            for child in parents.get(todo.pop(), []):
+                found.append(child)
+                todo.append(int(child.name))
+        return found
+
     def sample(self) -> None:
         total, by_role = 0, {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
+        for proc in self._descendants():
             try:
-                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[2]) != self.pgid:  # field 5 of stat: process group
-                    continue
                 role = self._role((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-                if role is None:
+                if role is None or (proc / "cmdline").read_bytes().startswith(b"/bin/sh"):
                     continue
                 rss = int((proc / "statm").read_text().split()[1]) * 4096
             except (OSError, IndexError, ValueError):

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 
 
@@ -23,3 +24,16 @@ class TenantOwnedModel(BaseModel):
 
     class Meta:
         abstract = True
+
+
+def filter_pk(queryset: models.QuerySet, value) -> models.QuerySet:
+    """The queryset narrowed to this primary key; empty when the value cannot be one (not a UUID)."""
+    try:
+        return queryset.filter(pk=value)
+    except (DjangoValidationError, ValueError):
+        return queryset.none()
+
+
+def first_by_name_or_id(queryset: models.QuerySet, name_or_id: str):
+    """What OpenStack clients mean by NAME_OR_ID: a name first, then an id; None if neither."""
+    return queryset.filter(name=name_or_id).first() or filter_pk(queryset, name_or_id).first()

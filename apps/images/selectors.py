@@ -9,6 +9,7 @@ from apps.images.models import Image, ImageStatus, Visibility
 from apps.tenants.models import Project
 from apps.tenants.selectors import is_cloud_admin
 from cloudmgr.exceptions import NotFound
+from cloudmgr.models import first_by_name_or_id
 
 
 def image_path(image: Image) -> Path:
@@ -25,13 +26,7 @@ def image_list(*, user: User, project: Project) -> QuerySet[Image]:
 
 
 def image_get(*, user: User, project: Project, name_or_id: str) -> Image:
-    images = image_list(user=user, project=project)
-    image = images.filter(name=name_or_id).first()
-    if image is None:
-        try:
-            image = images.filter(pk=name_or_id).first()
-        except Exception:  # not a UUID
-            image = None
+    image = first_by_name_or_id(image_list(user=user, project=project), name_or_id)
     if image is None:
         raise NotFound(f"Image {name_or_id} could not be found.")
     return image

@@ -12,6 +12,7 @@ from apps.instances.states import vm_states_for_status
 from apps.tenants.models import Project
 from apps.tenants.selectors import is_cloud_admin
 from cloudmgr.exceptions import NotFound, ServiceUnavailable
+from cloudmgr.models import filter_pk
 from cloudmgr.rpc import agent_call
 
 
@@ -71,10 +72,7 @@ def instance_list(*, user: User, project: Project, status: str | None = None, na
 
 
 def instance_get(*, user: User, project: Project, instance_id: str) -> Instance:
-    try:
-        instance = instance_list(user=user, project=project, all_projects=True).filter(pk=instance_id).first()
-    except Exception:  # not a UUID
-        instance = None
+    instance = filter_pk(instance_list(user=user, project=project, all_projects=True), instance_id).first()
     if instance is None:
         raise NotFound(f"Instance {instance_id} could not be found.")
     return instance

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from apps.tenants.models import Membership, Project, Quota, Role, Token
 from cloudmgr.exceptions import NotAuthenticated, NotFound
+from cloudmgr.models import first_by_name_or_id
 
 
 def hash_token(key: str) -> str:
@@ -63,13 +64,7 @@ def project_list(*, user: User) -> QuerySet[Project]:
 
 
 def project_get(*, user: User, name_or_id: str) -> Project:
-    projects = project_list(user=user)
-    project = projects.filter(name=name_or_id).first()
-    if project is None:
-        try:
-            project = projects.filter(pk=name_or_id).first()
-        except Exception:  # not a UUID
-            project = None
+    project = first_by_name_or_id(project_list(user=user), name_or_id)
     if project is None:
         raise NotFound(f"Project {name_or_id} could not be found.")
     return project

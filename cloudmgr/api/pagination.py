@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 
 from cloudmgr.api.versions import link
 from cloudmgr.exceptions import ValidationError
+from cloudmgr.models import filter_pk
 
 MAX_LIMIT = 1000
 
@@ -36,10 +37,7 @@ def paginate(request, queryset: QuerySet, collection: str) -> tuple[list, dict]:
     if limit < 0:
         raise ValidationError("limit must be 0 or more.")
     if marker := params.get("marker"):
-        try:
-            anchor = queryset.filter(pk=marker).values("created_at", "pk").first()
-        except Exception:  # not a valid id
-            anchor = None
+        anchor = filter_pk(queryset, marker).values("created_at", "pk").first()
         if anchor is None:
             raise ValidationError(f"marker [{marker}] not found")
         # The querysets are ordered newest first (-created_at); ties broken by id.

@@ -128,10 +128,13 @@ class Cloud:
         conn = libvirt.open("qemu:///system")
         try:
             for dom in conn.listAllDomains():
-                if str(self.data_dir) in dom.XMLDesc():
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
+                try:
+                    if str(self.data_dir) in dom.XMLDesc():
+                        if dom.isActive():
+                            dom.destroy()
+                        dom.undefine()
+                except libvirt.libvirtError:
+                    pass  # gone meanwhile (another cloud's domain, or ours finishing its delete)
         finally:
             conn.close()
 
