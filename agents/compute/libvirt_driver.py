@@ -341,12 +341,15 @@ class LibvirtDriver(ComputeDriver):
         conn = self._connection()
         with self._libvirt("reading the host's capacity"):
             info = conn.getInfo()  # [model, memory MiB, cpus, MHz, nodes, sockets, cores, threads]
+            # getInfo sums the NUMA nodes' memory, which misses memory hot-plugged into a VM
+            # host; the node-wide total (from /proc/meminfo) is the whole of it.
+            total_kib = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)["total"]
         directory = self.config.data_dir
         while not directory.exists() and directory != directory.parent:
             directory = directory.parent
         return {
             "vcpus": int(info[2]),
-            "memory_mib": int(info[1]),
+            "memory_mib": int(total_kib) // 1024,
             "disk_gb": shutil.disk_usage(directory).total // GiB,
         }
 
