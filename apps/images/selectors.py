@@ -1,12 +1,11 @@
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 
 from agents.specs import ImageRef
 from apps.images.models import Image, ImageStatus, Visibility
-from apps.tenants.models import Project
+from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
 from cloudmgr.exceptions import NotFound
 from cloudmgr.models import first_by_name_or_id

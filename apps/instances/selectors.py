@@ -1,6 +1,5 @@
 from dataclasses import dataclass
 
-from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
@@ -9,7 +8,7 @@ from agents.specs import InstanceRef
 from apps.hosts.models import Host
 from apps.instances.models import Flavor, Instance
 from apps.instances.states import vm_states_for_status
-from apps.tenants.models import Project
+from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
 from cloudmgr.exceptions import NotFound, ServiceUnavailable
 from cloudmgr.models import filter_pk

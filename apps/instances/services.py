@@ -1,7 +1,6 @@
 import logging
 import math
 
-from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -14,7 +13,7 @@ from apps.images.selectors import image_ref
 from apps.instances import scheduler
 from apps.instances.models import Flavor, Instance, InstanceAction, InstanceFault
 from apps.instances.states import DELETE_ALLOWED, PowerState, TaskState, VmState
-from apps.tenants.models import Project
+from apps.tenants.models import Project, User
 from apps.tenants.services import quota_release, quota_reserve
 from cloudmgr.exceptions import NotFound, ValidationError
 from cloudmgr.rpc import agent_cast

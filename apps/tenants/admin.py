@@ -1,6 +1,9 @@
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
 
-from apps.tenants.models import Membership, Project, Quota
+from apps.tenants.models import Membership, Project, Quota, User
+
+admin.site.register(User, UserAdmin)
 
 
 class MembershipInline(admin.TabularInline):

@@ -1,7 +1,16 @@
+import uuid
+
 from django.conf import settings
+from django.contrib.auth.models import AbstractUser
 from django.db import models
 
 from cloudmgr.models import BaseModel
+
+
+class User(AbstractUser):
+    """A cloud user. A UUID id, as Keystone's (shown as 32 hex digits on the wire)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
 
 
 class Role(models.TextChoices):

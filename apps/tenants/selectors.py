@@ -2,13 +2,12 @@ import hashlib
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from apps.tenants.models import Membership, Project, Quota, Role, Token
+from apps.tenants.models import Membership, Project, Quota, Role, Token, User
 from cloudmgr.exceptions import NotAuthenticated, NotFound
-from cloudmgr.models import first_by_name_or_id
+from cloudmgr.models import filter_pk, first_by_name_or_id
 
 
 def hash_token(key: str) -> str:
@@ -29,8 +28,8 @@ def token_authenticate(*, key: str) -> Token:
 
 def user_authenticate(*, request, username: str | None, user_id: str | None, password: str) -> User:
     """The user with this name (or id) and password, or NotAuthenticated."""
-    if not username and user_id and user_id.isdigit():
-        username = User.objects.filter(pk=int(user_id)).values_list("username", flat=True).first()
+    if not username and user_id:
+        username = filter_pk(User.objects.all(), user_id).values_list("username", flat=True).first()
     user = authenticate(request, username=username, password=password) if username else None
     if user is None:
         raise NotAuthenticated("The request you have made requires authentication.")

@@ -2,11 +2,10 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from apps.tenants.models import Membership, Project, Quota, Resource, Role, Token
+from apps.tenants.models import Membership, Project, Quota, Resource, Role, Token, User
 from apps.tenants.selectors import hash_token, role_on_project
 from cloudmgr.exceptions import Conflict, NotAuthenticated, QuotaExceeded, ValidationError
 

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import pytest
-from django.contrib.auth.models import User
 from django.utils import timezone
 
 from agents.compute.driver import reset_driver
@@ -11,7 +10,7 @@ from agents.compute.fake import FakeDriver
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus, Visibility
 from apps.instances.models import Flavor
-from apps.tenants.models import Project, Role
+from apps.tenants.models import Project, Role, User
 from apps.tenants.services import project_create, role_grant, token_issue
 
 

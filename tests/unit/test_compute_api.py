@@ -46,6 +46,7 @@ def test_server_create_show_delete(world):
     assert REQUIRED <= set(body) <= ALLOWED
     assert body["status"] == "ACTIVE" and body["OS-EXT-STS:task_state"] is None
     assert body["flavor"]["id"] == "42" and body["image"]["id"] == str(world.image.id)
+    assert (body["user_id"], body["tenant_id"]) == (world.member.pk.hex, world.project.pk.hex)
     assert all(set(link) == {"rel", "href"} for link in body["links"])
     assert "OS-EXT-SRV-ATTR:host" not in body  # admin-only
 
@@ -207,6 +208,8 @@ def test_password_token_flow(world):
     token = resp["X-Subject-Token"]
     body = resp.json()["token"]
     assert body["project"]["name"] == "alpha"
+    assert body["user"]["id"] == world.member.pk.hex and body["project"]["id"] == world.project.pk.hex
+    assert body["expires_at"] > body["issued_at"] and len(body["expires_at"]) == len(body["issued_at"])
     assert {e["interface"] for svc in body["catalog"] for e in svc["endpoints"]} == {"public", "internal", "admin"}
     assert client(token).get("/compute/v2.1/servers").status_code == 200
 

@@ -35,7 +35,7 @@ def test_login_page_and_wrong_password(client, world):
 
 
 def test_user_without_project_sees_a_page_that_says_so(client, db):
-    from django.contrib.auth.models import User
+    from apps.tenants.models import User
     login(client, User.objects.create_user("nobody", password="x-12345678"))
     r = client.get("/instances/")
     assert r.status_code == 403 and b"not a member of any project" in r.content

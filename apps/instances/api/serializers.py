@@ -78,7 +78,7 @@ def server_detail(instance: Instance, *, is_admin: bool = False) -> dict:
         **server_summary(instance),
         "status": api_status(instance.vm_state),
         "tenant_id": instance.project_id.hex,
-        "user_id": str(instance.user_id),
+        "user_id": instance.user_id.hex,
         "metadata": {},
         "hostId": _host_id(instance),
         "image": image,

@@ -48,7 +48,7 @@ def project_ref(project: Project) -> dict:
 def token_body(token: Token, *, role: str | None) -> dict:
     body = {
         "methods": ["password"],
-        "user": {"id": str(token.user.pk), "name": token.user.username, "domain": DEFAULT_DOMAIN, "password_expires_at": None},
+        "user": {"id": token.user.pk.hex, "name": token.user.username, "domain": DEFAULT_DOMAIN, "password_expires_at": None},
         "audit_ids": [token.id.hex[:22]],
         "expires_at": keystone_time(token.expires_at),
         "issued_at": keystone_time(token.created_at),

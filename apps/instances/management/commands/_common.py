@@ -1,9 +1,8 @@
 """What the instance commands share: finding the acting user and project."""
 
-from django.contrib.auth.models import User
 from django.core.management.base import CommandError
 
-from apps.tenants.models import Project
+from apps.tenants.models import Project, User
 from apps.tenants.selectors import role_on_project
 
 

@@ -2,7 +2,6 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -10,7 +9,7 @@ from apps.hosts.services import host_register
 from apps.images.models import Image, ImageStatus, Visibility
 from apps.images.services import image_import_file
 from apps.instances.services import flavor_ensure
-from apps.tenants.models import Role
+from apps.tenants.models import Role, User
 from apps.tenants.services import project_ensure, role_grant, user_create
 from cloudmgr.exceptions import ApplicationError
 
