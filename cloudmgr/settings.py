@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "apps.tenants",
     "apps.hosts",
     "apps.images",
@@ -156,6 +157,11 @@ ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_ADAPTER = "apps.portal.adapters.NoSignupAccountAdapter"
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+# Two-factor authentication (allauth.mfa): an authenticator app (TOTP) with recovery codes.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "cloudmgr"
+# Accounts are made by operators, never by sign-up, so an unverified address cannot be squatted.
+MFA_ALLOW_UNVERIFIED_EMAIL = True
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 
 REST_FRAMEWORK = {
@@ -171,6 +177,16 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "cloudmgr API",
     "DESCRIPTION": "OpenStack-compatible API of cloudmgr.",
     "VERSION": "1",
+}
+
+# A cache every process of this cloud shares: login rate limits and used TOTP codes must hold
+# across web workers. Keys carry the data dir's name, so clouds sharing a Redis never mix.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env("CLOUDMGR_CACHE_URL", env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")),
+        "KEY_PREFIX": f"cloudmgr:{DATA_DIR.name}",
+    }
 }
 
 CLOUDMGR_TOKEN_TTL = env_int("CLOUDMGR_TOKEN_TTL", 3600)
@@ -206,7 +222,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.hosts.tasks.hosts_mark_down",
         "schedule": float(CLOUDMGR_HEARTBEAT_INTERVAL),
     },
+    "tokens-purge": {"task": "apps.tenants.tasks.tokens_purge", "schedule": 3600.0},
 }
+
 
 # Default quotas of a new project (OpenStack's defaults).
 CLOUDMGR_DEFAULT_QUOTAS = {

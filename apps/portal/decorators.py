@@ -12,7 +12,7 @@ from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.portal.selectors import current_project
-from apps.tenants.selectors import role_can_write, role_on_project
+from apps.tenants.selectors import is_cloud_admin, role_can_write, role_on_project
 
 
 def _login_redirect(request):
@@ -52,3 +52,19 @@ def portal_view(view=None, *, write: bool = False):
         return wrapped
 
     return decorate(view) if view is not None else decorate
+
+
+def admin_view(view_func):
+    """Login required, and for cloud admins only: anyone else gets a page that says so (403).
+    The identity pages (projects, users, role assignments) act on the whole cloud, not in the
+    current project, so no project is needed."""
+
+    @wraps(view_func)
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return _login_redirect(request)
+        if not is_cloud_admin(user=request.user):
+            return render(request, "portal/forbidden.html", status=403)
+        return view_func(request, *args, **kwargs)
+
+    return wrapped

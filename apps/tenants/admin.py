@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from apps.tenants.models import Membership, Project, Quota, User
+from apps.tenants.models import ApplicationCredential, Group, Membership, Project, Quota, CustomRole, User
 
 admin.site.register(User, UserAdmin)
 
@@ -22,3 +22,21 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "enabled", "created_at"]
     search_fields = ["name"]
     inlines = [MembershipInline, QuotaInline]
+
+
+@admin.register(Group)
+class GroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]
+    filter_horizontal = ["users"]
+
+
+@admin.register(CustomRole)
+class CustomRoleAdmin(admin.ModelAdmin):
+    list_display = ["name"]
+
+
+@admin.register(ApplicationCredential)
+class ApplicationCredentialAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "project", "expires_at"]
+    exclude = ["secret_hash"]

@@ -34,6 +34,8 @@ _TITLES = {
     409: "Conflict",
     413: "Request Entity Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
+    501: "Not Implemented",
     503: "Service Unavailable",
 }
 
@@ -61,6 +63,8 @@ def exception_handler(exc, context):
     headers = {}
     if isinstance(exc, ApplicationError):
         status, message = exc.status_code, exc.message
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Keystone uri="/identity/v3"'
     elif isinstance(exc, Http404):
         status, message = 404, str(exc) or "The resource could not be found."
     elif isinstance(exc, drf_exceptions.APIException):

@@ -1,8 +1,16 @@
 """Policy in one place: who may call what.
 
-A view says what it needs with two attributes: `admin_only` (cloud operators) and
-`project_scoped` (the token must name a project). Writes need the `member` or `admin` role on the
-token's project; `reader` may only read.
+Keystone's model: roles `admin`, `member` and `reader` on projects (each implying the next); a
+cloud operator ("cloud admin") is a user with `admin` on the admin project, or a superuser.
+
+A view says what it needs with two attributes:
+- `admin_only`: True (every action) or a set of action names, for cloud admins only;
+- `project_scoped` (default True): the token must be scoped to a project the user holds a role
+  on. Writes then need `member` or `admin` there; `reader` may only read.
+
+Finer rules that depend on the object (a user may read their own user record, manage their own
+application credentials) are in the selectors and services, which raise PermissionDenied or
+NotFound; no view decides policy itself.
 """
 
 from rest_framework import permissions
@@ -11,11 +19,20 @@ from apps.tenants.selectors import is_cloud_admin, role_can_write, role_on_proje
 
 
 def request_role(request) -> str | None:
-    """The caller's role on the token's project, looked up once per request."""
-    if not hasattr(request, "_project_role"):
-        project = request.auth.project if request.auth else None
-        request._project_role = role_on_project(user=request.user, project=project) if project else None
-    return request._project_role
+    """The caller's highest role on the token's project (worked out with the token)."""
+    token = request.auth
+    if token is None or token.project is None:
+        return None
+    if hasattr(token, "role"):
+        return token.role
+    return role_on_project(user=request.user, project=token.project)
+
+
+def admin_required(view) -> bool:
+    admin_only = getattr(view, "admin_only", False)
+    if isinstance(admin_only, (set, frozenset, list, tuple)):
+        return getattr(view, "action", None) in admin_only
+    return bool(admin_only)
 
 
 class ProjectRolePermission(permissions.BasePermission):
@@ -24,7 +41,7 @@ class ProjectRolePermission(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.user is None or request.auth is None:
             return False
-        if getattr(view, "admin_only", False) and not is_cloud_admin(user=request.user):
+        if admin_required(view) and not is_cloud_admin(user=request.user):
             return False
         if not getattr(view, "project_scoped", True):
             return True

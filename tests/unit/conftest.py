@@ -19,6 +19,8 @@ def fake_driver(settings):
     settings.CLOUDMGR_AGENTS_IN_PROCESS = True
     # Fast hashing: these tests make users by the dozen; the real hasher is for real passwords.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # A private cache per test: rate-limit counters must not leak between tests or runs.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     driver = FakeDriver()
     reset_driver(driver)
     yield driver

@@ -44,3 +44,22 @@ def console_text(output: str) -> str:
     """A console log as plain text: without escape sequences and stray control characters
     (still escaped by the template, as any text that comes from a guest)."""
     return _CONTROL.sub("", _ANSI.sub("", output.replace("\r\n", "\n").replace("\r", "\n")))
+
+
+_QUOTA_LABELS = {
+    "instances": "Instances",
+    "cores": "vCPUs",
+    "ram": "RAM (MiB)",
+    "volumes": "Volumes",
+    "gigabytes": "Volume storage (GB)",
+    "networks": "Networks",
+    "ports": "Ports",
+    "floating_ips": "Floating IPs",
+    "security_groups": "Security groups",
+}
+
+
+@register.filter
+def quota_label(resource: str) -> str:
+    """A quota's resource as people say it, with its unit."""
+    return _QUOTA_LABELS.get(resource, resource.replace("_", " ").capitalize())
