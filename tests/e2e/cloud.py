@@ -94,11 +94,11 @@ class Cloud:
         password_file = self.data_dir / "admin_password"
         self.manage("cloud_bootstrap", "--testvm-image", str(testvm_image), "--password-file", str(password_file))
         self.admin_password = password_file.read_text().strip()
-        log = open(self.data_dir / "cloud.log", "w")
-        self.process = subprocess.Popen(
-            [str(VENV_BIN / "honcho"), "start", "-f", str(REPO / "Procfile")],
-            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.data_dir / "cloud.log", "w") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [str(VENV_BIN / "honcho"), "start", "-f", str(REPO / "Procfile")],
+                env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         self.wait_for(self._web_up, 60, what="the web server")
         self.wait_for(self._host_up, 60, what="the agent's first heartbeat")
 
