@@ -6,6 +6,7 @@ CONTROL_QUEUE = "control"
 TASK_SPAWN = "agents.compute.spawn"
 TASK_DESTROY = "agents.compute.destroy"
 TASK_CONSOLE_LOG = "agents.compute.console_log"
+TASK_IMAGE_CACHE_PRUNE = "agents.storage.image_cache_prune"
 
 # Control-plane tasks the agents call back (results) or report to (heartbeats).
 TASK_HOST_HEARTBEAT = "apps.hosts.tasks.host_heartbeat"

@@ -33,13 +33,16 @@ def _check_version(data: dict[str, Any]) -> None:
 
 @dataclass
 class ImageRef:
-    """Where an agent fetches a base image from: ``file://`` on a single box, ``http(s)://`` later."""
+    """Where an agent fetches a base image from: ``http(s)://`` from the image API (with
+    ``auth_token``, a short-lived download ticket for this image only, sent as ``X-Auth-Token``),
+    or ``file://`` when the agent sees the image store (one box, tests)."""
 
     id: str
     source: str
     disk_format: str = "qcow2"
     size: int | None = None
     sha512: str | None = None
+    auth_token: str | None = None
 
 
 @dataclass

@@ -21,11 +21,12 @@ from typing import Any
 
 from agents import names
 from agents.compute.driver import ComputeError, get_driver
+from agents.config import get_config
 from agents.specs import POWER_NOSTATE, DomainSpec, InstanceRef, SpecVersionError
-from agents.storage import StorageError
+from agents.storage import StorageError, image_cache
 from agents.worker import app
 
-__all__ = ["MAX_RETRIES", "console_log", "destroy", "spawn"]
+__all__ = ["MAX_RETRIES", "console_log", "destroy", "image_cache_prune", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +158,21 @@ def console_log(ref_dict: dict[str, Any], length: int | None = None) -> dict[str
     except Exception as exc:
         log.exception("reading the console of %s failed", _instance_id_of(ref_dict))
         return {"output": "", "error": f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"}
+
+
+@app.task(name=names.TASK_IMAGE_CACHE_PRUNE, ignore_result=False)
+def image_cache_prune(request: dict[str, Any]) -> dict[str, Any]:
+    """Remove cached base images unused for ``request["max_age"]`` seconds that no instance on
+    this host is based on. ``{"ok", "removed": [ids], "kept": int, "freed_bytes", "error"}``."""
+    try:
+        config = get_config()
+        pruned = image_cache.prune(
+            config.image_cache_dir,
+            max_age=float(request["max_age"]),
+            in_use=image_cache.images_in_use(config.instances_dir),
+        )
+    except Exception as exc:
+        log.exception("pruning the image cache failed")
+        return {"ok": False, "removed": [], "kept": 0, "freed_bytes": 0, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "removed": pruned.removed, "kept": len(pruned.kept), "freed_bytes": pruned.freed_bytes,
+            "error": None}

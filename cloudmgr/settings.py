@@ -246,3 +246,23 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("CLOUDMGR_LOG_LEVEL", "INFO")},
 }
+
+# Image service (docs/images.md). Quotas are per project; -1 means unlimited.
+CLOUDMGR_IMAGE_QUOTA_COUNT = env_int("CLOUDMGR_IMAGE_QUOTA_COUNT", 100)
+CLOUDMGR_IMAGE_QUOTA_BYTES = env_int("CLOUDMGR_IMAGE_QUOTA_BYTES", 1 << 40)
+CLOUDMGR_IMAGE_SIZE_CAP = env_int("CLOUDMGR_IMAGE_SIZE_CAP", 1 << 40)
+# web-download imports: hosts (`example.com`, `.example.com` for its subdomains, `*`), ports, and
+# the private/loopback networks that are nevertheless allowed (none: no SSRF into the cloud).
+CLOUDMGR_IMAGE_WEB_DOWNLOAD_HOSTS = [h.strip() for h in env("CLOUDMGR_IMAGE_WEB_DOWNLOAD_HOSTS", "").split(",") if h.strip()]
+CLOUDMGR_IMAGE_WEB_DOWNLOAD_PORTS = [p.strip() for p in env("CLOUDMGR_IMAGE_WEB_DOWNLOAD_PORTS", "80,443").split(",") if p.strip()]
+CLOUDMGR_IMAGE_WEB_DOWNLOAD_NETWORKS = [n.strip() for n in env("CLOUDMGR_IMAGE_WEB_DOWNLOAD_NETWORKS", "").split(",") if n.strip()]
+# How agents fetch images: `http` from the image API with a download ticket valid this long, or
+# `file` (one box: the agent reads the image store directly).
+CLOUDMGR_IMAGE_AGENT_TRANSFER = env("CLOUDMGR_IMAGE_AGENT_TRANSFER", "http")
+CLOUDMGR_IMAGE_AGENT_URL = env("CLOUDMGR_IMAGE_AGENT_URL", CLOUDMGR_PUBLIC_URL).rstrip("/")
+CLOUDMGR_IMAGE_TICKET_TTL = env_int("CLOUDMGR_IMAGE_TICKET_TTL", 1800)
+CLOUDMGR_IMAGE_CACHE_MAX_AGE = env_int("CLOUDMGR_IMAGE_CACHE_MAX_AGE", 7 * 86400)
+CLOUDMGR_IMAGE_QEMU_CHECK = env_bool("CLOUDMGR_IMAGE_QEMU_CHECK", True)
+CLOUDMGR_IMAGE_CONVERT_TO = env("CLOUDMGR_IMAGE_CONVERT_TO", "")
+CELERY_BEAT_SCHEDULE["image-cache-prune"] = {"task": "apps.images.tasks.image_cache_prune_all", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["images-reap-uploads"] = {"task": "apps.images.tasks.images_reap_uploads", "schedule": 600.0}

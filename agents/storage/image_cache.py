@@ -2,15 +2,21 @@
 
 ``ensure_image`` makes sure an image is present and verified, fetching it if needed:
 
-* only ``file://`` sources for now (``http(s)://`` comes later): the file is copied to a temporary
-  file in the cache directory, checked, and renamed into place, so a cached file is always complete;
-* the ``sha512`` (if given) and ``size`` (if given) are verified while copying; the digest is kept in
-  ``<image_id>.sha512`` so a cached image is not hashed again on every spawn;
-* the copy is inspected with ``qemu-img info``: its real format must be the declared ``disk_format``
-  and it must not reference a backing file or an external data file (a crafted qcow2 could otherwise
-  expose host files to the guest);
+* ``http(s)://`` sources are the image API (``GET /image/v2/images/<id>/file``), fetched with the
+  ``auth_token`` of the ImageRef (a short-lived download ticket for this image only) as
+  ``X-Auth-Token``; ``file://`` sources (one box, tests) are copied. Either way the data streams
+  into a temporary file in the cache directory, is checked, and is renamed into place, so a
+  cached file is always complete; a failure leaves nothing behind;
+* the ``sha512`` and ``size`` (if given) are verified while the data arrives (an http source must
+  give a ``sha512``: the network is not trusted to deliver what the control plane inspected); the
+  digest is kept in ``<image_id>.sha512`` so a cached image is not hashed again on every spawn;
+* the copy is inspected with ``qemu-img info``: its real format must be the declared
+  ``disk_format`` and it must not reference a backing file or an external data file (a crafted
+  qcow2 could otherwise expose host files to the guest);
 * a per-image lock (``flock`` on ``.<image_id>.lock``, which also serialises threads of one process)
-  keeps concurrent spawns of the same image from racing.
+  keeps concurrent spawns of the same image from racing;
+* every use touches the lock file (its mtime is the last use); ``prune`` removes cached images that no instance disk on
+  this host is based on and that were not used for a given time.
 """
 
 from __future__ import annotations
@@ -20,21 +26,28 @@ import fcntl
 import hashlib
 import logging
 import os
+import struct
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+import requests
 
 from agents.config import safe_component
 from agents.specs import ImageRef
 from agents.storage import StorageError, qemu_img
 
-__all__ = ["StorageError", "ensure_image", "image_lock"]
+__all__ = ["StorageError", "ensure_image", "image_lock", "images_in_use", "prune"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-SUPPORTED_SCHEMES = ("file",)
+SUPPORTED_SCHEMES = ("file", "http", "https")
+HTTP_CONNECT_TIMEOUT = 10
+HTTP_READ_TIMEOUT = 120
 
 
 @contextlib.contextmanager
@@ -51,6 +64,10 @@ def image_lock(cache_dir: Path, image_id: str) -> Iterator[None]:
 
 def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha512")
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
 
 
 def _file_sha512(path: Path) -> str:
@@ -74,15 +91,24 @@ def _write_digest(path: Path, digest: str) -> None:
     os.replace(tmp, _digest_path(path))
 
 
-def _source_path(image: ImageRef) -> Path:
-    parts = urlsplit(image.source)
-    scheme = parts.scheme.lower()
+def _touch_used(path: Path) -> None:
+    """Record a use: the lock file's modification time is the image's last use."""
+    _lock_path(path).touch()
+
+
+def _scheme(image: ImageRef) -> str:
+    scheme = urlsplit(image.source).scheme.lower()
     if scheme not in SUPPORTED_SCHEMES:
         shown = scheme or "(none)"
         raise StorageError(
             f"image {image.id}: unsupported source scheme {shown!r} in {image.source!r}; "
             f"this agent can only fetch {', '.join(s + '://' for s in SUPPORTED_SCHEMES)} images"
         )
+    return scheme
+
+
+def _source_path(image: ImageRef) -> Path:
+    parts = urlsplit(image.source)
     if parts.netloc not in ("", "localhost"):
         raise StorageError(f"image {image.id}: file:// sources must be local, not on host {parts.netloc!r}")
     path = Path(unquote(parts.path))
@@ -104,25 +130,66 @@ def _check_image(path: Path, image: ImageRef) -> None:
         raise StorageError(f"image {image.id} refers to an external data file, which is not allowed")
 
 
-def _fetch_file(src: Path, dest: Path, image: ImageRef) -> None:
-    cache_dir = dest.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=cache_dir)
+def _file_chunks(src: Path, image: ImageRef) -> Iterator[bytes]:
+    try:
+        with open(src, "rb") as fin:
+            while chunk := fin.read(CHUNK):
+                yield chunk
+    except FileNotFoundError:
+        raise StorageError(f"image {image.id}: source file {src} does not exist") from None
+    except OSError as exc:
+        raise StorageError(f"image {image.id}: cannot copy {src}: {exc.strerror or exc}") from exc
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            for value in body.values():
+                if isinstance(value, dict) and value.get("message"):
+                    return str(value["message"])
+    except ValueError:
+        pass
+    return response.reason or ""
+
+
+def _http_chunks(image: ImageRef) -> Iterator[bytes]:
+    headers = {"Accept": "application/octet-stream"}
+    if image.auth_token:
+        headers["X-Auth-Token"] = image.auth_token
+    try:
+        with requests.get(
+            image.source, headers=headers, stream=True, timeout=(HTTP_CONNECT_TIMEOUT, HTTP_READ_TIMEOUT)
+        ) as response:
+            if response.status_code != 200:
+                raise StorageError(
+                    f"image {image.id}: the image service answered {response.status_code} "
+                    f"{_error_message(response)}".rstrip()
+                )
+            yield from response.iter_content(CHUNK)
+    except requests.RequestException as exc:
+        raise StorageError(f"image {image.id}: cannot download {image.source}: {exc}") from exc
+
+
+def _fetch(chunks: Iterable[bytes], dest: Path, image: ImageRef) -> None:
+    """Stream ``chunks`` into a temporary file beside ``dest``; verify; rename into place."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
         h = hashlib.sha512()
         size = 0
         try:
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                while chunk := fin.read(CHUNK):
+            with os.fdopen(fd, "wb") as fout:
+                for chunk in chunks:
                     h.update(chunk)
                     size += len(chunk)
+                    if image.size is not None and size > image.size:
+                        raise StorageError(f"image {image.id}: size is over the expected {image.size} bytes")
                     fout.write(chunk)
                 fout.flush()
                 os.fsync(fout.fileno())
-        except FileNotFoundError:
-            raise StorageError(f"image {image.id}: source file {src} does not exist") from None
         except OSError as exc:
-            raise StorageError(f"image {image.id}: cannot copy {src}: {exc.strerror or exc}") from exc
+            raise StorageError(f"image {image.id}: cannot write the cache: {exc.strerror or exc}") from exc
         digest = h.hexdigest()
         if image.size is not None and size != image.size:
             raise StorageError(f"image {image.id}: size is {size} bytes, expected {image.size}")
@@ -136,6 +203,14 @@ def _fetch_file(src: Path, dest: Path, image: ImageRef) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _fetch_file(src: Path, dest: Path, image: ImageRef) -> None:
+    _fetch(_file_chunks(src, image), dest, image)
+
+
+def _fetch_http(dest: Path, image: ImageRef) -> None:
+    _fetch(_http_chunks(image), dest, image)
 
 
 def _cached_ok(path: Path, image: ImageRef) -> bool:
@@ -165,11 +240,96 @@ def ensure_image(image: ImageRef, cache_dir: Path) -> Path:
             f"image {image.id}: unsupported disk format {image.disk_format!r} "
             f"(supported: {', '.join(qemu_img.FORMATS)})"
         )
+    scheme = _scheme(image)
+    if scheme != "file" and not image.sha512:
+        raise StorageError(f"image {image.id}: an http source needs a sha512 to verify what arrives")
     dest = cache_dir / image.id
     with image_lock(cache_dir, image.id):
         if _cached_ok(dest, image):
+            _touch_used(dest)
             return dest
-        src = _source_path(image)
         log.info("caching image %s from %s", image.id, image.source)
-        _fetch_file(src, dest, image)
+        if scheme == "file":
+            _fetch_file(_source_path(image), dest, image)
+        else:
+            _fetch_http(dest, image)
+        _touch_used(dest)
         return dest
+
+
+# --- pruning ----------------------------------------------------------------------------------
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def _backing_file(disk: Path) -> str | None:
+    """The backing file a qcow2 overlay names (read from its header: no qemu-img needed)."""
+    try:
+        with open(disk, "rb") as f:
+            header = f.read(20)
+            if len(header) < 20 or header[:4] != QCOW2_MAGIC:
+                return None
+            offset, length = struct.unpack(">QI", header[8:20])
+            if not offset or not 0 < length <= 4096:
+                return None
+            f.seek(offset)
+            return f.read(length).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def images_in_use(instances_dir: Path) -> set[str]:
+    """The ids of cached images that some instance disk on this host is based on."""
+    used = set()
+    if instances_dir.is_dir():
+        for disk in instances_dir.glob("*/disk*.qcow2"):
+            backing = _backing_file(disk)
+            if backing:
+                used.add(Path(backing).name)
+    return used
+
+
+@dataclass
+class PruneResult:
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def _last_used(path: Path) -> float:
+    for candidate in (_lock_path(path), path):
+        with contextlib.suppress(OSError):
+            return candidate.stat().st_mtime
+    return 0.0
+
+
+def prune(cache_dir: Path, *, max_age: float, in_use: set[str], now: float | None = None) -> PruneResult:
+    """Remove the cached images not used for ``max_age`` seconds that no instance is based on,
+    each under its lock (a spawn that wants it meanwhile fetches it again). Leftover partial
+    downloads older than ``max_age`` go too."""
+    now = time.time() if now is None else now
+    result = PruneResult()
+    if not cache_dir.is_dir():
+        return result
+    for path in sorted(cache_dir.iterdir()):
+        name = path.name
+        if name.startswith(".") and name.endswith(".part"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > max_age:
+                    path.unlink()
+            continue
+        if name.startswith(".") or name.endswith((".sha512", ".tmp")) or not path.is_file():
+            continue
+        with image_lock(cache_dir, name):
+            if not path.is_file():
+                continue
+            if name in in_use or now - _last_used(path) < max_age:
+                result.kept.append(name)
+                continue
+            size = path.stat().st_size
+            path.unlink()
+            _digest_path(path).unlink(missing_ok=True)
+            result.removed.append(name)
+            result.freed_bytes += size
+            log.info("pruned cached image %s (%d bytes)", name, size)
+    return result

@@ -133,8 +133,8 @@ def test_raw_image(tmp_path):
 @pytest.mark.parametrize(
     "source, message",
     [
-        ("http://images.example/x.qcow2", "unsupported source scheme 'http'"),
-        ("https://images.example/x.qcow2", "unsupported source scheme 'https'"),
+        ("http://images.example/x.qcow2", "needs a sha512"),
+        ("ftp://images.example/x.qcow2", "unsupported source scheme 'ftp'"),
         ("/plain/path", "unsupported source scheme"),
         ("file://otherhost/x.qcow2", "must be local"),
         ("file:///does/not/exist.qcow2", "does not exist"),

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.images.models import Visibility
+from apps.images.models import DiskFormat, Visibility
 from apps.images.services import image_import_file
 from apps.tenants.models import Project
 from cloudmgr.exceptions import ApplicationError
@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
         parser.add_argument("--name", required=True)
-        parser.add_argument("--disk-format", required=True, choices=["raw", "qcow2"])
+        parser.add_argument("--disk-format", required=True, choices=DiskFormat.values)
         parser.add_argument("--project", default="admin", help="owner project (default: admin)")
         parser.add_argument("--public", action="store_true")
 
