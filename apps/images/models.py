@@ -68,6 +68,8 @@ class Image(TenantOwnedModel):
     # An upload or import in progress: how many bytes have arrived (the portal shows it), and why
     # the last import failed, if it did.
     progress_bytes = models.BigIntegerField(default=0)
+    # A conversion to CLOUDMGR_IMAGE_CONVERT_TO in progress: how far it is, in percent.
+    convert_percent = models.PositiveSmallIntegerField(null=True, blank=True)
     import_method = models.CharField(max_length=32, blank=True, default="")
     import_error = models.TextField(blank=True, default="")
 

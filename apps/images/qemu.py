@@ -7,8 +7,13 @@ it on untrusted images.
 
 import json
 import logging
+import re
 import shutil
+import signal
 import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -72,15 +77,51 @@ def check(path: Path, disk_format: str, virtual_size: int) -> int:
     return qemu_size or virtual_size
 
 
-def convert(src: Path, src_format: str, dest: Path, dest_format: str = "qcow2", *, timeout: float = 3600) -> None:
-    """Convert an inspected image (explicit formats both sides)."""
-    cmd = ["qemu-img", "convert", "-q", "-f", QEMU_FORMATS[src_format], "-O", QEMU_FORMATS[dest_format],
+def convert(
+    src: Path,
+    src_format: str,
+    dest: Path,
+    dest_format: str = "qcow2",
+    *,
+    timeout: float = 3600,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Convert an inspected image (explicit formats both sides). `on_progress` is told each new
+    whole percent that qemu-img's `-p` reports."""
+    cmd = ["qemu-img", "convert", "-p", "-f", QEMU_FORMATS[src_format], "-O", QEMU_FORMATS[dest_format],
            str(src), str(dest)]
     if shutil.which("prlimit"):
         cmd = ["prlimit", f"--cpu={int(timeout)}", "--", *cmd]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise InspectionError("Converting the image timed out.") from None
-    if proc.returncode != 0:
-        raise InspectionError(f"qemu-img could not convert the image: {(proc.stderr or proc.stdout).strip()}")
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr)
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            last = -1
+            for percent in _progress(proc.stdout):
+                if on_progress and percent > last:
+                    last = percent
+                    on_progress(percent)
+            returncode = proc.wait()
+        finally:
+            killer.cancel()
+        stderr.seek(0)
+        message = stderr.read().decode(errors="replace").strip()
+    if returncode == -signal.SIGKILL:
+        raise InspectionError("Converting the image timed out.")
+    if returncode != 0:
+        raise InspectionError(f"qemu-img could not convert the image: {message}")
+
+
+_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def _progress(stream) -> Iterator[int]:
+    """Whole percents from qemu-img's `-p` output, which rewrites one line: "    (12.34/100%)\r"."""
+    pending = b""
+    while chunk := stream.read1(4096):
+        pending += chunk
+        *done, pending = re.split(rb"[\r\n]", pending)
+        for segment in done:
+            if match := _PROGRESS.search(segment):
+                yield int(float(match.group(1)))

@@ -702,6 +702,10 @@ def _import_staged(image: Image) -> _Stored:
     return _Stored(size, md5, sha512, fmt, virtual_size)
 
 
+def _convert_progress(image: Image, percent: int | None) -> None:
+    Image.objects.filter(pk=image.pk).update(convert_percent=percent)
+
+
 def _maybe_convert(image: Image, stored: _Stored) -> _Stored:
     """Convert an imported image to CLOUDMGR_IMAGE_CONVERT_TO (qcow2), and inspect the result
     again before it replaces the original."""
@@ -711,12 +715,13 @@ def _maybe_convert(image: Image, stored: _Stored) -> _Stored:
     src = get_store().path(str(image.id))
     tmp = src.with_name(f".{src.name}.{target}.partial")
     try:
-        qemu.convert(src, stored.disk_format, tmp, target)
+        qemu.convert(src, stored.disk_format, tmp, target, on_progress=lambda percent: _convert_progress(image, percent))
         size, md5, sha512 = _hash_file(tmp)
         fmt, virtual_size = _inspect_file(tmp, size=size, disk_format=target)
         tmp.replace(src)
     finally:
         tmp.unlink(missing_ok=True)
+        _convert_progress(image, None)
     logger.info("image %s converted from %s to %s", image.id, stored.disk_format, target)
     return _Stored(size, md5, sha512, fmt, virtual_size)
 

@@ -413,6 +413,30 @@ def test_import_converts_when_asked(world, settings, tmp_path, image_store):
     stored = get_store().path(str(image.id)).read_bytes()
     assert stored[:4] == b"QFI\xfb" and image.checksum == hashlib.md5(stored).hexdigest()
     assert leftovers(image_store) == [str(image.id)]
+    assert image.convert_percent is None  # cleared once done
+
+
+def test_conversion_reports_its_progress(tmp_path):
+    from apps.images import qemu
+
+    src = tmp_path / "src.raw"
+    with src.open("wb") as f:  # data spread over the disk, so qemu-img has work to report on
+        for i in range(64):
+            f.seek(i * MiB)
+            f.write(b"x" * 4096)
+    seen = []
+    qemu.convert(src, "raw", tmp_path / "out.qcow2", "qcow2", on_progress=seen.append)
+    assert seen and seen == sorted(set(seen)) and seen[-1] == 100
+    assert (tmp_path / "out.qcow2").read_bytes()[:4] == b"QFI\xfb"
+
+
+def test_conversion_failure_is_a_readable_error(tmp_path):
+    from apps.images import qemu
+    from apps.images.inspector import InspectionError
+
+    (tmp_path / "bad.vmdk").write_bytes(b"not a vmdk at all")
+    with pytest.raises(InspectionError, match="could not convert"):
+        qemu.convert(tmp_path / "bad.vmdk", "vmdk", tmp_path / "out.qcow2")
 
 
 # --- commands ---------------------------------------------------------------------------------
