@@ -76,6 +76,8 @@ class DomainSpec:
     virt_type: str = "qemu"
     disks: list[DiskSpec] = field(default_factory=list)
     nics: list[NicSpec] = field(default_factory=list)
+    # Rescue mode: the disk named "rescue" boots first, the root disk comes second.
+    rescue: bool = False
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +109,39 @@ class InstanceRef:
     def from_dict(cls, data: dict[str, Any]) -> InstanceRef:
         _check_version(data)
         return cls(**data)
+
+
+@dataclass
+class OperationSpec:
+    """One lifecycle operation on an existing instance (``agents.names.OPERATIONS``).
+
+    ``hard`` (reboot) resets instead of an ACPI shutdown; ``timeout`` is how long a clean shutdown
+    may take before the domain is destroyed; ``domain`` is the instance's (new) spec for
+    ``resize`` and ``rebuild``; ``start`` says whether ``resize`` leaves the guest running.
+    ``snapshot`` uploads the root disk (qcow2, flattened) with ``PUT upload_url`` and
+    ``X-Auth-Token: upload_token``; ``image_id`` names the image it fills (it comes back in the
+    result).
+    """
+
+    instance_id: str
+    operation: str
+    hard: bool = False
+    timeout: int = 60
+    start: bool = True
+    domain: DomainSpec | None = None
+    image_id: str | None = None
+    upload_url: str | None = None
+    upload_token: str | None = None
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OperationSpec:
+        _check_version(data)
+        domain = data.get("domain")
+        return cls(**{**data, "domain": DomainSpec.from_dict(domain) if domain else None})
 
 
 @dataclass

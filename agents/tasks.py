@@ -22,11 +22,11 @@ from typing import Any
 from agents import names
 from agents.compute.driver import ComputeError, get_driver
 from agents.config import get_config
-from agents.specs import POWER_NOSTATE, DomainSpec, InstanceRef, SpecVersionError
+from agents.specs import POWER_NOSTATE, DomainSpec, InstanceRef, OperationSpec, SpecVersionError
 from agents.storage import StorageError, image_cache
 from agents.worker import app
 
-__all__ = ["MAX_RETRIES", "console_log", "destroy", "image_cache_prune", "spawn"]
+__all__ = ["MAX_RETRIES", "OPERATION_TASKS", "console_log", "destroy", "image_cache_prune", "operate", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,61 @@ def destroy(self, ref_dict: dict[str, Any]) -> dict[str, Any]:
     return _operate(self, "destroy", ref.instance_id, operation)
 
 
+def _run_operation(driver, spec: OperationSpec) -> int:
+    op, iid = spec.operation, spec.instance_id
+    if op in ("resize", "rebuild", "rescue", "unrescue") and spec.domain is None:
+        raise ComputeError(f"{op} needs the instance's domain spec")
+    if op == "snapshot" and not spec.upload_url:
+        raise ComputeError("snapshot needs an upload URL")
+    if spec.domain is not None and spec.domain.instance_id != iid:
+        raise ComputeError("the domain spec is for another instance")
+    calls = {
+        "start": lambda: driver.start(iid),
+        "stop": lambda: driver.stop(iid, spec.timeout),
+        "reboot": lambda: driver.reboot(iid, spec.hard, spec.timeout),
+        "pause": lambda: driver.pause(iid),
+        "unpause": lambda: driver.unpause(iid),
+        "suspend": lambda: driver.suspend(iid),
+        "resume": lambda: driver.resume(iid),
+        "resize": lambda: driver.resize(spec.domain, spec.timeout, spec.start),
+        "rebuild": lambda: driver.rebuild(spec.domain, spec.timeout),
+        "snapshot": lambda: driver.snapshot(iid, spec.upload_url, spec.upload_token),
+        "rescue": lambda: driver.rescue(spec.domain, spec.timeout),
+        "unrescue": lambda: driver.unrescue(spec.domain),
+    }
+    if op not in calls:
+        raise ComputeError(f"unknown operation {op!r}")
+    return calls[op]()
+
+
+def operate(task, spec_dict: dict[str, Any], expected: str) -> dict[str, Any]:
+    """Run one lifecycle operation (an ``OperationSpec``); the result says which one it was."""
+    spec, failure = _parse(OperationSpec, spec_dict, "operation spec")
+    if failure:
+        failure["operation"] = expected
+        return failure
+    if spec.operation != expected:
+        out = result(spec.instance_id, False, f"task {expected} got a {spec.operation!r} operation")
+    else:
+        out = _operate(task, spec.operation, spec.instance_id, lambda d: _run_operation(d, spec))
+    out["operation"] = expected
+    out["hard"] = bool(spec.hard)
+    out["image_id"] = spec.image_id
+    return out
+
+
+def _operation_task(operation: str):
+    def run(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
+        return operate(self, spec_dict, operation)
+
+    run.__name__ = run.__qualname__ = f"operation_{operation}"
+    run.__doc__ = f"Lifecycle operation {operation!r} on an existing instance (an ``OperationSpec``)."
+    return app.task(name=names.operation_task(operation), bind=True, max_retries=MAX_RETRIES)(run)
+
+
+OPERATION_TASKS = {operation: _operation_task(operation) for operation in names.OPERATIONS}
+
+
 @app.task(name=names.TASK_CONSOLE_LOG, ignore_result=False)
 def console_log(ref_dict: dict[str, Any], length: int | None = None) -> dict[str, Any]:
     """``{"output": str}``: the last ``length`` lines of the serial console (all if ``None``).
@@ -158,6 +213,20 @@ def console_log(ref_dict: dict[str, Any], length: int | None = None) -> dict[str
     except Exception as exc:
         log.exception("reading the console of %s failed", _instance_id_of(ref_dict))
         return {"output": "", "error": f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"}
+
+
+@app.task(name=names.TASK_VNC_ADDRESS, ignore_result=False)
+def vnc_address(ref_dict: dict[str, Any]) -> dict[str, Any]:
+    """``{"host", "port"}`` of the instance's VNC server (localhost), or ``{"error"}``."""
+    try:
+        ref = InstanceRef.from_dict(ref_dict)
+        host, port = get_driver().vnc_address(ref.instance_id)
+        return {"host": host, "port": port, "error": None}
+    except (SpecVersionError, ComputeError, StorageError) as exc:
+        return {"host": None, "port": None, "error": str(exc)}
+    except Exception as exc:
+        log.exception("finding the console of %s failed", _instance_id_of(ref_dict))
+        return {"host": None, "port": None, "error": f"internal error in the compute agent: {exc}"}
 
 
 @app.task(name=names.TASK_IMAGE_CACHE_PRUNE, ignore_result=False)

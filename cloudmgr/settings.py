@@ -225,6 +225,21 @@ CELERY_BEAT_SCHEDULE = {
     "tokens-purge": {"task": "apps.tenants.tasks.tokens_purge", "schedule": 3600.0},
 }
 
+# Compute: a clean shutdown (stop, soft reboot, resize) may take this long before the domain is
+# destroyed; the reconciler compares hosts' reported domains with the records this often.
+CLOUDMGR_SHUTDOWN_TIMEOUT = env_int("CLOUDMGR_SHUTDOWN_TIMEOUT", 60)
+CLOUDMGR_RECONCILE_INTERVAL = env_int("CLOUDMGR_RECONCILE_INTERVAL", 10)
+# Scheduler: "spread" (most free RAM first) or "pack"; hosts a failed spawn may try in all.
+CLOUDMGR_SCHEDULER_WEIGHER = env("CLOUDMGR_SCHEDULER_WEIGHER", "spread")
+CLOUDMGR_SCHEDULER_MAX_ATTEMPTS = env_int("CLOUDMGR_SCHEDULER_MAX_ATTEMPTS", 3)
+# noVNC consoles: the proxy's address, the URL clients are given, one-time token lifetime.
+CLOUDMGR_CONSOLE_LISTEN = env("CLOUDMGR_CONSOLE_LISTEN", "127.0.0.1:6080")
+CLOUDMGR_CONSOLE_URL = env("CLOUDMGR_CONSOLE_URL", f"http://{CLOUDMGR_CONSOLE_LISTEN}").rstrip("/")
+CLOUDMGR_CONSOLE_TOKEN_TTL = env_int("CLOUDMGR_CONSOLE_TOKEN_TTL", 60)
+CELERY_BEAT_SCHEDULE["instances-reconcile"] = {
+    "task": "apps.instances.tasks.instances_reconcile",
+    "schedule": float(CLOUDMGR_RECONCILE_INTERVAL),
+}
 
 # Default quotas of a new project (OpenStack's defaults).
 CLOUDMGR_DEFAULT_QUOTAS = {

@@ -8,11 +8,11 @@ urlpatterns = [
     path("compute/", include("apps.instances.api.urls")),
     path("image", include("apps.images.api.root_urls")),
     path("image/", include("apps.images.api.urls")),
-    path("images/", include("apps.images.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("instances/", include("apps.instances.urls")),
+    path("images/", include("apps.images.urls")),
     path("", include("apps.portal.urls")),
 ]

@@ -20,6 +20,7 @@ __all__ = ["BUS_PREFIXES", "VIRT_TYPES", "design_guest"]
 BUS_PREFIXES = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
 MIN_MEMORY_MIB = 16
+RESCUE_DISK = "rescue"
 VIRTIO_SERIAL_MAX = 20  # virtio-blk serial numbers are at most 20 bytes
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -61,6 +62,9 @@ def design_guest(
         raise _invalid(f"an instance needs at least {MIN_MEMORY_MIB} MiB of memory")
 
     roots = [d for d in spec.disks if d.name == ROOT_DISK]
+    rescue = [d for d in spec.disks if d.name == RESCUE_DISK]
+    if spec.rescue and len(rescue) != 1:
+        raise _invalid("a rescue spec needs exactly one rescue disk")
     if len(roots) != 1:
         raise _invalid("an instance needs exactly one root disk")
     disk_names = [d.name for d in spec.disks]
@@ -91,7 +95,10 @@ def design_guest(
 
     # The root disk comes first: <boot dev='hd'/> boots the first disk.
     per_bus: dict[str, int] = {}
-    for disk in roots + [d for d in spec.disks if d.name != ROOT_DISK]:
+    ordered = roots + [d for d in spec.disks if d.name != ROOT_DISK]
+    if spec.rescue:  # the rescue disk boots; the instance's root disk is the second disk
+        ordered = rescue + roots + [d for d in spec.disks if d.name not in (ROOT_DISK, RESCUE_DISK)]
+    for disk in ordered:
         if disk.bus not in BUS_PREFIXES:
             raise _invalid(f"disk bus {disk.bus!r} is not one of {', '.join(BUS_PREFIXES)}")
         try:

@@ -59,6 +59,64 @@ class ComputeDriver(abc.ABC):
         """``{"vcpus": int, "memory_mib": int, "disk_gb": int}``: this host's total resources."""
 
 
+    # -- lifecycle operations (each idempotent; each returns the power state afterwards) ----------
+
+    def _unsupported(self, what: str):
+        raise ComputeError(f"the {self.name} driver cannot {what}")
+
+    def start(self, instance_id: str) -> int:
+        """Power on (restoring a managed save if there is one); running already is fine."""
+        self._unsupported("start instances")
+
+    def stop(self, instance_id: str, timeout: int = 60) -> int:
+        """ACPI shutdown, destroyed after ``timeout`` seconds if still running; stopped already is fine."""
+        self._unsupported("stop instances")
+
+    def reboot(self, instance_id: str, hard: bool = False, timeout: int = 60) -> int:
+        """Soft: clean shutdown (hard after ``timeout``) then start. Hard: reset (or start if off)."""
+        self._unsupported("reboot instances")
+
+    def pause(self, instance_id: str) -> int:
+        self._unsupported("pause instances")
+
+    def unpause(self, instance_id: str) -> int:
+        self._unsupported("unpause instances")
+
+    def suspend(self, instance_id: str) -> int:
+        """Save the guest's memory to disk (managed save) and stop it."""
+        self._unsupported("suspend instances")
+
+    def resume(self, instance_id: str) -> int:
+        self._unsupported("resume instances")
+
+    def resize(self, spec: DomainSpec, timeout: int = 60, start: bool = True) -> int:
+        """Redefine the domain with ``spec``'s resources (disks kept, the root disk grown to its
+        size); stops the guest first and starts it again if ``start``."""
+        self._unsupported("resize instances")
+
+    def rebuild(self, spec: DomainSpec, timeout: int = 60) -> int:
+        """Throw the domain and its disks away and spawn ``spec`` afresh (a new root disk from its image)."""
+        self._unsupported("rebuild instances")
+
+    def rescue(self, spec: DomainSpec, timeout: int = 60) -> int:
+        """Stop the guest and boot ``spec`` (``rescue=True``): a fresh rescue disk from its image
+        first, the instance's root disk second."""
+        self._unsupported("rescue instances")
+
+    def unrescue(self, spec: DomainSpec) -> int:
+        """Destroy the rescue domain, drop the rescue disk, boot the instance's own ``spec`` again."""
+        self._unsupported("unrescue instances")
+
+    def vnc_address(self, instance_id: str) -> tuple[str, int]:
+        """Where the instance's VNC server listens on this host (localhost only)."""
+        self._unsupported("show consoles")
+
+    def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
+        """Copy the root disk (flattened qcow2; a running guest is paused meanwhile) and upload it
+        with ``PUT upload_url``."""
+        self._unsupported("snapshot instances")
+
+
 _driver: ComputeDriver | None = None
 _driver_lock = threading.Lock()
 

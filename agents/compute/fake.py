@@ -17,7 +17,7 @@ from typing import Any
 from agents.compute.designer import design_guest
 from agents.compute.driver import ComputeDriver, ComputeError, HypervisorUnavailable
 from agents.config import InstancePaths, safe_component
-from agents.specs import POWER_NOSTATE, POWER_RUNNING, DomainSpec
+from agents.specs import POWER_NOSTATE, POWER_PAUSED, POWER_RUNNING, POWER_SHUTDOWN, DomainSpec
 
 __all__ = ["BOOT_MARKER", "FakeDriver"]
 
@@ -36,6 +36,9 @@ class FakeDriver(ComputeDriver):
         self.capacity = dict(DEFAULT_CAPACITY if capacity is None else capacity)
         self.calls: list[tuple[str, str]] = []  # (operation, instance id), for assertions
         self._spawn_failures: list[tuple[str, bool]] = []
+        self._op_failures: dict[str, list[str]] = {}
+        self.saved: set[str] = set()  # instances with a managed save (suspended)
+        self.boots: dict[str, int] = {}  # instance id -> times started
 
     # -- test hooks --------------------------------------------------------------------------
 
@@ -44,6 +47,11 @@ class FakeDriver(ComputeDriver):
         if ``transient``) without creating anything."""
         with self._lock:
             self._spawn_failures += [(message, transient)] * times
+
+    def fail_next(self, operation: str, message: str) -> None:
+        """Make the next ``operation`` (start, stop, reboot, ...) raise ``ComputeError(message)``."""
+        with self._lock:
+            self._op_failures.setdefault(operation, []).append(message)
 
     def set_power_state(self, instance_id: str, state: int) -> None:
         with self._lock:
@@ -55,6 +63,9 @@ class FakeDriver(ComputeDriver):
             self.specs.clear()
             self.calls.clear()
             self._spawn_failures.clear()
+            self._op_failures.clear()
+            self.saved.clear()
+            self.boots.clear()
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -76,6 +87,7 @@ class FakeDriver(ComputeDriver):
                 raise (HypervisorUnavailable if transient else ComputeError)(message)
             if self.domains.get(spec.instance_id) != POWER_RUNNING:
                 self.domains[spec.instance_id] = POWER_RUNNING
+                self.boots[spec.instance_id] = self.boots.get(spec.instance_id, 0) + 1
             self.specs.setdefault(spec.instance_id, copy.deepcopy(spec))
             return {"power_state": self.domains[spec.instance_id]}
 
@@ -85,6 +97,109 @@ class FakeDriver(ComputeDriver):
             self.calls.append(("destroy", instance_id))
             self.domains.pop(instance_id, None)
             self.specs.pop(instance_id, None)
+
+    # -- lifecycle operations ----------------------------------------------------------------
+
+    def _op(self, operation: str, instance_id: str, change) -> int:
+        self._check_id(instance_id)
+        with self._lock:
+            self.calls.append((operation, instance_id))
+            failures = self._op_failures.get(operation)
+            if failures:
+                raise ComputeError(failures.pop(0))
+            if instance_id not in self.domains:
+                raise ComputeError(f"instance {instance_id} has no domain on this host")
+            change(instance_id)
+            return self.domains[instance_id]
+
+    def _boot(self, instance_id: str) -> None:
+        self.saved.discard(instance_id)
+        self.domains[instance_id] = POWER_RUNNING
+        self.boots[instance_id] = self.boots.get(instance_id, 0) + 1
+
+    def start(self, instance_id: str) -> int:
+        def change(i):
+            if self.domains[i] != POWER_RUNNING:
+                self._boot(i)
+        return self._op("start", instance_id, change)
+
+    def stop(self, instance_id: str, timeout: int = 60) -> int:
+        def change(i):
+            self.saved.discard(i)
+            self.domains[i] = POWER_SHUTDOWN
+        return self._op("stop", instance_id, change)
+
+    def reboot(self, instance_id: str, hard: bool = False, timeout: int = 60) -> int:
+        return self._op("reboot", instance_id, self._boot)
+
+    def pause(self, instance_id: str) -> int:
+        def change(i):
+            if self.domains[i] == POWER_RUNNING:
+                self.domains[i] = POWER_PAUSED
+        return self._op("pause", instance_id, change)
+
+    def unpause(self, instance_id: str) -> int:
+        def change(i):
+            if self.domains[i] == POWER_PAUSED:
+                self.domains[i] = POWER_RUNNING
+        return self._op("unpause", instance_id, change)
+
+    def suspend(self, instance_id: str) -> int:
+        def change(i):
+            if self.domains[i] in (POWER_RUNNING, POWER_PAUSED):
+                self.saved.add(i)
+                self.domains[i] = POWER_SHUTDOWN
+        return self._op("suspend", instance_id, change)
+
+    def resume(self, instance_id: str) -> int:
+        def change(i):
+            if self.domains[i] != POWER_RUNNING:
+                self.saved.discard(i)
+                self.domains[i] = POWER_RUNNING
+        return self._op("resume", instance_id, change)
+
+    def resize(self, spec: DomainSpec, timeout: int = 60, start: bool = True) -> int:
+        design_guest(spec, InstancePaths(Path("/nonexistent/instances") / spec.instance_id))
+
+        def change(i):
+            self.specs[i] = copy.deepcopy(spec)
+            self.domains[i] = POWER_SHUTDOWN
+            if start:
+                self._boot(i)
+        return self._op("resize", spec.instance_id, change)
+
+    def rebuild(self, spec: DomainSpec, timeout: int = 60) -> int:
+        design_guest(spec, InstancePaths(Path("/nonexistent/instances") / spec.instance_id))
+
+        def change(i):
+            self.specs[i] = copy.deepcopy(spec)
+            self._boot(i)
+        return self._op("rebuild", spec.instance_id, change)
+
+    def rescue(self, spec: DomainSpec, timeout: int = 60) -> int:
+        design_guest(spec, InstancePaths(Path("/nonexistent/instances") / spec.instance_id))
+
+        def change(i):
+            self.specs[i] = copy.deepcopy(spec)
+            self._boot(i)
+        return self._op("rescue", spec.instance_id, change)
+
+    def unrescue(self, spec: DomainSpec) -> int:
+        def change(i):
+            self.specs[i] = copy.deepcopy(spec)
+            self._boot(i)
+        return self._op("unrescue", spec.instance_id, change)
+
+    def vnc_address(self, instance_id: str) -> tuple[str, int]:
+        with self._lock:
+            if self.domains.get(instance_id) != POWER_RUNNING:
+                raise ComputeError(f"instance {instance_id} is not running")
+        return "127.0.0.1", 5900
+
+    def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
+        self.uploads = getattr(self, "uploads", [])
+        self.uploads.append(upload_url)
+        return self._op("snapshot", instance_id, lambda i: None)
 
     def power_state(self, instance_id: str) -> int:
         with self._lock:

@@ -353,6 +353,227 @@ class LibvirtDriver(ComputeDriver):
             "disk_gb": shutil.disk_usage(directory).total // GiB,
         }
 
+    # -- lifecycle operations ----------------------------------------------------------------
+
+    def _domain(self, conn: libvirt.virConnect, instance_id: str) -> libvirt.virDomain:
+        dom = self._lookup(conn, instance_id)
+        if dom is None:
+            raise ComputeError(f"instance {instance_id} has no domain on this host")
+        return dom
+
+    def _wait_shutoff(self, dom: libvirt.virDomain, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not dom.isActive():
+                return True
+            time.sleep(0.5)
+        return not dom.isActive()
+
+    def _clean_shutdown(self, dom: libvirt.virDomain, timeout: float) -> None:
+        """ACPI power button, then destroy if the guest did not power off within ``timeout`` s."""
+        if not dom.isActive():
+            return
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            self._destroy_domain(dom)  # a paused guest cannot see the power button
+            return
+        try:
+            dom.shutdown()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise
+        if not self._wait_shutoff(dom, timeout):
+            log.warning("domain %s did not shut down within %s s; destroying it", dom.name(), timeout)
+            self._destroy_domain(dom)
+
+    def _start(self, dom: libvirt.virDomain) -> None:
+        state = dom.state()[0]
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+        elif state == libvirt.VIR_DOMAIN_PMSUSPENDED:
+            dom.pMWakeup(0)
+        elif not dom.isActive():
+            dom.create()  # restores a managed save if there is one
+
+    def _operation(self, instance_id: str, action: str, body) -> int:
+        with self._instance_locks(instance_id):
+            conn = self._connection()
+            with self._libvirt(action):
+                dom = self._domain(conn, instance_id)
+                body(dom)
+                return self._state(dom)
+
+    def start(self, instance_id: str) -> int:
+        return self._operation(instance_id, "starting the instance", self._start)
+
+    def stop(self, instance_id: str, timeout: int = 60) -> int:
+        def body(dom):
+            if not dom.isActive() and dom.hasManagedSaveImage(0):
+                dom.managedSaveRemove(0)  # a stopped instance starts afresh
+            self._clean_shutdown(dom, timeout)
+
+        return self._operation(instance_id, "stopping the instance", body)
+
+    def reboot(self, instance_id: str, hard: bool = False, timeout: int = 60) -> int:
+        def body(dom):
+            if hard:
+                if dom.isActive() and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING:
+                    dom.reset(0)
+                    return
+                if dom.isActive():
+                    self._destroy_domain(dom)
+                if dom.hasManagedSaveImage(0):
+                    dom.managedSaveRemove(0)
+                dom.create()
+                return
+            self._clean_shutdown(dom, timeout)
+            dom.create()
+
+        return self._operation(instance_id, "rebooting the instance", body)
+
+    def pause(self, instance_id: str) -> int:
+        def body(dom):
+            if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                dom.suspend()
+
+        return self._operation(instance_id, "pausing the instance", body)
+
+    def unpause(self, instance_id: str) -> int:
+        def body(dom):
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+
+        return self._operation(instance_id, "unpausing the instance", body)
+
+    def suspend(self, instance_id: str) -> int:
+        def body(dom):
+            if dom.isActive():
+                dom.managedSave(0)
+
+        return self._operation(instance_id, "suspending the instance", body)
+
+    def resume(self, instance_id: str) -> int:
+        return self._operation(instance_id, "resuming the instance", self._start)
+
+    def resize(self, spec: DomainSpec, timeout: int = 60, start: bool = True) -> int:
+        paths = self._paths(spec.instance_id)
+        with self._instance_locks(spec.instance_id):
+            conn = self._connection()
+            guest = design_guest(spec, paths, disk_cache_mode=self._disk_cache_mode(), arch=self.arch)
+            with self._libvirt("resizing the instance"):
+                dom = self._domain(conn, spec.instance_id)
+                if dom.hasManagedSaveImage(0):
+                    dom.managedSaveRemove(0)
+                self._clean_shutdown(dom, timeout)
+                for disk in spec.disks:
+                    path = paths.disk_path(disk.name)
+                    if path.exists() and disk.size_gb:
+                        current = qemu_img.virtual_size(path, "qcow2")
+                        if disk.size_gb * GiB > current:
+                            qemu_img.resize(path, "qcow2", disk.size_gb * GiB)
+                dom = conn.defineXML(guest.to_xml())  # same name and uuid: replaces the definition
+                if start:
+                    dom.create()
+                return self._state(dom)
+
+    def rescue(self, spec: DomainSpec, timeout: int = 60) -> int:
+        paths = self._paths(spec.instance_id)
+        with self._instance_locks(spec.instance_id):
+            conn = self._connection()
+            guest = design_guest(spec, paths, disk_cache_mode=self._disk_cache_mode(), arch=self.arch)
+            with self._libvirt("rescuing the instance"):
+                dom = self._domain(conn, spec.instance_id)
+                if dom.hasManagedSaveImage(0):
+                    dom.managedSaveRemove(0)
+                self._clean_shutdown(dom, timeout)
+            for disk in spec.disks:
+                if disk.name == "rescue":
+                    self._ensure_disk(disk, paths.disk_path(disk.name))
+            with self._libvirt("rescuing the instance"):
+                dom = conn.defineXML(guest.to_xml())
+                dom.create()
+                return self._state(dom)
+
+    def unrescue(self, spec: DomainSpec) -> int:
+        paths = self._paths(spec.instance_id)
+        with self._instance_locks(spec.instance_id):
+            conn = self._connection()
+            guest = design_guest(spec, paths, disk_cache_mode=self._disk_cache_mode(), arch=self.arch)
+            with self._libvirt("unrescuing the instance"):
+                dom = self._domain(conn, spec.instance_id)
+                self._destroy_domain(dom)
+            with contextlib.suppress(FileNotFoundError):
+                paths.disk_path("rescue").unlink()
+            with self._libvirt("unrescuing the instance"):
+                dom = conn.defineXML(guest.to_xml())
+                dom.create()
+                return self._state(dom)
+
+    def vnc_address(self, instance_id: str) -> tuple[str, int]:
+        import xml.etree.ElementTree as ET
+
+        conn = self._connection()
+        with self._libvirt("finding the console"):
+            dom = self._domain(conn, instance_id)
+            if not dom.isActive():
+                raise ComputeError(f"instance {instance_id} is not running")
+            graphics = ET.fromstring(dom.XMLDesc(0)).find("./devices/graphics[@type='vnc']")
+        if graphics is None or int(graphics.get("port", "-1")) <= 0:
+            raise ComputeError(f"instance {instance_id} has no VNC console")
+        return graphics.get("listen") or "127.0.0.1", int(graphics.get("port"))
+
+    def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
+        import subprocess
+
+        import requests
+
+        paths = self._paths(instance_id)
+        disk = paths.disk_path("root")
+        tmp = paths.instance_dir / "snapshot.qcow2.part"
+        with self._instance_locks(instance_id):
+            conn = self._connection()
+            with self._libvirt("snapshotting the instance"):
+                dom = self._domain(conn, instance_id)
+                was_running = dom.isActive() and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+                if was_running:
+                    dom.suspend()  # a consistent copy: the guest does not write meanwhile
+                try:
+                    proc = subprocess.run(
+                        ["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "qcow2", str(disk), str(tmp)],
+                        capture_output=True, text=True, timeout=1800, check=False,
+                    )
+                    if proc.returncode != 0:
+                        raise ComputeError(f"copying the root disk failed: {proc.stderr.strip()[-400:]}")
+                finally:
+                    if was_running:
+                        dom.resume()
+                state = self._state(dom)
+        try:
+            headers = {"Content-Type": "application/octet-stream"}
+            if upload_token:
+                headers["X-Auth-Token"] = upload_token
+            with open(tmp, "rb") as data:
+                headers["Content-Length"] = str(os.fstat(data.fileno()).st_size)
+                resp = requests.put(upload_url, data=data, headers=headers, timeout=(10, 1800))
+            if resp.status_code not in (200, 201, 204):
+                raise ComputeError(f"uploading the snapshot failed: the image service answered {resp.status_code} "
+                                   f"{resp.text[:300]}")
+        except requests.RequestException as exc:
+            raise ComputeError(f"uploading the snapshot failed: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return state
+
+    def rebuild(self, spec: DomainSpec, timeout: int = 60) -> int:
+        with self._instance_locks(spec.instance_id):
+            conn = self._connection()
+            with self._libvirt("rebuilding the instance"):
+                dom = self._lookup(conn, spec.instance_id)
+                if dom is not None:
+                    self._clean_shutdown(dom, min(timeout, 10))
+        self.destroy(spec.instance_id)
+        return self.spawn(spec)["power_state"]
+
 
 def read_console_log(path: Path, length: int | None = None, max_bytes: int = CONSOLE_MAX_BYTES) -> str:
     """The last ``length`` lines (all if ``None``) of at most the last ``max_bytes`` of ``path``."""

@@ -46,6 +46,9 @@ class Host(BaseModel):
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     agent_version = models.CharField(max_length=32, blank=True, default="")
+    # The last heartbeat's domains ({instance id: power state}) for the reconciler; may include
+    # domains no record owns (another cloud on the same libvirt).
+    domains = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["hostname"]

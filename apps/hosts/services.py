@@ -34,6 +34,7 @@ def host_heartbeat(*, report: HostReport) -> Host:
     host.memory_mib = report.memory_mib
     host.disk_gb = report.disk_gb
     host.agent_version = report.agent_version
+    host.domains = dict(report.domains or {})
     host.state = HostState.UP
     host.last_heartbeat = timezone.now()
     host.save()

@@ -24,6 +24,9 @@ class Flavor(models.Model):
     swap = models.PositiveIntegerField(default=0, help_text="MiB")
     rxtx_factor = models.FloatField(default=1.0)
     is_public = models.BooleanField(default=True)
+    extra_specs = models.JSONField(default=dict, blank=True)
+    projects = models.ManyToManyField("tenants.Project", blank=True, related_name="+",
+                                      help_text="projects that may use a private flavor")
     disabled = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -48,6 +51,16 @@ class Instance(TenantOwnedModel):
     vm_state = models.CharField(max_length=16, choices=VmState.choices, default=VmState.BUILDING)
     task_state = models.CharField(max_length=32, choices=TaskState.choices, null=True, blank=True)
     power_state = models.IntegerField(choices=PowerState.choices, default=PowerState.NOSTATE)
+    locked = models.BooleanField(default=False)
+    locked_by = models.CharField(max_length=8, blank=True, default="", help_text="owner or admin (Nova)")
+    # The flavor and resources before a resize, until it is confirmed or reverted.
+    old_flavor = models.ForeignKey(Flavor, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    old_vcpus = models.PositiveIntegerField(null=True, blank=True)
+    old_memory_mib = models.PositiveIntegerField(null=True, blank=True)
+    old_root_gb = models.PositiveIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    key_name = models.CharField(max_length=255, null=True, blank=True)
+    user_data = models.TextField(blank=True, default="")
     launched_at = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -87,3 +100,45 @@ class InstanceAction(BaseModel):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class InstanceActionEvent(BaseModel):
+    """One step of an action (Nova's instance action events, e.g. ``compute_stop_instance``)."""
+
+    action = models.ForeignKey(InstanceAction, on_delete=models.CASCADE, related_name="events")
+    event = models.CharField(max_length=64)
+    host = models.CharField(max_length=255, blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=16, blank=True, default="")
+    details = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["started_at"]
+
+
+class Keypair(BaseModel):
+    """An SSH public key of a user (Nova keypairs are per user, named uniquely per user)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="keypairs")
+    name = models.CharField(max_length=255)
+    type = models.CharField(max_length=8, default="ssh")
+    public_key = models.TextField()
+    fingerprint = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="keypair_unique_name_per_user")]
+
+
+class ServerGroup(TenantOwnedModel):
+    """Nova server group: placement policy for its members."""
+
+    name = models.CharField(max_length=255)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    policy = models.CharField(max_length=32)  # affinity, anti-affinity, soft-affinity, soft-anti-affinity
+    rules = models.JSONField(default=dict, blank=True)
+    members = models.ManyToManyField(Instance, blank=True, related_name="server_groups")
+
+    class Meta:
+        ordering = ["created_at"]

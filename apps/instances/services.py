@@ -1,21 +1,60 @@
+import base64
+import binascii
+import hashlib
 import logging
 import math
+import re
+import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.names import CALLBACK_DESTROY_DONE, CALLBACK_SPAWN_DONE, TASK_DESTROY, TASK_SPAWN
-from agents.specs import DiskSpec, DomainSpec, InstanceRef
-from apps.hosts.models import HostState
+from agents.names import (
+    CALLBACK_DESTROY_DONE,
+    CALLBACK_OPERATION_DONE,
+    CALLBACK_SPAWN_DONE,
+    TASK_DESTROY,
+    TASK_SPAWN,
+    operation_task,
+)
+from agents.specs import DiskSpec, DomainSpec, InstanceRef, OperationSpec
+from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus
 from apps.images.selectors import image_ref
 from apps.instances import scheduler
-from apps.instances.models import Flavor, Instance, InstanceAction, InstanceFault
-from apps.instances.states import DELETE_ALLOWED, PowerState, TaskState, VmState
+from apps.instances.models import (
+    Flavor,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceFault,
+    Keypair,
+    ServerGroup,
+)
+from apps.instances.states import (
+    DELETE_ALLOWED,
+    TRANSITIONS,
+    PowerState,
+    TaskState,
+    Transition,
+    VmState,
+    vm_state_for_power,
+)
 from apps.tenants.models import Project, User
+from apps.tenants.selectors import is_cloud_admin
 from apps.tenants.services import quota_release, quota_reserve
-from cloudmgr.exceptions import NotFound, ValidationError
+from cloudmgr.exceptions import (
+    Conflict,
+    InvalidState,
+    NotFound,
+    NoValidHost,
+    PermissionDenied,
+    QuotaExceeded,
+    ValidationError,
+)
 from cloudmgr.rpc import agent_cast
 
 logger = logging.getLogger(__name__)
@@ -28,12 +67,22 @@ def _quota_deltas(instance: Instance) -> dict[str, int]:
 
 
 def _action_start(*, instance: Instance, action: str, user: User | None, request_id: str) -> InstanceAction:
-    return InstanceAction.objects.create(instance=instance, action=action, user=user, request_id=request_id)
+    return InstanceAction.objects.create(instance=instance, action=action, user=user,
+                                         request_id=request_id or f"req-{uuid.uuid4()}")
 
 
 def _action_finish(*, instance: Instance, action: str, result: str, message: str = "") -> None:
-    InstanceAction.objects.filter(instance=instance, action=action, finished_at__isnull=True).update(
-        finished_at=timezone.now(), result=result, message=message
+    now = timezone.now()
+    actions = InstanceAction.objects.filter(instance=instance, action=action, finished_at__isnull=True)
+    InstanceActionEvent.objects.filter(action__in=actions, finished_at__isnull=True).update(
+        finished_at=now, result=result, details=message
+    )
+    actions.update(finished_at=now, result=result, message=message)
+
+
+def _event_start(*, action: InstanceAction, event: str, host: Host | None) -> None:
+    InstanceActionEvent.objects.create(
+        action=action, event=event, host=host.hostname if host else "", started_at=timezone.now()
     )
 
 
@@ -50,19 +99,23 @@ def _root_gb(*, flavor: Flavor, image: Image) -> int:
     return flavor.disk
 
 
-def _domain_spec(instance: Instance) -> DomainSpec:
+def _domain_spec(instance: Instance, *, vcpus: int | None = None, memory_mib: int | None = None,
+                 root_gb: int | None = None) -> DomainSpec:
+    image = image_ref(image=instance.image) if instance.image is not None else None
     return DomainSpec(
         instance_id=str(instance.id),
         display_name=instance.name,
-        vcpus=instance.vcpus,
-        memory_mib=instance.memory_mib,
+        vcpus=vcpus or instance.vcpus,
+        memory_mib=memory_mib or instance.memory_mib,
         virt_type=instance.host.virt_type,
-        disks=[DiskSpec(name="root", size_gb=instance.root_gb, image=image_ref(image=instance.image))],
+        disks=[DiskSpec(name="root", size_gb=root_gb or instance.root_gb, image=image)],
     )
 
 
 def instance_create(
-    *, user: User, project: Project, name: str, flavor: Flavor, image: Image, request_id: str = ""
+    *, user: User, project: Project, name: str, flavor: Flavor, image: Image, request_id: str = "",
+    key_name: str | None = None, user_data: str = "", metadata: dict | None = None,
+    availability_zone: str | None = None, server_group: ServerGroup | None = None,
 ) -> Instance:
     """Record a new instance, claim quota and a host, and (on commit) ask that host to spawn it.
 
@@ -78,6 +131,15 @@ def instance_create(
         raise ValidationError(f"Image {image.id} is not active (it is {image.status}).")
     if image.min_ram > flavor.ram:
         raise ValidationError(f"Flavor {flavor.name}'s memory is too small for image {image.name}.")
+    if key_name is not None and not Keypair.objects.filter(user=user, name=key_name).exists():
+        raise ValidationError(f"Invalid key_name provided: {key_name}.")
+    if user_data and len(user_data) > 65535:
+        raise ValidationError("user_data is too long (at most 65535 bytes, base64).")
+    metadata = _check_metadata(metadata or {})
+    if availability_zone is not None and not Host.objects.filter(availability_zone=availability_zone).exists():
+        raise ValidationError(f"The requested availability zone is not available: {availability_zone}")
+    if server_group is not None and server_group.project_id != project.pk:
+        raise ValidationError("Invalid server group.")
     root_gb = _root_gb(flavor=flavor, image=image)
 
     with transaction.atomic():
@@ -92,25 +154,89 @@ def instance_create(
             root_gb=root_gb,
             vm_state=VmState.BUILDING,
             task_state=TaskState.SCHEDULING,
+            key_name=key_name,
+            user_data=user_data or "",
+            metadata=metadata,
+            availability_zone=availability_zone or "nova",
         )
         quota_reserve(project=project, deltas=_quota_deltas(instance))
         instance.save()
-        _action_start(instance=instance, action="create", user=user, request_id=request_id)
-        host = scheduler.claim(instance)
+        if server_group is not None:
+            server_group.members.add(instance)
+        create_action = _action_start(instance=instance, action="create", user=user, request_id=request_id)
+        host = scheduler.claim(instance, server_group)
         if host is None:
-            instance.vm_state, instance.task_state = VmState.ERROR, None
-            instance.save(update_fields=["vm_state", "task_state", "updated_at"])
-            _fault(instance=instance, code=500, message="No valid host was found. There are not enough hosts available.")
-            _action_finish(instance=instance, action="create", result="Error", message="No valid host was found.")
+            _no_valid_host(instance)
             return instance
-        instance.task_state = TaskState.SPAWNING
-        instance.save(update_fields=["task_state", "updated_at"])
-        payload = _domain_spec(instance).to_dict()
-        transaction.on_commit(
-            lambda: agent_cast(queue=host.queue, task=TASK_SPAWN, payload=payload, callback=CALLBACK_SPAWN_DONE)
-        )
+        _spawn_on(instance, host, create_action)
     logger.info("instance %s (%s) scheduled to %s", instance.id, instance.name, host.hostname)
     return instance
+
+
+def _no_valid_host(instance: Instance, detail: str = "") -> None:
+    Instance.objects.filter(pk=instance.pk).update(vm_state=VmState.ERROR, task_state=None, updated_at=timezone.now())
+    instance.vm_state, instance.task_state = VmState.ERROR, None
+    _fault(instance=instance, code=500,
+           message="No valid host was found. There are not enough hosts available." + detail)
+    _action_finish(instance=instance, action="create", result="Error", message="No valid host was found.")
+
+
+def _spawn_on(instance: Instance, host: Host, create_action: InstanceAction) -> None:
+    Instance.objects.filter(pk=instance.pk).update(task_state=TaskState.SPAWNING, updated_at=timezone.now())
+    instance.task_state = TaskState.SPAWNING
+    _event_start(action=create_action, event="compute__do_build_and_run_instance", host=host)
+    payload = _domain_spec(instance).to_dict()
+    transaction.on_commit(
+        lambda: agent_cast(queue=host.queue, task=TASK_SPAWN, payload=payload, callback=CALLBACK_SPAWN_DONE)
+    )
+
+
+def instances_create(*, min_count: int = 1, max_count: int = 1, name: str, **kwargs) -> list[Instance]:
+    """Nova's multiple create: up to ``max_count`` instances (named ``name-1`` ...), at least
+    ``min_count`` or none (quota)."""
+    if not 1 <= min_count <= max_count:
+        raise ValidationError("min_count must be at least 1 and at most max_count.")
+    if max_count == 1:
+        return [instance_create(name=name, **kwargs)]
+    created: list[Instance] = []
+    for i in range(1, max_count + 1):
+        try:
+            created.append(instance_create(name=f"{name}-{i}", **kwargs))
+        except QuotaExceeded:
+            if len(created) >= min_count:
+                break
+            for instance in created:
+                instance_delete(instance=Instance.objects.select_related("host", "project").get(pk=instance.pk),
+                                user=None)
+            raise
+    return created
+
+
+def _reschedule(instance: Instance, error: str) -> bool:
+    """After a failed spawn: try another host (up to CLOUDMGR_SCHEDULER_MAX_ATTEMPTS hosts in all).
+    True if the instance was placed again. Runs in the caller's transaction."""
+    action = InstanceAction.objects.filter(instance=instance, action="create", finished_at__isnull=True).first()
+    if action is None:
+        return False
+    tried = set(action.events.filter(event="compute__do_build_and_run_instance").values_list("host", flat=True))
+    if len(tried) >= getattr(settings, "CLOUDMGR_SCHEDULER_MAX_ATTEMPTS", 3):
+        return False
+    moved = Instance.objects.filter(pk=instance.pk, vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING).update(
+        task_state=TaskState.SCHEDULING, host=None, updated_at=timezone.now())
+    if not moved:
+        return False
+    InstanceActionEvent.objects.filter(action=action, finished_at__isnull=True).update(
+        finished_at=timezone.now(), result="Error", details=error)
+    instance.host = None
+    group = instance.server_groups.first()
+    exclude = Host.objects.filter(hostname__in=tried).values_list("pk", flat=True)
+    host = scheduler.claim(instance, group, exclude=list(exclude))
+    if host is None:
+        _no_valid_host(instance, f" Last error: {error}")
+        return True
+    logger.info("instance %s: spawn failed (%s); retrying on %s", instance.id, error, host.hostname)
+    _spawn_on(instance, host, action)
+    return True
 
 
 def instance_spawn_done(*, result: dict) -> None:
@@ -130,6 +256,8 @@ def instance_spawn_done(*, result: dict) -> None:
             )
             if applied:
                 _action_finish(instance=instance, action="create", result="Success")
+        elif _reschedule(instance, result.get("error") or "spawn failed"):
+            return
         else:
             applied = spawning.update(vm_state=VmState.ERROR, task_state=None, updated_at=timezone.now())
             if applied:
@@ -175,6 +303,8 @@ def instance_delete(*, instance: Instance, user: User | None, request_id: str = 
     is deleted at once (the destroy still goes to the host's queue for when it returns)."""
     if instance.vm_state not in DELETE_ALLOWED or instance.deleted_at:
         raise NotFound(f"Instance {instance.id} could not be found.")
+    if user is not None:
+        _check_locked(instance=instance, user=user)
     with transaction.atomic():
         started = (
             Instance.objects.filter(pk=instance.pk, deleted_at__isnull=True)
@@ -184,7 +314,8 @@ def instance_delete(*, instance: Instance, user: User | None, request_id: str = 
         if not started:
             return  # a delete is already in progress
         instance.task_state = TaskState.DELETING
-        _action_start(instance=instance, action="delete", user=user, request_id=request_id)
+        delete_action = _action_start(instance=instance, action="delete", user=user, request_id=request_id)
+        _event_start(action=delete_action, event="compute_terminate_instance", host=instance.host)
         if instance.host is not None:
             _destroy_on_host(instance)
         if instance.host is None or instance.host.state == HostState.DOWN:
@@ -212,3 +343,620 @@ def flavor_ensure(*, flavor_id: str, name: str, vcpus: int, ram: int, disk: int)
     """Create the flavor if no flavor has this id (bootstrap)."""
     flavor, _ = Flavor.objects.get_or_create(pk=flavor_id, defaults={"name": name, "vcpus": vcpus, "ram": ram, "disk": disk})
     return flavor
+
+
+# --- lifecycle actions ------------------------------------------------------------------------
+
+
+def _check_locked(*, instance: Instance, user: User) -> None:
+    if instance.locked and not is_cloud_admin(user=user):
+        raise InvalidState(f"Instance {instance.id} is locked.")
+
+
+def _refuse(instance: Instance, transition: Transition) -> InvalidState:
+    if instance.task_state:
+        return InvalidState(
+            f"Cannot '{transition.action}' instance {instance.id} while it is in task_state {instance.task_state}."
+        )
+    return InvalidState(
+        f"Cannot '{transition.action}' instance {instance.id} while it is in vm_state {instance.vm_state}."
+    )
+
+
+def _begin(*, instance: Instance, transition: Transition, user: User | None, request_id: str,
+           **updates) -> InstanceAction:
+    """Check the allow-list and move to the transition's task state by compare-and-swap; record
+    the action. Must run in the caller's transaction. InvalidState (409) if not allowed."""
+    if instance.deleted_at or instance.vm_state == VmState.DELETED:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    if user is not None:
+        _check_locked(instance=instance, user=user)
+    if instance.vm_state not in transition.allowed or instance.task_state is not None:
+        raise _refuse(instance, transition)
+    if transition.operation and (instance.host is None or instance.host.state != HostState.UP):
+        host = instance.host.hostname if instance.host else "no host"
+        raise InvalidState(f"Cannot '{transition.action}' instance {instance.id}: its host ({host}) is not up.")
+    now = timezone.now()
+    moved = Instance.objects.filter(
+        pk=instance.pk, vm_state=instance.vm_state, task_state__isnull=True, deleted_at__isnull=True
+    ).update(task_state=transition.task_state, updated_at=now, **updates)
+    if not moved:
+        instance.refresh_from_db()
+        raise _refuse(instance, transition)
+    instance.task_state = transition.task_state
+    for field, value in updates.items():
+        setattr(instance, field, value)
+    action = _action_start(instance=instance, action=transition.action, user=user, request_id=request_id)
+    if transition.operation:
+        _event_start(action=action, event=f"compute_{transition.operation}_instance", host=instance.host)
+    return action
+
+
+def _send(instance: Instance, spec: OperationSpec) -> None:
+    queue, payload, task = instance.host.queue, spec.to_dict(), operation_task(spec.operation)
+    transaction.on_commit(lambda: agent_cast(queue=queue, task=task, payload=payload, callback=CALLBACK_OPERATION_DONE))
+
+
+def _shutdown_timeout() -> int:
+    return int(getattr(settings, "CLOUDMGR_SHUTDOWN_TIMEOUT", 60))
+
+
+def _simple_action(key: str, *, instance: Instance, user: User | None, request_id: str = "", hard: bool = False) -> Instance:
+    transition = TRANSITIONS[key]
+    with transaction.atomic():
+        _begin(instance=instance, transition=transition, user=user, request_id=request_id)
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation=transition.operation, hard=hard,
+                                      timeout=_shutdown_timeout()))
+    return instance
+
+
+def instance_start(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    return _simple_action("start", instance=instance, user=user, request_id=request_id)
+
+
+def instance_stop(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    return _simple_action("stop", instance=instance, user=user, request_id=request_id)
+
+
+def instance_reboot(*, instance: Instance, user: User | None, hard: bool = False, request_id: str = "") -> Instance:
+    """SOFT: ACPI shutdown (destroyed after CLOUDMGR_SHUTDOWN_TIMEOUT) then start; HARD: reset."""
+    return _simple_action("reboot_hard" if hard else "reboot", instance=instance, user=user,
+                          request_id=request_id, hard=hard)
+
+
+def instance_pause(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    return _simple_action("pause", instance=instance, user=user, request_id=request_id)
+
+
+def instance_unpause(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    return _simple_action("unpause", instance=instance, user=user, request_id=request_id)
+
+
+def instance_suspend(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    return _simple_action("suspend", instance=instance, user=user, request_id=request_id)
+
+
+def instance_resume(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    return _simple_action("resume", instance=instance, user=user, request_id=request_id)
+
+
+def instance_lock(*, instance: Instance, user: User, request_id: str = "") -> Instance:
+    """Lock: only admins may act on the instance until it is unlocked. Locking twice is fine."""
+    if instance.deleted_at:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    owner = "admin" if is_cloud_admin(user=user) and instance.user_id != user.pk else "owner"
+    with transaction.atomic():
+        Instance.objects.filter(pk=instance.pk).update(locked=True, locked_by=owner, updated_at=timezone.now())
+        _action_start(instance=instance, action="lock", user=user, request_id=request_id)
+        _action_finish(instance=instance, action="lock", result="Success")
+    instance.locked, instance.locked_by = True, owner
+    return instance
+
+
+def instance_unlock(*, instance: Instance, user: User, request_id: str = "") -> Instance:
+    if instance.deleted_at:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    if instance.locked_by == "admin" and not is_cloud_admin(user=user):
+        raise PermissionDenied(f"Instance {instance.id} was locked by an administrator.")
+    with transaction.atomic():
+        Instance.objects.filter(pk=instance.pk).update(locked=False, locked_by="", updated_at=timezone.now())
+        _action_start(instance=instance, action="unlock", user=user, request_id=request_id)
+        _action_finish(instance=instance, action="unlock", result="Success")
+    instance.locked, instance.locked_by = False, ""
+    return instance
+
+
+def _resize_deltas(old: dict, new: dict) -> dict[str, int]:
+    return {"cores": new["vcpus"] - old["vcpus"], "ram": new["memory_mib"] - old["memory_mib"]}
+
+
+def _positive(deltas: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in deltas.items() if v > 0}
+
+
+def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, request_id: str = "") -> Instance:
+    """Resize in place on the instance's host: claim the difference (quota and host room), stop
+    the guest, redefine its domain with the new flavor, grow the root disk and start it again (if
+    it was running). The instance then waits in VERIFY_RESIZE for confirmResize/revertResize."""
+    if flavor.pk == instance.flavor_id:
+        raise ValidationError("When resizing, instances must change flavor!")
+    if flavor.disabled:
+        raise ValidationError(f"Flavor {flavor.name} is disabled.")
+    new_root = max(flavor.disk, instance.root_gb) if flavor.disk == 0 else flavor.disk
+    if new_root < instance.root_gb:
+        raise ValidationError("Resize to a flavor with a smaller disk is not allowed.")
+    old = {"vcpus": instance.vcpus, "memory_mib": instance.memory_mib, "root_gb": instance.root_gb}
+    new = {"vcpus": flavor.vcpus, "memory_mib": flavor.ram, "root_gb": new_root}
+    was_running = instance.vm_state == VmState.ACTIVE
+    with transaction.atomic():
+        transition = TRANSITIONS["resize"]
+        if user is not None:
+            _check_locked(instance=instance, user=user)
+        if instance.vm_state not in transition.allowed or instance.task_state is not None:
+            raise _refuse(instance, transition)
+        quota_reserve(project=instance.project, deltas=_positive(_resize_deltas(old, new)))
+        if instance.host is not None and not scheduler.fits_resize(instance, new):
+            raise NoValidHost(f"No valid host was found: host {instance.host.hostname} has no room for "
+                              f"flavor {flavor.name}.")
+        _begin(instance=instance, transition=transition, user=user, request_id=request_id,
+               old_flavor_id=instance.flavor_id, old_vcpus=old["vcpus"], old_memory_mib=old["memory_mib"],
+               old_root_gb=old["root_gb"], flavor_id=flavor.pk, vcpus=new["vcpus"],
+               memory_mib=new["memory_mib"], root_gb=new["root_gb"])
+        instance.flavor = flavor
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation="resize", timeout=_shutdown_timeout(),
+                                      start=was_running, domain=_domain_spec(instance)))
+    return instance
+
+
+def _drop_old_flavor(instance: Instance, *, revert: bool, **updates) -> int:
+    """Finish a resize's bookkeeping (by CAS on the task state): keep the new flavor (confirm)
+    or go back to the old one (revert), and release the quota the other one held."""
+    old = {"vcpus": instance.old_vcpus, "memory_mib": instance.old_memory_mib}
+    new = {"vcpus": instance.vcpus, "memory_mib": instance.memory_mib}
+    fields = dict(old_flavor=None, old_vcpus=None, old_memory_mib=None, old_root_gb=None, **updates)
+    if revert:
+        fields.update(flavor_id=instance.old_flavor_id, vcpus=instance.old_vcpus,
+                      memory_mib=instance.old_memory_mib, root_gb=instance.old_root_gb)
+        release = _positive(_resize_deltas(old, new))
+    else:
+        release = _positive(_resize_deltas(new, old))
+    done = Instance.objects.filter(pk=instance.pk, task_state=instance.task_state).update(
+        updated_at=timezone.now(), **fields)
+    if done and release:
+        quota_release(project=instance.project, deltas=release)
+    return done
+
+
+def instance_resize_confirm(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    transition = TRANSITIONS["confirmResize"]
+    with transaction.atomic():
+        _begin(instance=instance, transition=transition, user=user, request_id=request_id)
+        _drop_old_flavor(instance, revert=False, task_state=None,
+                         vm_state=vm_state_for_power(instance.power_state))
+        _action_finish(instance=instance, action=transition.action, result="Success")
+    instance.refresh_from_db()
+    return instance
+
+
+def instance_resize_revert(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    transition = TRANSITIONS["revertResize"]
+    with transaction.atomic():
+        _begin(instance=instance, transition=transition, user=user, request_id=request_id)
+        spec = _domain_spec(instance, vcpus=instance.old_vcpus, memory_mib=instance.old_memory_mib,
+                            root_gb=instance.old_root_gb)
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation="resize", timeout=_shutdown_timeout(),
+                                      start=instance.power_state == PowerState.RUNNING, domain=spec))
+    return instance
+
+
+def instance_rebuild(*, instance: Instance, image: Image, user: User | None, name: str | None = None,
+                     request_id: str = "") -> Instance:
+    """A new root disk from ``image`` (the old one is thrown away) and a fresh boot."""
+    if image.status != ImageStatus.ACTIVE:
+        raise ValidationError(f"Image {image.id} is not active (it is {image.status}).")
+    if image.min_ram > instance.memory_mib:
+        raise ValidationError(f"Flavor {instance.flavor.name}'s memory is too small for image {image.name}.")
+    root_gb = _root_gb(flavor=instance.flavor, image=image)
+    updates = {"image_id": image.pk, "root_gb": max(root_gb, instance.root_gb)}
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 255:
+            raise ValidationError("An instance needs a name of 1 to 255 characters.")
+        updates["name"] = name
+    with transaction.atomic():
+        _begin(instance=instance, transition=TRANSITIONS["rebuild"], user=user, request_id=request_id, **updates)
+        instance.image = image
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation="rebuild", timeout=_shutdown_timeout(),
+                                      domain=_domain_spec(instance)))
+    return instance
+
+
+def instance_rescue(*, instance: Instance, user: User | None, image: Image | None = None,
+                    request_id: str = "") -> Instance:
+    """Boot a rescue system (``image``, default the instance's image) with the instance's root
+    disk attached as the second disk, to repair it."""
+    image = image or instance.image
+    if image is None:
+        raise ValidationError("The instance's image is gone: give a rescue_image_ref.")
+    if image.status != ImageStatus.ACTIVE:
+        raise ValidationError(f"Image {image.id} is not active (it is {image.status}).")
+    with transaction.atomic():
+        _begin(instance=instance, transition=TRANSITIONS["rescue"], user=user, request_id=request_id)
+        spec = _domain_spec(instance)
+        spec.rescue = True
+        size_gb = max(1, math.ceil((image.virtual_size or image.size or 0) / GIB))
+        spec.disks.insert(0, DiskSpec(name="rescue", size_gb=size_gb, image=image_ref(image=image)))
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation="rescue", timeout=_shutdown_timeout(),
+                                      domain=spec))
+    return instance
+
+
+def instance_unrescue(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    with transaction.atomic():
+        _begin(instance=instance, transition=TRANSITIONS["unrescue"], user=user, request_id=request_id)
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation="unrescue",
+                                      domain=_domain_spec(instance)))
+    return instance
+
+
+def instance_create_image(*, instance: Instance, user: User, name: str, metadata: dict | None = None,
+                          request_id: str = ""):
+    """Nova's createImage: a new (queued) image in the instance's project; the host copies the
+    root disk (flattened qcow2) and uploads it through the image API, which makes it active."""
+    from apps.images.services import image_create
+    from apps.tenants.services import token_issue
+
+    name = (name or "").strip()
+    if not name or len(name) > 255:
+        raise ValidationError("An image needs a name of 1 to 255 characters.")
+    metadata = _check_metadata(metadata or {})
+    transition = TRANSITIONS["createImage"]
+    if user is not None:
+        _check_locked(instance=instance, user=user)
+    if instance.vm_state not in transition.allowed or instance.task_state is not None:
+        raise _refuse(instance, transition)
+    attrs = {"name": name, "disk_format": "qcow2", "container_format": "bare", "visibility": "private",
+             **{k: v for k, v in metadata.items()}, "instance_uuid": str(instance.id), "image_type": "snapshot"}
+    if instance.image is not None:
+        attrs["base_image_ref"] = str(instance.image_id)
+        for key in ("architecture", "os_distro", "hw_disk_bus"):
+            if (instance.image.properties or {}).get(key):
+                attrs.setdefault(key, instance.image.properties[key])
+    with transaction.atomic():
+        image = image_create(user=user, project=instance.project, attrs=attrs)
+        _begin(instance=instance, transition=transition, user=user, request_id=request_id)
+        # The upload is authorised by a token of the acting user (the image API checks it as
+        # for any upload); it expires after CLOUDMGR_TOKEN_TTL.
+        key, _ = token_issue(user=user, project=instance.project)
+        base = getattr(settings, "CLOUDMGR_IMAGE_AGENT_URL", settings.CLOUDMGR_PUBLIC_URL).rstrip("/")
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation="snapshot", image_id=str(image.pk),
+                                      upload_url=f"{base}/image/v2/images/{image.pk}/file", upload_token=key))
+    return image
+
+
+def instance_console_url(*, instance: Instance, user: User, console_type: str = "novnc") -> str:
+    """A noVNC URL with a one-time token valid CLOUDMGR_CONSOLE_TOKEN_TTL seconds."""
+    from agents.names import TASK_VNC_ADDRESS
+    from apps.instances.consoles import console_token_store
+    from cloudmgr.exceptions import ServiceUnavailable
+    from cloudmgr.rpc import agent_call
+
+    if console_type != "novnc":
+        raise ValidationError(f"Unsupported console type {console_type}: only novnc.")
+    if instance.vm_state not in (VmState.ACTIVE, VmState.PAUSED) or instance.host is None:
+        raise InvalidState(f"Instance {instance.id} is not ready for a console (vm_state {instance.vm_state}).")
+    answer = agent_call(queue=instance.host.queue, task=TASK_VNC_ADDRESS,
+                        payload=InstanceRef(instance_id=str(instance.id)).to_dict())
+    if answer.get("error"):
+        raise ServiceUnavailable(f"The host could not find the console: {answer['error']}")
+    token = console_token_store(instance_id=str(instance.id), host=answer["host"], port=answer["port"])
+    return f"{settings.CLOUDMGR_CONSOLE_URL}/vnc_lite.html?path=%3Ftoken%3D{token}"
+
+
+def _discard_snapshot_image(image_id: str) -> None:
+    from apps.images.models import Image
+
+    Image.objects.filter(pk=image_id, status=ImageStatus.QUEUED).delete()
+
+
+# Which transitions an operation's result may finish, by the task state the instance is in.
+_OPERATION_TASKS = {
+    "start": {TaskState.POWERING_ON: TRANSITIONS["start"]},
+    "stop": {TaskState.POWERING_OFF: TRANSITIONS["stop"]},
+    "reboot": {TaskState.REBOOTING: TRANSITIONS["reboot"], TaskState.REBOOTING_HARD: TRANSITIONS["reboot_hard"]},
+    "pause": {TaskState.PAUSING: TRANSITIONS["pause"]},
+    "unpause": {TaskState.UNPAUSING: TRANSITIONS["unpause"]},
+    "suspend": {TaskState.SUSPENDING: TRANSITIONS["suspend"]},
+    "resume": {TaskState.RESUMING: TRANSITIONS["resume"]},
+    "resize": {TaskState.RESIZE_MIGRATING: TRANSITIONS["resize"],
+               TaskState.RESIZE_REVERTING: TRANSITIONS["revertResize"]},
+    "rebuild": {TaskState.REBUILDING: TRANSITIONS["rebuild"]},
+    "snapshot": {TaskState.IMAGE_SNAPSHOT: TRANSITIONS["createImage"]},
+    "rescue": {TaskState.RESCUING: TRANSITIONS["rescue"]},
+    "unrescue": {TaskState.UNRESCUING: TRANSITIONS["unrescue"]},
+}
+
+
+def instance_operation_done(*, result: dict) -> None:
+    """Apply an agent's operation result, only if the instance still waits for it (CAS on the
+    task state). Success moves to the transition's stable state; failure reverts the task state
+    (rebuild, whose old disk is gone, goes to ERROR) and records a fault."""
+    instance = Instance.objects.select_related("host", "project").filter(pk=result.get("instance_id")).first()
+    if instance is None:
+        return
+    transition = _OPERATION_TASKS.get(result.get("operation"), {}).get(instance.task_state)
+    if transition is None:
+        logger.info("ignoring a late %s result for instance %s (task state %s)",
+                    result.get("operation"), instance.id, instance.task_state)
+        return
+    power_state = int(result.get("power_state") or PowerState.NOSTATE)
+    waiting = Instance.objects.filter(pk=instance.pk, task_state=instance.task_state, deleted_at__isnull=True)
+    now = timezone.now()
+    with transaction.atomic():
+        if result.get("ok"):
+            if transition.action == "revertResize":
+                applied = _drop_old_flavor(instance, revert=True, task_state=None, power_state=power_state,
+                                           vm_state=vm_state_for_power(power_state))
+            else:
+                applied = waiting.update(vm_state=transition.done or instance.vm_state, task_state=None,
+                                         power_state=power_state, updated_at=now)
+            if applied:
+                _action_finish(instance=instance, action=transition.action, result="Success")
+            return
+        error = result.get("error") or f"The host failed to {transition.action} the instance."
+        if transition.action == "resize":
+            applied = _drop_old_flavor(instance, revert=True, task_state=None, power_state=power_state)
+        elif transition.action == "rebuild":
+            applied = waiting.update(vm_state=VmState.ERROR, task_state=None, power_state=power_state, updated_at=now)
+        else:
+            applied = waiting.update(task_state=None, power_state=power_state, updated_at=now)
+        if applied:
+            _fault(instance=instance, message=error)
+            _action_finish(instance=instance, action=transition.action, result="Error", message=error)
+            if transition.action == "createImage" and result.get("image_id"):
+                _discard_snapshot_image(result["image_id"])
+            logger.warning("%s of instance %s failed: %s", transition.action, instance.id, error)
+
+
+# --- reconciler -------------------------------------------------------------------------------
+
+_RECONCILED = (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED)
+
+
+def instances_reconcile() -> dict:
+    """Compare what each up host reported in its last heartbeat with the records: fix power
+    state and vm_state (a guest that powered itself off becomes SHUTOFF), skipping instances with
+    a task in progress or changed since that heartbeat. Domains that no record owns (another cloud
+    on the same libvirt, or leftovers) are only logged: nothing is ever destroyed here."""
+    fixed, unknown, missing = [], [], []
+    for host in Host.objects.filter(state=HostState.UP, last_heartbeat__isnull=False):
+        reported = {str(k): int(v) for k, v in (host.domains or {}).items()}
+        records = Instance.objects.filter(host=host, deleted_at__isnull=True)
+        owned = {str(pk) for pk in records.values_list("pk", flat=True)}
+        strangers = sorted(set(reported) - owned)
+        if strangers:
+            unknown += strangers
+            logger.info("host %s runs %d domain(s) no instance record owns: %s", host.hostname, len(strangers),
+                        ", ".join(strangers[:10]))
+        # Only instances settled before the report was made: a newer change may not show in it
+        # yet. A heartbeat is processed within its expiry (agents.worker.heartbeat_expires:
+        # max(30 s, 6 intervals)) of being built, so older changes are surely in it.
+        slack = max(30.0, 6 * settings.CLOUDMGR_HEARTBEAT_INTERVAL)
+        settled = records.filter(task_state__isnull=True, vm_state__in=_RECONCILED,
+                                 updated_at__lt=host.last_heartbeat - timedelta(seconds=slack))
+        for instance in settled:
+            power = reported.get(str(instance.id))
+            if power is None:
+                if instance.power_state != PowerState.NOSTATE:
+                    missing.append(str(instance.id))
+                    logger.warning("instance %s has no domain on its host %s", instance.id, host.hostname)
+                    _reconcile_update(instance, power_state=PowerState.NOSTATE)
+                continue
+            vm_state = instance.vm_state
+            if vm_state == VmState.ACTIVE and power in (PowerState.SHUTDOWN, PowerState.CRASHED):
+                vm_state = VmState.STOPPED
+            elif vm_state == VmState.ACTIVE and power == PowerState.PAUSED:
+                vm_state = VmState.PAUSED
+            elif vm_state in (VmState.PAUSED, VmState.SUSPENDED, VmState.STOPPED) and power == PowerState.RUNNING:
+                vm_state = VmState.ACTIVE
+            elif vm_state == VmState.PAUSED and power == PowerState.SHUTDOWN:
+                vm_state = VmState.STOPPED
+            changed = vm_state != instance.vm_state or power != instance.power_state
+            if changed and _reconcile_update(instance, power_state=power, vm_state=vm_state):
+                fixed.append(str(instance.id))
+                logger.info("reconciled instance %s: %s/%s -> %s/%s", instance.id, instance.vm_state,
+                            instance.power_state, vm_state, power)
+    return {"fixed": fixed, "unknown": unknown, "missing": missing}
+
+
+def _reconcile_update(instance: Instance, **fields) -> int:
+    return Instance.objects.filter(
+        pk=instance.pk, vm_state=instance.vm_state, task_state__isnull=True, deleted_at__isnull=True,
+        updated_at=instance.updated_at,
+    ).update(updated_at=timezone.now(), **fields)
+
+
+# --- flavors ----------------------------------------------------------------------------------
+
+_EXTRA_SPEC_KEY = re.compile(r"^[\w.:-]{1,255}$")
+
+
+def flavor_create(*, name: str, vcpus: int, ram: int, disk: int, flavor_id: str | None = None,
+                  ephemeral: int = 0, swap: int = 0, rxtx_factor: float = 1.0, is_public: bool = True,
+                  description: str = "") -> Flavor:
+    """Admin: a new flavor. 409 if the name or id is taken."""
+    name = (name or "").strip()
+    if not name or len(name) > 255:
+        raise ValidationError("A flavor needs a name of 1 to 255 characters.")
+    if vcpus < 1 or ram < 1 or disk < 0 or ephemeral < 0 or swap < 0 or rxtx_factor <= 0:
+        raise ValidationError("A flavor needs vcpus >= 1, ram >= 1 MiB, and no negative disk, ephemeral or swap.")
+    flavor_id = str(flavor_id) if flavor_id not in (None, "", "auto") else str(uuid.uuid4())
+    if Flavor.objects.filter(Q(pk=flavor_id) | Q(name=name)).exists():
+        raise Conflict(f"Flavor with name {name} or id {flavor_id} already exists.")
+    return Flavor.objects.create(id=flavor_id, name=name, vcpus=vcpus, ram=ram, disk=disk, ephemeral=ephemeral,
+                                 swap=swap, rxtx_factor=rxtx_factor, is_public=is_public, description=description)
+
+
+def flavor_delete(*, flavor: Flavor) -> None:
+    """Admin. Instances keep what they were built with; a flavor in use is only disabled
+    (the database keeps the reference), as Nova keeps deleted flavors for its instances."""
+    if Instance.objects.filter(Q(flavor=flavor) | Q(old_flavor=flavor)).exists():
+        Flavor.objects.filter(pk=flavor.pk).update(disabled=True, name=f"{flavor.name}-deleted-{uuid.uuid4().hex[:8]}")
+    else:
+        flavor.delete()
+
+
+def flavor_extra_specs_set(*, flavor: Flavor, specs: dict) -> dict:
+    if not isinstance(specs, dict):
+        raise ValidationError("extra_specs must be an object.")
+    for key, value in specs.items():
+        if not _EXTRA_SPEC_KEY.match(str(key)) or not isinstance(value, (str, int, float, bool)):
+            raise ValidationError(f"Invalid extra spec {key!r}: keys are 1-255 of [A-Za-z0-9_.:-], values strings.")
+    flavor.extra_specs = {**flavor.extra_specs, **{str(k): str(v) for k, v in specs.items()}}
+    flavor.save(update_fields=["extra_specs"])
+    return flavor.extra_specs
+
+
+def flavor_extra_spec_delete(*, flavor: Flavor, key: str) -> None:
+    if key not in flavor.extra_specs:
+        raise NotFound(f"Flavor {flavor.id} has no extra specs with key {key}.")
+    flavor.extra_specs.pop(key)
+    flavor.save(update_fields=["extra_specs"])
+
+
+def flavor_access_add(*, flavor: Flavor, project: Project) -> None:
+    if flavor.is_public:
+        raise Conflict("Can not add access to a public flavor.")
+    if flavor.projects.filter(pk=project.pk).exists():
+        raise Conflict(f"Flavor access already exists for flavor {flavor.id} and project {project.pk.hex}.")
+    flavor.projects.add(project)
+
+
+def flavor_access_remove(*, flavor: Flavor, project: Project) -> None:
+    if not flavor.projects.filter(pk=project.pk).exists():
+        raise NotFound(f"Flavor access not found for flavor {flavor.id} and project {project.pk.hex}.")
+    flavor.projects.remove(project)
+
+
+# --- keypairs ---------------------------------------------------------------------------------
+
+
+def _public_key_fingerprint(public_key: str) -> tuple[str, str]:
+    """(normalized "type base64 [comment]" key, Nova's MD5 fingerprint); 400 if not an SSH key."""
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    parts = (public_key or "").strip().split()
+    if len(parts) < 2 or parts[0] not in ("ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256",
+                                          "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"):
+        raise ValidationError("Keypair data is invalid: the public key must be ssh-rsa, ssh-ed25519 or ecdsa.")
+    try:
+        load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+        blob = base64.b64decode(parts[1], validate=True)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValidationError(f"Keypair data is invalid: {exc}") from exc
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return " ".join(parts[:3]), ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+
+
+def keypair_create(*, user: User, name: str, public_key: str | None = None, key_type: str = "ssh"
+                   ) -> tuple[Keypair, str | None]:
+    """Import ``public_key``, or generate a key pair (ed25519) and return its private key once
+    (it is never stored). 409 if the user has a key pair of that name."""
+    name = (name or "").strip()
+    if not name or len(name) > 255 or not re.match(r"^[\w .@-]+$", name):
+        raise ValidationError("Keypair name must be 1-255 characters of letters, digits, spaces, '_', '-', '.', '@'.")
+    if key_type not in ("ssh", "x509"):
+        raise ValidationError("Keypair type must be ssh or x509.")
+    if key_type == "x509":
+        raise ValidationError("x509 key pairs are not supported.")
+    private_key = None
+    if public_key is None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        private_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                        serialization.NoEncryption()).decode()
+        public_key = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                   serialization.PublicFormat.OpenSSH).decode()
+        public_key += " Generated-by-cloudmgr"
+    public_key, fingerprint = _public_key_fingerprint(public_key)
+    with transaction.atomic():
+        if Keypair.objects.filter(user=user, name=name).exists():
+            raise Conflict(f"Key pair '{name}' already exists.")
+        keypair = Keypair.objects.create(user=user, name=name, type=key_type, public_key=public_key,
+                                         fingerprint=fingerprint)
+    return keypair, private_key
+
+
+def keypair_delete(*, keypair: Keypair) -> None:
+    keypair.delete()
+
+
+# --- servers: update, metadata ----------------------------------------------------------------
+
+MAX_METADATA_ITEMS = 128
+
+
+def _check_metadata(metadata) -> dict[str, str]:
+    if not isinstance(metadata, dict):
+        raise ValidationError("metadata must be an object of strings.")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 255 or not isinstance(value, str) or len(value) > 255:
+            raise ValidationError("Metadata keys are 1-255 characters and values strings of at most 255.")
+    if len(metadata) > MAX_METADATA_ITEMS:
+        raise QuotaExceeded(f"Quota exceeded for metadata_items: at most {MAX_METADATA_ITEMS} items.")
+    return dict(metadata)
+
+
+def instance_update(*, instance: Instance, user: User, name: str | None = None) -> Instance:
+    if instance.deleted_at:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 255:
+            raise ValidationError("An instance needs a name of 1 to 255 characters.")
+        instance.name = name
+        instance.save(update_fields=["name", "updated_at"])
+    return instance
+
+
+def instance_metadata_set(*, instance: Instance, user: User, metadata: dict, replace: bool = False,
+                          delete_key: str | None = None) -> dict[str, str]:
+    """Merge (POST, PUT of one key), replace (PUT), or delete one key; under a row lock."""
+    _check_locked(instance=instance, user=user)
+    with transaction.atomic():
+        locked = Instance.objects.select_for_update().get(pk=instance.pk)
+        if delete_key is not None:
+            if delete_key not in locked.metadata:
+                raise NotFound(f"Metadata item was not found: {delete_key}")
+            locked.metadata.pop(delete_key)
+            current = locked.metadata
+        else:
+            current = _check_metadata(metadata if replace else {**locked.metadata, **_check_metadata(metadata)})
+        locked.metadata = current
+        locked.save(update_fields=["metadata", "updated_at"])
+    instance.metadata = current
+    return current
+
+
+# --- server groups ----------------------------------------------------------------------------
+
+SERVER_GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
+
+
+def server_group_create(*, user: User, project: Project, name: str, policy: str, rules: dict | None = None
+                        ) -> ServerGroup:
+    name = (name or "").strip()
+    if not name or len(name) > 255:
+        raise ValidationError("A server group needs a name of 1 to 255 characters.")
+    if policy not in SERVER_GROUP_POLICIES:
+        raise ValidationError(f"Invalid policy {policy!r}: one of {', '.join(SERVER_GROUP_POLICIES)}.")
+    rules = rules or {}
+    if rules and (policy != "anti-affinity" or set(rules) - {"max_server_per_host"}):
+        raise ValidationError("Only the anti-affinity policy takes a rule: max_server_per_host.")
+    return ServerGroup.objects.create(project=project, user=user, name=name, policy=policy, rules=rules)
+
+
+def server_group_delete(*, group: ServerGroup) -> None:
+    group.delete()

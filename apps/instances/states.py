@@ -1,5 +1,7 @@
 """Nova's three-part instance state, and which actions each state allows."""
 
+from dataclasses import dataclass
+
 from django.db import models
 
 from agents import specs
@@ -10,7 +12,11 @@ class VmState(models.TextChoices):
 
     BUILDING = "building"
     ACTIVE = "active"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
     STOPPED = "stopped"
+    RESIZED = "resized"
+    RESCUED = "rescued"
     ERROR = "error"
     DELETED = "deleted"
 
@@ -20,6 +26,21 @@ class TaskState(models.TextChoices):
 
     SCHEDULING = "scheduling"
     SPAWNING = "spawning"
+    POWERING_ON = "powering-on"
+    POWERING_OFF = "powering-off"
+    REBOOTING = "rebooting"
+    REBOOTING_HARD = "rebooting_hard"
+    PAUSING = "pausing"
+    UNPAUSING = "unpausing"
+    SUSPENDING = "suspending"
+    RESUMING = "resuming"
+    RESIZE_MIGRATING = "resize_migrating"
+    RESIZE_REVERTING = "resize_reverting"
+    RESIZE_CONFIRMING = "resize_confirming"
+    REBUILDING = "rebuilding"
+    IMAGE_SNAPSHOT = "image_snapshot"
+    RESCUING = "rescuing"
+    UNRESCUING = "unrescuing"
     DELETING = "deleting"
 
 
@@ -34,17 +55,41 @@ class PowerState(models.IntegerChoices):
     SUSPENDED = specs.POWER_SUSPENDED, "Suspended"
 
 
-# The API status of a vm_state (Nova's common.py state map, for the states that exist here).
+# The API status of a vm_state (Nova's api/openstack/common.py state map).
 _STATUS = {
     VmState.BUILDING: "BUILD",
     VmState.ACTIVE: "ACTIVE",
+    VmState.PAUSED: "PAUSED",
+    VmState.SUSPENDED: "SUSPENDED",
     VmState.STOPPED: "SHUTOFF",
+    VmState.RESIZED: "VERIFY_RESIZE",
+    VmState.RESCUED: "RESCUE",
     VmState.ERROR: "ERROR",
     VmState.DELETED: "DELETED",
 }
 
+# Task states that show through the status (the rest keep the vm_state's status), as Nova.
+_TASK_STATUS = {
+    (VmState.ACTIVE, TaskState.REBOOTING): "REBOOT",
+    (VmState.ACTIVE, TaskState.REBOOTING_HARD): "HARD_REBOOT",
+    (VmState.STOPPED, TaskState.REBOOTING_HARD): "HARD_REBOOT",
+    (VmState.PAUSED, TaskState.REBOOTING_HARD): "HARD_REBOOT",
+    (VmState.SUSPENDED, TaskState.REBOOTING_HARD): "HARD_REBOOT",
+    (VmState.ERROR, TaskState.REBOOTING_HARD): "HARD_REBOOT",
+    (VmState.ACTIVE, TaskState.REBUILDING): "REBUILD",
+    (VmState.STOPPED, TaskState.REBUILDING): "REBUILD",
+    (VmState.ERROR, TaskState.REBUILDING): "REBUILD",
+    (VmState.ACTIVE, TaskState.RESIZE_MIGRATING): "RESIZE",
+    (VmState.STOPPED, TaskState.RESIZE_MIGRATING): "RESIZE",
+    (VmState.RESIZED, TaskState.RESIZE_REVERTING): "REVERT_RESIZE",
+}
 
-def api_status(vm_state: str) -> str:
+
+def api_status(vm_state: str, task_state: str | None = None) -> str:
+    if task_state:
+        status = _TASK_STATUS.get((vm_state, task_state))
+        if status:
+            return status
     return _STATUS.get(vm_state, "UNKNOWN")
 
 
@@ -53,4 +98,61 @@ def vm_states_for_status(status: str) -> list[str]:
 
 
 # Delete is allowed from every state but deleted; a second delete while one runs is a no-op.
-DELETE_ALLOWED = [VmState.BUILDING, VmState.ACTIVE, VmState.STOPPED, VmState.ERROR]
+DELETE_ALLOWED = [s for s in VmState if s != VmState.DELETED]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One action's allow-list and the states it moves through.
+
+    ``operation`` is the agent operation (None: the action only changes records); ``done`` is the
+    vm_state on success (None: decided from the power state the host reports).
+    """
+
+    action: str  # the instance-action name (Nova's)
+    allowed: tuple[str, ...]
+    task_state: str | None
+    operation: str | None
+    done: str | None
+
+
+_ANY = tuple(s for s in VmState if s not in (VmState.DELETED, VmState.BUILDING))
+
+TRANSITIONS = {
+    "start": Transition("start", (VmState.STOPPED,), TaskState.POWERING_ON, "start", VmState.ACTIVE),
+    "stop": Transition("stop", (VmState.ACTIVE, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR, VmState.RESCUED),
+                       TaskState.POWERING_OFF, "stop", VmState.STOPPED),
+    "reboot": Transition("reboot", (VmState.ACTIVE,), TaskState.REBOOTING, "reboot", VmState.ACTIVE),
+    "reboot_hard": Transition("reboot", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED,
+                                         VmState.ERROR), TaskState.REBOOTING_HARD, "reboot", VmState.ACTIVE),
+    "pause": Transition("pause", (VmState.ACTIVE,), TaskState.PAUSING, "pause", VmState.PAUSED),
+    "unpause": Transition("unpause", (VmState.PAUSED,), TaskState.UNPAUSING, "unpause", VmState.ACTIVE),
+    "suspend": Transition("suspend", (VmState.ACTIVE, VmState.PAUSED), TaskState.SUSPENDING, "suspend",
+                          VmState.SUSPENDED),
+    "resume": Transition("resume", (VmState.SUSPENDED,), TaskState.RESUMING, "resume", VmState.ACTIVE),
+    "resize": Transition("resize", (VmState.ACTIVE, VmState.STOPPED), TaskState.RESIZE_MIGRATING, "resize",
+                         VmState.RESIZED),
+    "confirmResize": Transition("confirmResize", (VmState.RESIZED,), TaskState.RESIZE_CONFIRMING, None, None),
+    "revertResize": Transition("revertResize", (VmState.RESIZED,), TaskState.RESIZE_REVERTING, "resize", None),
+    "rebuild": Transition("rebuild", (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR), TaskState.REBUILDING,
+                          "rebuild", VmState.ACTIVE),
+    "rescue": Transition("rescue", (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR), TaskState.RESCUING, "rescue",
+                         VmState.RESCUED),
+    "unrescue": Transition("unrescue", (VmState.RESCUED,), TaskState.UNRESCUING, "unrescue", VmState.ACTIVE),
+    "createImage": Transition("createImage", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED),
+                              TaskState.IMAGE_SNAPSHOT, "snapshot", None),
+    "lock": Transition("lock", _ANY + (VmState.BUILDING,), None, None, None),
+    "unlock": Transition("unlock", _ANY + (VmState.BUILDING,), None, None, None),
+}
+
+# Which transition an agent operation's result belongs to, by the task state it finishes.
+TRANSITION_BY_TASK = {t.task_state: t for key, t in TRANSITIONS.items() if t.operation and t.task_state}
+
+
+def vm_state_for_power(power_state: int) -> str:
+    """The stable state a guest's power state means (after a revert, or for the reconciler)."""
+    if power_state == PowerState.RUNNING:
+        return VmState.ACTIVE
+    if power_state == PowerState.PAUSED:
+        return VmState.PAUSED
+    return VmState.STOPPED

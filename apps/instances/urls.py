@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.instances import views
+from apps.instances import views, views_admin
 
 app_name = "instances"
 
@@ -14,4 +14,12 @@ urlpatterns = [
     path("<uuid:instance_id>/overview/", views.instance_overview, name="overview"),
     path("<uuid:instance_id>/console/", views.instance_console, name="console"),
     path("<uuid:instance_id>/delete/", views.instance_delete, name="delete"),
+    path("<uuid:instance_id>/action/<str:action>/", views.instance_action, name="action"),
+    path("<uuid:instance_id>/vnc/", views.instance_vnc, name="vnc"),
+    path("keypairs/", views_admin.keypair_list, name="keypairs"),
+    path("keypairs/<str:name>/delete/", views_admin.keypair_delete, name="keypair-delete"),
+    path("hosts/", views_admin.host_admin_list, name="hosts"),
+    path("hosts/<str:hostname>/toggle/", views_admin.host_admin_toggle, name="host-toggle"),
+    path("flavors/", views_admin.flavor_admin_list, name="flavors"),
+    path("flavors/<str:flavor_id>/delete/", views_admin.flavor_admin_delete, name="flavor-delete"),
 ]

@@ -41,18 +41,27 @@ def instance_rows(request, *, project):
 def instance_create(request, *, project):
     form = InstanceLaunchForm(request.POST or None, user=request.user, project=project)
     if request.method == "POST" and form.is_valid():
+        count = form.cleaned_data.get("count") or 1
         try:
-            instance = services.instance_create(
+            instances = services.instances_create(
+                min_count=count,
+                max_count=count,
                 user=request.user,
                 project=project,
                 name=form.cleaned_data["name"],
                 flavor=form.cleaned_data["flavor"],
                 image=form.cleaned_data["image"],
+                key_name=form.cleaned_data.get("key_name") or None,
+                user_data=form.cleaned_data.get("user_data") or "",
                 request_id=getattr(request, "request_id", ""),
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
+            if len(instances) > 1:
+                messages.success(request, f"{len(instances)} instances are launching.")
+                return redirect("instances:list")
+            instance = instances[0]
             messages.success(request, f"Instance {instance.name} is launching.")
             return redirect("instances:detail", instance_id=instance.pk)
     return render(request, "instances/instance_form.html", {"form": form})
@@ -69,7 +78,9 @@ def instance_detail(request, *, project, instance_id):
     return render(
         request,
         "instances/instance_detail.html",
-        {"instance": instance, "fault": instance.faults.first(), "console_lines": CONSOLE_LINES},
+        {"instance": instance, "fault": instance.faults.first(), "console_lines": CONSOLE_LINES,
+         "actions": selectors.instance_allowed_actions(instance=instance),
+         "action_log": selectors.instance_actions(instance=instance)[:20]},
     )
 
 
@@ -83,7 +94,9 @@ def instance_overview(request, *, project, instance_id):
         return HttpResponseStopPolling(
             '<div class="alert alert-secondary mb-0" role="status">This instance has been deleted.</div>'
         )
-    context = {"instance": instance, "fault": instance.faults.first()}
+    context = {"instance": instance, "fault": instance.faults.first(),
+               "actions": selectors.instance_allowed_actions(instance=instance),
+               "action_log": selectors.instance_actions(instance=instance)[:20]}
     return render(request, "instances/_instance_overview.html", context)
 
 
@@ -105,6 +118,56 @@ def instance_console(request, *, project, instance_id):
     return render(
         request, "instances/_instance_console.html", {"instance": instance, "output": output, "problem": problem}
     )
+
+
+_ACTION_SERVICES = {
+    "start": services.instance_start,
+    "stop": services.instance_stop,
+    "reboot": services.instance_reboot,
+    "reboot_hard": lambda **kw: services.instance_reboot(hard=True, **kw),
+    "pause": services.instance_pause,
+    "unpause": services.instance_unpause,
+    "suspend": services.instance_suspend,
+    "resume": services.instance_resume,
+    "confirmResize": services.instance_resize_confirm,
+    "rescue": services.instance_rescue,
+    "unrescue": services.instance_unrescue,
+    "revertResize": services.instance_resize_revert,
+    "lock": services.instance_lock,
+    "unlock": services.instance_unlock,
+}
+
+
+@require_GET
+@portal_view(write=True)
+def instance_vnc(request, *, project, instance_id):
+    """Open the noVNC console: a fresh one-time URL each time."""
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+        url = services.instance_console_url(instance=instance, user=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("instances:detail", instance_id=instance_id)
+    return redirect(url)
+
+
+@require_http_methods(["POST"])
+@portal_view(write=True)
+def instance_action(request, *, project, instance_id, action):
+    """One lifecycle action from the action menu; back to the instance page with a message."""
+    service = _ACTION_SERVICES.get(action)
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+        if service is None:
+            raise NotFound(f"There is no action {action}.")
+        service(instance=instance, user=request.user, request_id=getattr(request, "request_id", ""))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        label = {k: v for k, v, _ in selectors.PORTAL_ACTIONS}.get(action, action)
+        messages.success(request, f"{label}: requested for {instance.name}.")
+    target = reverse("instances:detail", kwargs={"instance_id": instance_id})
+    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
 
 
 @require_http_methods(["GET", "POST"])

@@ -110,3 +110,20 @@ def test_cache_mode_is_passed_through():
 def test_invalid_specs_are_refused_with_a_readable_error(overrides, message):
     with pytest.raises(ComputeError, match=message):
         design_guest(make_spec(**overrides), PATHS)
+
+
+def test_rescue_boots_the_rescue_disk_and_attaches_the_root_disk_second():
+    from pathlib import Path
+
+    from agents.compute.designer import design_guest
+    from agents.config import InstancePaths
+    from agents.specs import DiskSpec, DomainSpec
+
+    spec = DomainSpec(instance_id="0f0e0d0c-0000-4000-8000-000000000001", display_name="r", vcpus=1,
+                      memory_mib=128, disks=[DiskSpec(name="rescue", size_gb=1), DiskSpec(name="root", size_gb=1)],
+                      rescue=True)
+    import re
+
+    xml = design_guest(spec, InstancePaths(Path("/i/x"))).to_xml()
+    assert re.findall(r'<source file="([^"]+)"|<target dev="([^"]+)"', xml) == [
+        ("/i/x/disk.rescue.qcow2", ""), ("", "vda"), ("/i/x/disk.qcow2", ""), ("", "vdb")]

@@ -147,7 +147,7 @@ def make_cloud(base_dir: Path) -> Cloud:
     name = "e2e-" + secrets.token_hex(3)
     data_dir = base_dir / name
     data_dir.mkdir(parents=True)
-    port = free_port()
+    port, console_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(
         PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
@@ -156,6 +156,8 @@ def make_cloud(base_dir: Path) -> Cloud:
         CLOUDMGR_CONTROL_QUEUE=f"control.{name}",
         CLOUDMGR_LISTEN=f"127.0.0.1:{port}",
         CLOUDMGR_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        CLOUDMGR_CONSOLE_LISTEN=f"127.0.0.1:{console_port}",
+        CLOUDMGR_CONSOLE_URL=f"http://127.0.0.1:{console_port}",
         CELERY_BROKER_URL=os.environ.get("CLOUDMGR_E2E_BROKER_URL", "redis://127.0.0.1:6379/15"),
         CLOUDMGR_HEARTBEAT_INTERVAL="2",
         PYTHONUNBUFFERED="1",

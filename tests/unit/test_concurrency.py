@@ -89,3 +89,50 @@ def test_concurrent_deletes_release_quota_once(world):
     assert all(isinstance(e, ApplicationError) for e in errors), errors[:3]
     quotas = {q.resource: q.in_use for q in Quota.objects.filter(project=world.project)}
     assert quotas["instances"] == 0 and quotas["ram"] == 0
+
+
+def test_concurrent_creates_exactly_full_capacity_quota_and_anti_affinity(world):
+    """50 creates at once: 30 hosts with room for exactly one nano each... and an anti-affinity
+    group, with a quota of 25 instances: exactly 25 accepted, at most one member per host, no
+    host over capacity, and the quota never exceeded."""
+    from apps.instances.models import ServerGroup
+    from apps.instances.services import server_group_create
+
+    quota_set(project=world.project, resource="instances", limit=25)
+    for resource in ("cores", "ram"):
+        quota_set(project=world.project, resource=resource, limit=-1)
+    hosts = [make_host(f"h{i:02d}", vcpus=1, memory_mib=128, disk_gb=1) for i in range(30)]
+    group = server_group_create(user=world.member, project=world.project, name="spread", policy="anti-affinity")
+    results, errors = race(lambda i: services.instance_create(
+        user=world.member, project=world.project, name=f"vm{i}", flavor=world.flavor, image=world.image,
+        server_group=ServerGroup.objects.get(pk=group.pk)))
+    assert len(results) == 25, errors[:3]
+    assert all(isinstance(e, QuotaExceeded) for e in errors), errors[:3]
+    live = Instance.objects.filter(project=world.project, deleted_at__isnull=True)
+    assert live.count() == 25
+    assert Quota.objects.get(project=world.project, resource="instances").in_use == 25
+    per_host = {}
+    for host_id in live.filter(host__isnull=False).values_list("host_id", flat=True):
+        per_host[host_id] = per_host.get(host_id, 0) + 1
+    assert len(per_host) == 25 and max(per_host.values()) == 1  # anti-affinity and capacity held
+    assert set(per_host) <= {h.pk for h in hosts}
+
+
+def test_concurrent_anti_affinity_with_fewer_hosts_than_members(world):
+    """10 hosts with plenty of room, 50 creates in one anti-affinity group: 10 placed, one per
+    host; the other 40 find no valid host."""
+    from apps.instances.models import ServerGroup
+    from apps.instances.services import server_group_create
+
+    for resource in ("instances", "cores", "ram"):
+        quota_set(project=world.project, resource=resource, limit=-1)
+    for i in range(10):
+        make_host(f"n{i}")
+    group = server_group_create(user=world.member, project=world.project, name="aa", policy="anti-affinity")
+    _results, errors = race(lambda i: services.instance_create(
+        user=world.member, project=world.project, name=f"vm{i}", flavor=world.flavor, image=world.image,
+        server_group=ServerGroup.objects.get(pk=group.pk)))
+    assert not errors, errors[:3]
+    placed = list(Instance.objects.filter(host__isnull=False).values_list("host_id", flat=True))
+    assert len(placed) == 10 and len(set(placed)) == 10
+    assert Instance.objects.filter(host__isnull=True, vm_state="error").count() == 40

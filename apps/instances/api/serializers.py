@@ -9,7 +9,6 @@ import hashlib
 from rest_framework import serializers
 
 from agents.names import domain_name
-
 from apps.instances.models import Flavor, Instance
 from apps.instances.states import PowerState, api_status
 from cloudmgr.api.versions import link, public_url
@@ -32,7 +31,41 @@ class ServerCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255, allow_blank=False, trim_whitespace=True)
     imageRef = serializers.CharField(max_length=255)
     flavorRef = serializers.CharField(max_length=255)
-    availability_zone = serializers.CharField(max_length=255, required=False)
+    availability_zone = serializers.CharField(max_length=255, required=False, allow_null=True)
+    key_name = serializers.CharField(max_length=255, required=False, allow_null=True)
+    user_data = serializers.CharField(max_length=65535, required=False, allow_null=True, allow_blank=True)
+    metadata = serializers.DictField(child=serializers.CharField(max_length=255, allow_blank=True), required=False)
+    min_count = serializers.IntegerField(min_value=1, required=False, default=1)
+    max_count = serializers.IntegerField(min_value=1, required=False, default=None, allow_null=True)
+    return_reservation_id = serializers.BooleanField(required=False, default=False)
+
+    def validate_user_data(self, value):
+        import base64
+        import binascii
+
+        if value:
+            try:
+                base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise serializers.ValidationError("user_data must be base64 encoded.") from exc
+        return value or ""
+
+
+class FlavorCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    id = serializers.CharField(max_length=255, required=False, allow_null=True)
+    ram = serializers.IntegerField(min_value=1)
+    vcpus = serializers.IntegerField(min_value=1)
+    disk = serializers.IntegerField(min_value=0)
+    swap = serializers.IntegerField(min_value=0, required=False, default=0)
+    rxtx_factor = serializers.FloatField(min_value=0.0001, required=False, default=1.0)
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="")
+
+
+class KeypairCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    public_key = serializers.CharField(required=False, allow_null=True)
+    type = serializers.ChoiceField(choices=["ssh", "x509"], required=False, default="ssh")
 
 
 class ConsoleOutputSerializer(serializers.Serializer):
@@ -76,10 +109,10 @@ def server_detail(instance: Instance, *, is_admin: bool = False) -> dict:
     )
     body = {
         **server_summary(instance),
-        "status": api_status(instance.vm_state),
+        "status": api_status(instance.vm_state, instance.task_state),
         "tenant_id": instance.project_id.hex,
         "user_id": instance.user_id.hex,
-        "metadata": {},
+        "metadata": dict(instance.metadata or {}),
         "hostId": _host_id(instance),
         "image": image,
         "flavor": {"id": instance.flavor_id, "links": [link("bookmark", public_url(f"compute/flavors/{instance.flavor_id}"))]},
@@ -92,7 +125,7 @@ def server_detail(instance: Instance, *, is_admin: bool = False) -> dict:
         "progress": 0,
         "OS-EXT-AZ:availability_zone": instance.availability_zone,
         "config_drive": "",
-        "key_name": None,
+        "key_name": instance.key_name,
         "OS-SRV-USG:launched_at": _usage_time(instance.launched_at),
         "OS-SRV-USG:terminated_at": _usage_time(instance.terminated_at),
         "OS-EXT-STS:vm_state": instance.vm_state,
@@ -109,3 +142,66 @@ def server_detail(instance: Instance, *, is_admin: bool = False) -> dict:
     if fault is not None and instance.vm_state in ("error", "deleted"):
         body["fault"] = {"code": fault.code, "message": fault.message, "created": _time(fault.created_at)}
     return body
+
+
+def keypair_body(keypair, *, private_key: str | None = None, detail: bool = False) -> dict:
+    body = {"name": keypair.name, "public_key": keypair.public_key, "fingerprint": keypair.fingerprint}
+    if detail:
+        body.update({"user_id": keypair.user_id.hex, "created_at": _usage_time(keypair.created_at),
+                     "updated_at": None, "deleted_at": None, "deleted": False, "id": keypair.pk.int % (2**31)})
+    if private_key is not None:
+        body["user_id"] = keypair.user_id.hex
+        body["private_key"] = private_key
+    return body
+
+
+def server_group_body(group) -> dict:
+    members = [str(m.pk) for m in group.members.all() if m.deleted_at is None]
+    return {"id": str(group.pk), "name": group.name, "policies": [group.policy], "members": members,
+            "metadata": {}}
+
+
+def _event_time(value) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value else None
+
+
+def instance_action_body(action, *, events: bool = False) -> dict:
+    body = {
+        "action": action.action,
+        "instance_uuid": str(action.instance_id),
+        "message": action.message or None,
+        "project_id": action.instance.project_id.hex,
+        "request_id": action.request_id,
+        "start_time": _event_time(action.created_at),
+        "user_id": action.user_id.hex if action.user_id else None,
+    }
+    if events:
+        body["events"] = [
+            {"event": e.event, "start_time": _event_time(e.started_at), "finish_time": _event_time(e.finished_at),
+             "result": e.result or None, "traceback": None}
+            for e in action.events.all()
+        ]
+    return body
+
+
+def hypervisor_body(host, usage, running: int, *, detail: bool) -> dict:
+    body = {"id": str(host.pk), "hypervisor_hostname": host.hostname, "state": host.state, "status": host.status}
+    if detail:
+        body.update({
+            "vcpus": host.vcpus, "memory_mb": host.memory_mib, "local_gb": host.disk_gb,
+            "vcpus_used": usage.vcpus, "memory_mb_used": usage.memory_mib, "local_gb_used": usage.disk_gb,
+            "free_ram_mb": host.memory_mib - usage.memory_mib, "free_disk_gb": host.disk_gb - usage.disk_gb,
+            "hypervisor_type": "QEMU", "hypervisor_version": 7002000, "running_vms": running,
+            "current_workload": 0, "disk_available_least": host.disk_gb - usage.disk_gb, "host_ip": "127.0.0.1",
+            "cpu_info": "{}",
+            "service": {"host": host.hostname, "id": str(host.pk), "disabled_reason": host.disabled_reason or None},
+        })
+    return body
+
+
+def service_body(host) -> dict:
+    return {
+        "id": str(host.pk), "binary": "nova-compute", "host": host.hostname, "zone": host.availability_zone,
+        "status": host.status, "state": host.state, "updated_at": _usage_time(host.last_heartbeat),
+        "disabled_reason": host.disabled_reason or None,
+    }

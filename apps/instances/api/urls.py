@@ -4,16 +4,52 @@ from apps.instances.api import views
 
 flavors = views.FlavorViewSet
 servers = views.ServerViewSet
+keypairs = views.KeypairViewSet
+quotas = views.QuotaSetViewSet
+hypervisors = views.HypervisorViewSet
+services = views.ServiceViewSet
+groups = views.ServerGroupViewSet
+zones = views.AvailabilityZoneViewSet
 
 urlpatterns = [
     path("", views.ComputeVersionsView.as_view()),
     path("v2.1", views.ComputeVersionView.as_view()),
     path("v2.1/", views.ComputeVersionView.as_view()),
-    path("v2.1/flavors", flavors.as_view({"get": "list"})),
+    path("v2.1/flavors", flavors.as_view({"get": "list", "post": "create"})),
     path("v2.1/flavors/detail", flavors.as_view({"get": "list_detail"})),
-    path("v2.1/flavors/<str:pk>", flavors.as_view({"get": "retrieve"})),
+    path("v2.1/flavors/<str:pk>", flavors.as_view({"get": "retrieve", "delete": "destroy"})),
+    path("v2.1/flavors/<str:pk>/action", flavors.as_view({"post": "flavor_action"})),
+    path("v2.1/flavors/<str:pk>/os-flavor-access", flavors.as_view({"get": "access_list"})),
+    path("v2.1/flavors/<str:pk>/os-extra_specs", flavors.as_view({"get": "extra_specs_list", "post": "extra_specs_create"})),
+    path("v2.1/flavors/<str:pk>/os-extra_specs/<str:key>",
+         flavors.as_view({"get": "extra_spec_show", "put": "extra_spec_update", "delete": "extra_spec_destroy"})),
     path("v2.1/servers", servers.as_view({"get": "list", "post": "create"})),
     path("v2.1/servers/detail", servers.as_view({"get": "list_detail"})),
-    path("v2.1/servers/<str:pk>", servers.as_view({"get": "retrieve", "delete": "destroy"})),
+    path("v2.1/servers/<str:pk>", servers.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})),
     path("v2.1/servers/<str:pk>/action", servers.as_view({"post": "server_action"})),
+    path("v2.1/servers/<str:pk>/metadata",
+         servers.as_view({"get": "metadata_list", "post": "metadata_update", "put": "metadata_replace"})),
+    path("v2.1/servers/<str:pk>/metadata/<str:key>",
+         servers.as_view({"get": "metadata_show", "put": "metadata_set_item", "delete": "metadata_delete_item"})),
+    path("v2.1/servers/<str:pk>/os-instance-actions", servers.as_view({"get": "actions_list"})),
+    path("v2.1/servers/<str:pk>/os-instance-actions/<str:request_id>", servers.as_view({"get": "actions_show"})),
+    path("v2.1/os-keypairs", keypairs.as_view({"get": "list", "post": "create"})),
+    path("v2.1/os-keypairs/<str:pk>", keypairs.as_view({"get": "retrieve", "delete": "destroy"})),
+    path("v2.1/limits", views.LimitsView.as_view({"get": "retrieve"})),
+    path("v2.1/os-availability-zone", zones.as_view({"get": "list"})),
+    path("v2.1/os-availability-zone/detail", zones.as_view({"get": "list_detail"})),
+    path("v2.1/os-hypervisors", hypervisors.as_view({"get": "list"})),
+    path("v2.1/os-hypervisors/detail", hypervisors.as_view({"get": "list_detail"})),
+    path("v2.1/os-hypervisors/statistics", hypervisors.as_view({"get": "statistics"})),
+    path("v2.1/os-hypervisors/<str:pk>", hypervisors.as_view({"get": "retrieve"})),
+    path("v2.1/os-services", services.as_view({"get": "list"})),
+    path("v2.1/os-services/enable", services.as_view({"put": "enable"})),
+    path("v2.1/os-services/disable", services.as_view({"put": "disable"})),
+    path("v2.1/os-services/disable-log-reason", services.as_view({"put": "disable"})),
+    path("v2.1/os-services/<str:pk>", services.as_view({"put": "update"})),
+    path("v2.1/os-quota-sets/<str:pk>", quotas.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})),
+    path("v2.1/os-quota-sets/<str:pk>/detail", quotas.as_view({"get": "quota_detail"})),
+    path("v2.1/os-quota-sets/<str:pk>/defaults", quotas.as_view({"get": "quota_defaults"})),
+    path("v2.1/os-server-groups", groups.as_view({"get": "list", "post": "create"})),
+    path("v2.1/os-server-groups/<str:pk>", groups.as_view({"get": "retrieve", "delete": "destroy"})),
 ]

@@ -1,19 +1,39 @@
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch
+from django.utils.dateparse import parse_datetime
 from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.hosts.models import Host
+from apps.hosts.selectors import host_get, host_list
+from apps.hosts.services import host_disable, host_enable
 from apps.images.selectors import image_get
 from apps.instances import services
 from apps.instances.api import serializers as s
-from apps.instances.models import InstanceFault
-from apps.instances.selectors import flavor_get, flavor_list, instance_console_log, instance_get, instance_list
+from apps.instances.models import Flavor, Instance, InstanceFault, ServerGroup
+from apps.instances.selectors import (
+    flavor_get,
+    flavor_list,
+    hosts_usage,
+    instance_actions,
+    instance_console_log,
+    instance_get,
+    instance_list,
+    keypair_get,
+    keypair_list,
+    server_group_get,
+    server_group_list,
+)
+from apps.tenants.models import Project, Quota
 from apps.tenants.selectors import is_cloud_admin
+from apps.tenants.services import quota_set
 from cloudmgr.api.microversions import MicroversionMixin, Version
 from cloudmgr.api.pagination import paginate, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet
-from cloudmgr.exceptions import ValidationError
+from cloudmgr.exceptions import NotFound, PermissionDenied, ValidationError
+from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
 MAX_VERSION = Version(2, 1)  # raised feature by feature: the SDK uses the maximum advertised
@@ -59,7 +79,18 @@ class ComputeVersionView(APIView):
         return Response({"version": _version_v21()})
 
 
+class EmptyAcceptNegotiation(DefaultContentNegotiation):
+    """openstacksdk sends server actions with ``Accept:`` empty; treat that as ``*/*`` (as Nova
+    does) instead of DRF's 406."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        if not request.META.get("HTTP_ACCEPT", "").strip():
+            request.META["HTTP_ACCEPT"] = "*/*"
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 class ComputeViewSet(MicroversionMixin, ProjectScopedViewSet):
+    content_negotiation_class = EmptyAcceptNegotiation
     error_style = "nova"
     service_type = "compute"
     legacy_header = "X-OpenStack-Nova-API-Version"
@@ -68,6 +99,84 @@ class ComputeViewSet(MicroversionMixin, ProjectScopedViewSet):
 
 
 class FlavorViewSet(ComputeViewSet):
+    admin_only = {"create", "destroy", "extra_specs_create", "extra_spec_update", "extra_spec_destroy",
+                  "flavor_action"}
+
+    def create(self, request):
+        parsed = s.FlavorCreateSerializer(data=self.body("flavor"))
+        parsed.is_valid(raise_exception=True)
+        d = parsed.validated_data
+        body = self.body("flavor")
+        flavor = services.flavor_create(
+            name=d["name"], flavor_id=d.get("id"), ram=d["ram"], vcpus=d["vcpus"], disk=d["disk"],
+            swap=d.get("swap") or 0, rxtx_factor=d.get("rxtx_factor") or 1.0,
+            ephemeral=int(body.get("OS-FLV-EXT-DATA:ephemeral") or 0),
+            is_public=bool(body.get("os-flavor-access:is_public", True)), description=d.get("description") or "",
+        )
+        return Response({"flavor": s.flavor_detail(flavor)})
+
+    def _admin_flavor(self, pk) -> Flavor:
+        flavor = Flavor.objects.filter(pk=pk, disabled=False).first()
+        if flavor is None:
+            raise NotFound(f"Flavor {pk} could not be found.")
+        return flavor
+
+    def destroy(self, request, pk):
+        services.flavor_delete(flavor=self._admin_flavor(pk))
+        return Response(status=status.HTTP_202_ACCEPTED)
+
+    def extra_specs_list(self, request, pk):
+        return Response({"extra_specs": dict(flavor_get(user=self.user, name_or_id=pk, project=self.project).extra_specs)})
+
+    def extra_specs_create(self, request, pk):
+        specs = services.flavor_extra_specs_set(flavor=self._admin_flavor(pk), specs=self.request.data.get("extra_specs"))
+        return Response({"extra_specs": specs})
+
+    def extra_spec_show(self, request, pk, key):
+        specs = flavor_get(user=self.user, name_or_id=pk, project=self.project).extra_specs
+        if key not in specs:
+            raise NotFound(f"Flavor {pk} has no extra specs with key {key}.")
+        return Response({key: specs[key]})
+
+    def extra_spec_update(self, request, pk, key):
+        data = self.request.data
+        if not isinstance(data, dict) or list(data) != [key]:
+            raise ValidationError("The request body must hold exactly the key of the URL.")
+        services.flavor_extra_specs_set(flavor=self._admin_flavor(pk), specs=data)
+        return Response({key: str(data[key])})
+
+    def extra_spec_destroy(self, request, pk, key):
+        services.flavor_extra_spec_delete(flavor=self._admin_flavor(pk), key=key)
+        return Response(status=status.HTTP_202_ACCEPTED)
+
+    def _access_body(self, flavor):
+        if flavor.is_public:
+            raise NotFound("Access list not available for public flavors.")
+        return Response({"flavor_access": [{"flavor_id": flavor.id, "tenant_id": p.pk.hex}
+                                           for p in flavor.projects.all()]})
+
+    def access_list(self, request, pk):
+        if not is_cloud_admin(user=self.user):
+            raise PermissionDenied("Policy does not allow this operation to be performed.")
+        return self._access_body(self._admin_flavor(pk))
+
+    def flavor_action(self, request, pk):
+        flavor = self._admin_flavor(pk)
+        data = self.request.data
+        if not isinstance(data, dict) or len(data) != 1:
+            raise ValidationError("The action body must be a JSON object with exactly one action.")
+        (name, args), = data.items()
+        if name not in ("addTenantAccess", "removeTenantAccess") or not isinstance(args, dict):
+            raise ValidationError(f"There is no such action: {name}")
+        project = filter_pk(Project.objects.all(), str(args.get("tenant", ""))).first()
+        if project is None:
+            raise ValidationError(f"Project {args.get('tenant')} could not be found.")
+        if name == "addTenantAccess":
+            services.flavor_access_add(flavor=flavor, project=project)
+        else:
+            services.flavor_access_remove(flavor=flavor, project=project)
+        return self._access_body(flavor)
+
     def list(self, request):
         return Response({"flavors": [s.flavor_summary(f) for f in self._flavors()]})
 
@@ -75,13 +184,22 @@ class FlavorViewSet(ComputeViewSet):
         return Response({"flavors": [s.flavor_detail(f) for f in self._flavors()]})
 
     def retrieve(self, request, pk):
-        return Response({"flavor": s.flavor_detail(flavor_get(user=self.user, name_or_id=pk))})
+        return Response({"flavor": s.flavor_detail(flavor_get(user=self.user, name_or_id=pk, project=self.project))})
 
     def _flavors(self):
-        flavors = flavor_list(user=self.user)
-        is_public = query_flag(self.request.query_params, "is_public")
-        if is_public is not None:
-            flavors = flavors.filter(is_public=is_public)
+        flavors = flavor_list(user=self.user, project=self.project)
+        # Nova: a non-admin always sees the public flavors and the private ones shared with the
+        # project; an admin sees public ones (default), private ones (false) or all (none).
+        raw = self.request.query_params.get("is_public", "true").lower()
+        if is_cloud_admin(user=self.user) and raw not in ("none", "all"):
+            flavors = flavors.filter(is_public=query_flag({"is_public": raw}, "is_public"))
+        params = self.request.query_params
+        for param, lookup in (("minRam", "ram__gte"), ("minDisk", "disk__gte")):
+            if params.get(param):
+                try:
+                    flavors = flavors.filter(**{lookup: int(params[param])})
+                except ValueError as exc:
+                    raise ValidationError(f"Invalid {param}.") from exc
         if name := self.request.query_params.get("name"):
             flavors = flavors.filter(name=name)
         return flavors
@@ -90,23 +208,75 @@ class FlavorViewSet(ComputeViewSet):
 class ServerViewSet(ComputeViewSet):
     def _instances(self):
         params = self.request.query_params
+        changes_since = None
+        if params.get("changes-since"):
+            changes_since = parse_datetime(params["changes-since"])
+            if changes_since is None:
+                raise ValidationError(f"Invalid changes-since value: {params['changes-since']}")
         return instance_list(
             user=self.user,
             project=self.project,
             status=params.get("status"),
             name=params.get("name"),
-            all_projects=query_flag(params, "all_tenants"),
+            all_projects=bool(query_flag(params, "all_tenants")),
+            changes_since=changes_since,
+            project_id=params.get("project_id") or params.get("tenant_id"),
         ).prefetch_related(Prefetch("faults", queryset=InstanceFault.objects.order_by("-created_at")))
 
     def _get(self, pk):
         return instance_get(user=self.user, project=self.project, instance_id=pk)
 
+    # Nova's sort keys that map to a column (``sort_key``/``sort_dir``, repeatable).
+    SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "display_name": "name", "name": "name",
+                 "launched_at": "launched_at", "vm_state": "vm_state", "task_state": "task_state",
+                 "power_state": "power_state", "availability_zone": "availability_zone", "uuid": "id",
+                 "instance_type_id": "flavor_id", "host": "host__hostname", "key_name": "key_name"}
+
+    def _page(self, request):
+        params = request.query_params
+        keys = params.getlist("sort_key")
+        if not keys or keys == ["created_at"] and params.getlist("sort_dir") in ([], ["desc"]):
+            return paginate(request, self._instances(), "servers")
+        dirs = params.getlist("sort_dir")
+        order = []
+        for i, key in enumerate(keys):
+            if key not in self.SORT_KEYS:
+                raise ValidationError(f"Invalid sort_key {key}.")
+            direction = (dirs[i] if i < len(dirs) else (dirs[0] if dirs else "desc")).lower()
+            if direction not in ("asc", "desc"):
+                raise ValidationError(f"Invalid sort_dir {direction}.")
+            order.append(("-" if direction == "desc" else "") + self.SORT_KEYS[key])
+        order.append("-id" if order[-1].startswith("-") else "id")
+        try:
+            limit = min(int(params.get("limit", 1000)), 1000)
+        except ValueError as exc:
+            raise ValidationError("limit must be an integer.") from exc
+        rows = list(self._instances().order_by(*order).values_list("pk", flat=True))
+        start = 0
+        if marker := params.get("marker"):
+            ids = [str(pk) for pk in rows]
+            if marker not in ids:
+                raise ValidationError(f"marker [{marker}] not found")
+            start = ids.index(marker) + 1
+        chosen = rows[start:start + limit]
+        by_pk = {i.pk: i for i in self._instances().filter(pk__in=chosen)}
+        page = [by_pk[pk] for pk in chosen if pk in by_pk]
+        links = {}
+        if limit and len(page) == limit:
+            from urllib.parse import urlencode
+
+            from cloudmgr.api.versions import link as mklink
+
+            query = {**params.dict(), "marker": str(page[-1].pk), "limit": limit}
+            links["servers_links"] = [mklink("next", request.build_absolute_uri(request.path) + "?" + urlencode(query))]
+        return page, links
+
     def list(self, request):
-        page, links = paginate(request, self._instances(), "servers")
+        page, links = self._page(request)
         return Response({"servers": [s.server_summary(i) for i in page], **links})
 
     def list_detail(self, request):
-        page, links = paginate(request, self._instances(), "servers")
+        page, links = self._page(request)
         admin = is_cloud_admin(user=self.user)
         return Response({"servers": [s.server_detail(i, is_admin=admin) for i in page], **links})
 
@@ -118,16 +288,88 @@ class ServerViewSet(ComputeViewSet):
         parsed = s.ServerCreateSerializer(data=self.body("server"))
         parsed.is_valid(raise_exception=True)
         data = parsed.validated_data
-        instance = services.instance_create(
+        hints = request.data.get("os:scheduler_hints") or request.data.get("OS-SCH-HNT:scheduler_hints") or {}
+        group = None
+        if isinstance(hints, dict) and hints.get("group"):
+            group = server_group_get(user=self.user, project=self.project, group_id=str(hints["group"]))
+        instances = services.instances_create(
+            min_count=data.get("min_count") or 1,
+            max_count=data.get("max_count") or data.get("min_count") or 1,
             user=self.user,
             project=self.project,
             name=data["name"],
-            flavor=flavor_get(user=self.user, name_or_id=data["flavorRef"]),
+            flavor=flavor_get(user=self.user, name_or_id=data["flavorRef"], project=self.project),
             image=image_get(user=self.user, project=self.project, name_or_id=data["imageRef"]),
             request_id=self.request_id,
+            key_name=data.get("key_name"),
+            user_data=data.get("user_data") or "",
+            metadata=data.get("metadata") or {},
+            availability_zone=data.get("availability_zone") or None,
+            server_group=group,
         )
-        body = {**{k: v for k, v in s.server_summary(instance).items() if k != "name"}, "OS-DCF:diskConfig": "MANUAL"}
+        if data.get("return_reservation_id"):
+            return Response({"reservation_id": f"r-{instances[0].pk.hex[:8]}"}, status=status.HTTP_202_ACCEPTED)
+        body = {**{k: v for k, v in s.server_summary(instances[0]).items() if k != "name"},
+                "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]}
         return Response({"server": body}, status=status.HTTP_202_ACCEPTED)
+
+    def update(self, request, pk):
+        data = self.body("server")
+        unknown = set(data) - {"name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "description"}
+        if unknown:
+            raise ValidationError(f"Additional properties are not allowed ({', '.join(sorted(unknown))}).")
+        instance = services.instance_update(instance=self._get(pk), user=self.user, name=data.get("name"))
+        return Response({"server": s.server_detail(self._get(str(instance.pk)), is_admin=is_cloud_admin(user=self.user))})
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def metadata_list(self, request, pk):
+        return Response({"metadata": dict(self._get(pk).metadata or {})})
+
+    def _metadata_body(self, key="metadata") -> dict:
+        data = self.request.data
+        if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+            raise ValidationError(f"The request body must be a JSON object with a '{key}' object.")
+        return data[key]
+
+    def metadata_update(self, request, pk):  # POST: merge
+        meta = services.instance_metadata_set(instance=self._get(pk), user=self.user, metadata=self._metadata_body())
+        return Response({"metadata": meta})
+
+    def metadata_replace(self, request, pk):  # PUT: replace all
+        meta = services.instance_metadata_set(instance=self._get(pk), user=self.user, metadata=self._metadata_body(),
+                                              replace=True)
+        return Response({"metadata": meta})
+
+    def metadata_show(self, request, pk, key):
+        meta = self._get(pk).metadata or {}
+        if key not in meta:
+            raise NotFound(f"Metadata item was not found: {key}")
+        return Response({"meta": {key: meta[key]}})
+
+    def metadata_set_item(self, request, pk, key):
+        item = self._metadata_body("meta")
+        if list(item) != [key]:
+            raise ValidationError("Request body and URI mismatch.")
+        services.instance_metadata_set(instance=self._get(pk), user=self.user, metadata=item)
+        return Response({"meta": item})
+
+    def metadata_delete_item(self, request, pk, key):
+        services.instance_metadata_set(instance=self._get(pk), user=self.user, metadata={}, delete_key=key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # -- instance actions ------------------------------------------------------------------------
+
+    def actions_list(self, request, pk):
+        instance = self._get(pk)
+        return Response({"instanceActions": [s.instance_action_body(a) for a in instance_actions(instance=instance)]})
+
+    def actions_show(self, request, pk, request_id):
+        instance = self._get(pk)
+        action = instance_actions(instance=instance).filter(request_id=request_id).first()
+        if action is None:
+            raise NotFound(f"Action for request_id {request_id} on instance {pk} not found.")
+        return Response({"instanceAction": s.instance_action_body(action, events=True)})
 
     def destroy(self, request, pk):
         services.instance_delete(instance=self._get(pk), user=self.user, request_id=self.request_id)
@@ -150,4 +392,340 @@ class ServerViewSet(ComputeViewSet):
         output = instance_console_log(instance=instance, length=None if length in (None, -1) else length)
         return Response({"output": output})
 
-    ACTIONS = {"os-getConsoleOutput": _console_output}
+    def _accepted(self):
+        return Response(status=status.HTTP_202_ACCEPTED)
+
+    def _simple(service):
+        def handler(self, instance, args):
+            service(instance=instance, user=self.user, request_id=self.request_id)
+            return self._accepted()
+        return handler
+
+    def _reboot(self, instance, args):
+        kind = (args or {}).get("type") if isinstance(args, dict) else None
+        if not isinstance(kind, str) or kind.upper() not in ("SOFT", "HARD"):
+            raise ValidationError("Invalid input for field/attribute type: reboot type must be SOFT or HARD.")
+        services.instance_reboot(instance=instance, user=self.user, hard=kind.upper() == "HARD",
+                                 request_id=self.request_id)
+        return self._accepted()
+
+    def _resize(self, instance, args):
+        if not isinstance(args, dict) or not args.get("flavorRef"):
+            raise ValidationError("Invalid input for field/attribute resize: 'flavorRef' is a required property.")
+        flavor = flavor_get(user=self.user, name_or_id=str(args["flavorRef"]))
+        services.instance_resize(instance=instance, flavor=flavor, user=self.user, request_id=self.request_id)
+        return self._accepted()
+
+    def _confirm_resize(self, instance, args):
+        services.instance_resize_confirm(instance=instance, user=self.user, request_id=self.request_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _rebuild(self, instance, args):
+        if not isinstance(args, dict) or not args.get("imageRef"):
+            raise ValidationError("Invalid input for field/attribute rebuild: 'imageRef' is a required property.")
+        image = image_get(user=self.user, project=self.project, name_or_id=str(args["imageRef"]))
+        instance = services.instance_rebuild(instance=instance, image=image, user=self.user, name=args.get("name"),
+                                             request_id=self.request_id)
+        instance = self._get(str(instance.id))
+        return Response({"server": s.server_detail(instance, is_admin=is_cloud_admin(user=self.user))},
+                        status=status.HTTP_202_ACCEPTED)
+
+    def _create_image(self, instance, args):
+        if not isinstance(args, dict) or not isinstance(args.get("name"), str):
+            raise ValidationError("Invalid input for field/attribute createImage: 'name' is a required property.")
+        image = services.instance_create_image(instance=instance, user=self.user, name=args["name"],
+                                               metadata=args.get("metadata"), request_id=self.request_id)
+        location = public_url(f"image/v2/images/{image.pk}")
+        if self.request.api_version >= Version(2, 45):
+            return Response({"image_id": str(image.pk)}, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        return Response(status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+    def _vnc_console(self, instance, args):
+        kind = (args or {}).get("type", "novnc") if isinstance(args, dict) else "novnc"
+        url = services.instance_console_url(instance=instance, user=self.user, console_type=kind)
+        return Response({"console": {"type": kind, "url": url}})
+
+    def _rescue(self, instance, args):
+        image = None
+        if isinstance(args, dict) and args.get("rescue_image_ref"):
+            image = image_get(user=self.user, project=self.project, name_or_id=str(args["rescue_image_ref"]))
+        services.instance_rescue(instance=instance, user=self.user, image=image, request_id=self.request_id)
+        return Response({})  # Nova returns adminPass only when it sets guest passwords; cloudmgr does not
+
+    ACTIONS = {
+        "os-getConsoleOutput": _console_output,
+        "rescue": _rescue,
+        "unrescue": _simple(services.instance_unrescue),
+        "os-getVNCConsole": _vnc_console,
+        "createImage": _create_image,
+        "os-start": _simple(services.instance_start),
+        "os-stop": _simple(services.instance_stop),
+        "reboot": _reboot,
+        "pause": _simple(services.instance_pause),
+        "unpause": _simple(services.instance_unpause),
+        "suspend": _simple(services.instance_suspend),
+        "resume": _simple(services.instance_resume),
+        "lock": _simple(services.instance_lock),
+        "unlock": _simple(services.instance_unlock),
+        "resize": _resize,
+        "confirmResize": _confirm_resize,
+        "revertResize": _simple(services.instance_resize_revert),
+        "rebuild": _rebuild,
+    }
+
+
+class KeypairViewSet(ComputeViewSet):
+    """Per user (the token's user; an admin may name another with ``user_id``)."""
+
+    def _owner(self):
+        user_id = self.request.query_params.get("user_id")
+        if user_id and user_id not in (self.user.pk.hex, str(self.user.pk)):
+            if not is_cloud_admin(user=self.user):
+                raise PermissionDenied("Policy does not allow this operation to be performed.")
+            from apps.tenants.models import User
+
+            owner = filter_pk(User.objects.all(), user_id).first()
+            if owner is None:
+                raise NotFound(f"User {user_id} could not be found.")
+            return owner
+        return self.user
+
+    def list(self, request):
+        keypairs = keypair_list(user=self._owner())
+        return Response({"keypairs": [{"keypair": s.keypair_body(k)} for k in keypairs]})
+
+    def create(self, request):
+        parsed = s.KeypairCreateSerializer(data=self.body("keypair"))
+        parsed.is_valid(raise_exception=True)
+        d = parsed.validated_data
+        keypair, private_key = services.keypair_create(user=self.user, name=d["name"], public_key=d.get("public_key"),
+                                                       key_type=d.get("type") or "ssh")
+        body = s.keypair_body(keypair, private_key=private_key)
+        body["user_id"] = keypair.user_id.hex
+        return Response({"keypair": body})  # 200 at 2.1 (201 from 2.2)
+
+    def retrieve(self, request, pk):
+        return Response({"keypair": s.keypair_body(keypair_get(user=self._owner(), name=pk), detail=True)})
+
+    def destroy(self, request, pk):
+        services.keypair_delete(keypair=keypair_get(user=self._owner(), name=pk))
+        return Response(status=status.HTTP_202_ACCEPTED)  # 202 at 2.1 (204 from 2.2)
+
+
+# Nova's quota-set keys at 2.1 that have no cloudmgr counterpart: fixed values.
+_FIXED_QUOTAS = {
+    "key_pairs": 100, "metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
+    "injected_file_path_bytes": 255, "server_groups": 10, "server_group_members": 10, "fixed_ips": -1,
+    "security_group_rules": -1,
+}
+_NOVA_QUOTAS = ("instances", "cores", "ram", "floating_ips", "security_groups")
+
+
+def _quota_set(project, *, detail: bool = False, defaults: bool = False) -> dict:
+    from django.conf import settings
+
+    if defaults:
+        rows = {r: (settings.CLOUDMGR_DEFAULT_QUOTAS.get(r, -1), 0) for r in _NOVA_QUOTAS}
+    else:
+        rows = {q.resource: (q.limit, q.in_use) for q in Quota.objects.filter(project=project, resource__in=_NOVA_QUOTAS)}
+    body = {"id": project.pk.hex}
+    for resource in _NOVA_QUOTAS:
+        limit, in_use = rows.get(resource, (-1, 0))
+        body[resource] = {"limit": limit, "in_use": in_use, "reserved": 0} if detail else limit
+    for resource, limit in _FIXED_QUOTAS.items():
+        body[resource] = {"limit": limit, "in_use": 0, "reserved": 0} if detail else limit
+    return body
+
+
+class QuotaSetViewSet(ComputeViewSet):
+    admin_only = {"update", "destroy"}
+
+    def _target(self, pk) -> Project:
+        project = filter_pk(Project.objects.all(), pk).first()
+        if project is None:
+            raise NotFound(f"Project {pk} could not be found.")
+        if project.pk != self.project.pk and not is_cloud_admin(user=self.user):
+            raise PermissionDenied("Policy does not allow this operation to be performed.")
+        return project
+
+    def retrieve(self, request, pk):
+        return Response({"quota_set": _quota_set(self._target(pk))})
+
+    def quota_detail(self, request, pk):
+        return Response({"quota_set": _quota_set(self._target(pk), detail=True)})
+
+    def quota_defaults(self, request, pk):
+        return Response({"quota_set": _quota_set(self._target(pk), defaults=True)})
+
+    def update(self, request, pk):
+        project = self._target(pk)
+        data = self.body("quota_set")
+        for key, value in data.items():
+            if key in ("force",):
+                continue
+            if key not in _NOVA_QUOTAS and key not in _FIXED_QUOTAS:
+                raise ValidationError(f"Bad key(s) {key} in quota_set")
+            try:
+                limit = int(value)
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(f"Invalid value for {key}.") from exc
+            if key in _NOVA_QUOTAS:
+                quota_set(project=project, resource=key, limit=limit)
+        body = _quota_set(project)
+        body.pop("id")
+        return Response({"quota_set": body})
+
+    def destroy(self, request, pk):
+        from django.conf import settings
+
+        project = self._target(pk)
+        for resource in _NOVA_QUOTAS:
+            quota_set(project=project, resource=resource, limit=settings.CLOUDMGR_DEFAULT_QUOTAS.get(resource, -1))
+        return Response(status=status.HTTP_202_ACCEPTED)
+
+
+class LimitsView(ComputeViewSet):
+    def retrieve(self, request):
+        quotas = _quota_set(self.project, detail=True)
+        groups = ServerGroup.objects.filter(project=self.project).count()
+        absolute = {
+            "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
+            "maxTotalKeypairs": 100, "maxSecurityGroups": quotas["security_groups"]["limit"],
+            "maxSecurityGroupRules": -1, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+            "maxTotalCores": quotas["cores"]["limit"], "maxTotalInstances": quotas["instances"]["limit"],
+            "maxTotalRAMSize": quotas["ram"]["limit"], "maxTotalFloatingIps": quotas["floating_ips"]["limit"],
+            "totalCoresUsed": quotas["cores"]["in_use"], "totalInstancesUsed": quotas["instances"]["in_use"],
+            "totalRAMUsed": quotas["ram"]["in_use"], "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0,
+            "totalServerGroupsUsed": groups,
+        }
+        return Response({"limits": {"rate": [], "absolute": absolute}})
+
+
+class AvailabilityZoneViewSet(ComputeViewSet):
+    admin_only = {"list_detail"}
+
+    def list(self, request):
+        zones = sorted(set(Host.objects.values_list("availability_zone", flat=True))) or ["nova"]
+        up = set(Host.objects.filter(state="up", status="enabled").values_list("availability_zone", flat=True))
+        return Response({"availabilityZoneInfo": [
+            {"zoneName": z, "zoneState": {"available": z in up}, "hosts": None} for z in zones]})
+
+    def list_detail(self, request):
+        zones: dict = {}
+        for host in host_list():
+            zones.setdefault(host.availability_zone, {})[host.hostname] = {"nova-compute": {
+                "available": host.state == "up", "active": host.status == "enabled",
+                "updated_at": host.last_heartbeat.isoformat() if host.last_heartbeat else None}}
+        return Response({"availabilityZoneInfo": [
+            {"zoneName": z, "zoneState": {"available": any(v["nova-compute"]["available"] for v in hosts.values())},
+             "hosts": hosts} for z, hosts in sorted(zones.items())]})
+
+
+class HypervisorViewSet(ComputeViewSet):
+    admin_only = True
+    project_scoped = True
+
+    def _bodies(self, hosts, detail):
+        hosts = list(hosts)
+        usage = hosts_usage(hosts=hosts)
+        running = dict(Instance.objects.filter(host__in=hosts, deleted_at__isnull=True).values("host_id")
+                       .annotate(n=Count("pk")).values_list("host_id", "n"))
+        return [s.hypervisor_body(h, usage[h.pk], running.get(h.pk, 0), detail=detail) for h in hosts]
+
+    def _hosts(self):
+        hosts = host_list()
+        if pattern := self.request.query_params.get("hypervisor_hostname_pattern"):
+            hosts = hosts.filter(hostname__icontains=pattern)
+        return hosts
+
+    def list(self, request):
+        return Response({"hypervisors": self._bodies(self._hosts(), False)})
+
+    def list_detail(self, request):
+        return Response({"hypervisors": self._bodies(self._hosts(), True)})
+
+    def retrieve(self, request, pk):
+        host = filter_pk(host_list(), pk).first() or host_list().filter(hostname=pk).first()
+        if host is None:
+            raise NotFound(f"Hypervisor {pk} could not be found.")
+        return Response({"hypervisor": self._bodies([host], True)[0]})
+
+    def statistics(self, request):
+        bodies = self._bodies(host_list(), True)
+        keys = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used", "local_gb_used", "free_ram_mb",
+                "free_disk_gb", "current_workload", "running_vms", "disk_available_least")
+        stats = {k: sum(b[k] for b in bodies) for k in keys}
+        stats["count"] = len(bodies)
+        return Response({"hypervisor_statistics": stats})
+
+
+class ServiceViewSet(ComputeViewSet):
+    admin_only = True
+
+    def list(self, request):
+        hosts = host_list()
+        params = request.query_params
+        if params.get("host"):
+            hosts = hosts.filter(hostname=params["host"])
+        if params.get("binary") and params["binary"] != "nova-compute":
+            hosts = hosts.none()
+        return Response({"services": [s.service_body(h) for h in hosts]})
+
+    def _host(self) -> Host:
+        data = self.request.data
+        if not isinstance(data, dict) or not data.get("host"):
+            raise ValidationError("'host' is a required property.")
+        if data.get("binary", "nova-compute") != "nova-compute":
+            raise NotFound(f"Service {data.get('binary')} on host {data['host']} not found.")
+        return host_get(hostname=data["host"])
+
+    def enable(self, request):
+        host = host_enable(host=self._host())
+        return Response({"service": {"host": host.hostname, "binary": "nova-compute", "status": "enabled"}})
+
+    def disable(self, request):
+        host = host_disable(host=self._host(), reason=str(self.request.data.get("disabled_reason") or ""))
+        body = {"host": host.hostname, "binary": "nova-compute", "status": "disabled"}
+        if self.request.data.get("disabled_reason"):
+            body["disabled_reason"] = host.disabled_reason
+        return Response({"service": body})
+
+    def update(self, request, pk):  # 2.53 style, by id: {"status": "enabled|disabled", "disabled_reason"}
+        host = filter_pk(host_list(), pk).first()
+        if host is None:
+            raise NotFound(f"Service {pk} could not be found.")
+        data = self.request.data if isinstance(self.request.data, dict) else {}
+        if data.get("status") == "disabled":
+            host = host_disable(host=host, reason=str(data.get("disabled_reason") or ""))
+        elif data.get("status") == "enabled":
+            host = host_enable(host=host)
+        else:
+            raise ValidationError("'status' must be enabled or disabled.")
+        return Response({"service": s.service_body(host)})
+
+
+class ServerGroupViewSet(ComputeViewSet):
+    def list(self, request):
+        groups = server_group_list(user=self.user, project=self.project,
+                                   all_projects=bool(query_flag(request.query_params, "all_projects")))
+        return Response({"server_groups": [s.server_group_body(g) for g in groups]})
+
+    def create(self, request):
+        data = self.body("server_group")
+        policies = data.get("policies")
+        policy = data.get("policy")
+        if policy is None and isinstance(policies, list) and len(policies) == 1:
+            policy = policies[0]
+        if not isinstance(policy, str):
+            raise ValidationError("A server group needs exactly one policy ('policies': [policy]).")
+        group = services.server_group_create(user=self.user, project=self.project, name=str(data.get("name") or ""),
+                                             policy=policy, rules=data.get("rules"))
+        return Response({"server_group": s.server_group_body(group)})
+
+    def retrieve(self, request, pk):
+        return Response({"server_group": s.server_group_body(
+            server_group_get(user=self.user, project=self.project, group_id=pk))})
+
+    def destroy(self, request, pk):
+        services.server_group_delete(group=server_group_get(user=self.user, project=self.project, group_id=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -14,18 +14,27 @@ _BADGE = {
     "SHUTOFF": "text-bg-secondary",
     "ERROR": "text-bg-danger",
     "DELETED": "text-bg-dark",
+    "PAUSED": "text-bg-warning",
+    "SUSPENDED": "text-bg-warning",
+    "VERIFY_RESIZE": "text-bg-primary",
+    "RESCUE": "text-bg-warning",
+    "REBOOT": "text-bg-info",
+    "HARD_REBOOT": "text-bg-info",
+    "REBUILD": "text-bg-info",
+    "RESIZE": "text-bg-info",
+    "REVERT_RESIZE": "text-bg-info",
 }
 
 
 @register.filter
 def instance_status(instance) -> str:
-    """The API status of an instance (BUILD, ACTIVE, SHUTOFF, ERROR, DELETED)."""
-    return api_status(instance.vm_state)
+    """The API status of an instance, as Nova shows it (ACTIVE, SHUTOFF, REBOOT, VERIFY_RESIZE ...)."""
+    return api_status(instance.vm_state, instance.task_state)
 
 
 @register.inclusion_tag("portal/_status_badge.html")
 def status_badge(instance):
-    status = api_status(instance.vm_state)
+    status = api_status(instance.vm_state, instance.task_state)
     return {
         "status": status,
         "css": _BADGE.get(status, "text-bg-light"),

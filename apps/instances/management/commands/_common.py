@@ -21,3 +21,69 @@ def actor(options) -> tuple[User, Project]:
     if role_on_project(user=user, project=project) is None:
         raise CommandError(f"User {user.username} has no role on project {project.name}.")
     return user, project
+
+
+def action_command(service_name: str, help_text: str, *, option: str | None = None):
+    """A command that runs one lifecycle service on an instance: ``<command> ID [--wait]``.
+
+    ``option`` adds what the action needs: ``hard`` (``--hard``), ``flavor`` (a FLAVOR argument)
+    or ``image`` (``--image``, rebuild; default: the instance's image).
+    """
+    import time
+
+    from django.core.management.base import BaseCommand
+
+    from apps.instances import services
+    from apps.instances.states import api_status
+    from cloudmgr.exceptions import ApplicationError
+
+    class Command(BaseCommand):
+        help = help_text
+
+        def add_arguments(self, parser):
+            parser.add_argument("instance_id")
+            if option == "flavor":
+                parser.add_argument("flavor", help="the new flavor's name or id")
+            if option == "hard":
+                parser.add_argument("--hard", action="store_true", help="reset instead of a clean ACPI reboot")
+            if option == "image":
+                parser.add_argument("--image", help="image name or id (default: the instance's image)")
+            parser.add_argument("--wait", action="store_true", help="wait until the action is done")
+            parser.add_argument("--timeout", type=int, default=300, help="seconds to --wait (default 300)")
+            add_actor_arguments(parser)
+
+        def handle(self, *args, instance_id, **options):
+            from apps.images.selectors import image_get
+            from apps.instances.selectors import flavor_get, instance_get
+
+            user, project = actor(options)
+            service = getattr(services, service_name)
+            try:
+                instance = instance_get(user=user, project=project, instance_id=instance_id)
+                kwargs = {}
+                if option == "hard":
+                    kwargs["hard"] = options["hard"]
+                if option == "flavor":
+                    kwargs["flavor"] = flavor_get(user=user, name_or_id=options["flavor"])
+                if option == "image":
+                    kwargs["image"] = (image_get(user=user, project=project, name_or_id=options["image"])
+                                       if options["image"] else instance.image)
+                    if kwargs["image"] is None:
+                        raise CommandError("The instance's image is gone: name one with --image.")
+                service(instance=instance, user=user, **kwargs)
+            except ApplicationError as exc:
+                raise CommandError(exc.message) from exc
+            if options["wait"]:
+                deadline = time.monotonic() + options["timeout"]
+                instance = instance_get(user=user, project=project, instance_id=str(instance.id))
+                while instance.task_state and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    instance = instance_get(user=user, project=project, instance_id=str(instance.id))
+                if instance.task_state:
+                    raise CommandError(f"timed out: instance is still {instance.task_state}")
+            else:
+                instance = instance_get(user=user, project=project, instance_id=str(instance.id))
+            status = api_status(instance.vm_state, instance.task_state)
+            self.stdout.write(f"instance {instance.name} {instance.id} {status}")
+
+    return Command

@@ -20,7 +20,7 @@ class Command(BaseCommand):
                 row.format(
                     str(instance.id),
                     instance.name,
-                    api_status(instance.vm_state),
+                    api_status(instance.vm_state, instance.task_state),
                     instance.task_state or "-",
                     instance.flavor.name,
                     instance.host.hostname if instance.host else "-",

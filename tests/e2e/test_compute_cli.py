@@ -1,0 +1,90 @@
+"""python-openstackclient 10.5 (unpinned: it negotiates the microversion we advertise) drives
+the compute API of a running cloud, on real VMs."""
+
+import subprocess
+
+from tests.e2e.test_openstack_cli import OPENSTACK, cli_env, openstack
+
+MARKER = "CLOUDMGR_TESTVM_BOOTED"
+
+
+def run(cloud, *args, timeout=300):
+    result = subprocess.run([OPENSTACK, *args], env=cli_env(cloud), capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    assert result.returncode == 0, f"openstack {' '.join(args)} failed:\n{result.stderr}\n{result.stdout}"
+    return result.stdout
+
+
+def wait_ready(cloud, server_id):
+    """The guest printed its boot marker and reached its shell (the power button works)."""
+    def ready():
+        out = run(cloud, "console", "log", "show", server_id)
+        return MARKER in out and "testvm#" in out[out.rfind(MARKER):]
+    cloud.wait_for(ready, 120, interval=2, what="the guest to boot")
+
+
+def status(cloud, server_id):
+    return openstack(cloud, "server", "show", server_id, "-f", "json")["status"]
+
+
+def test_flavor_list(live_cloud):
+    flavors = {f["Name"]: f for f in openstack(live_cloud, "flavor", "list", "-f", "json")}
+    assert {"m1.nano", "m1.micro"} <= set(flavors)
+    assert flavors["m1.nano"]["RAM"] == 128
+
+
+def test_keypair_create(live_cloud, tmp_path):
+    key = tmp_path / "id"
+    out = openstack(live_cloud, "keypair", "create", "--private-key", str(key), "cli-key", "-f", "json")
+    assert out["name"] == "cli-key" and out["fingerprint"]
+    assert "PRIVATE KEY" in key.read_text()
+    assert "cli-key" in [k["Name"] for k in openstack(live_cloud, "keypair", "list", "-f", "json")]
+
+
+def test_server_group_create_anti_affinity(live_cloud):
+    out = openstack(live_cloud, "server", "group", "create", "--policy", "anti-affinity", "cli-group", "-f", "json")
+    assert out["name"] == "cli-group"
+    assert "anti-affinity" in str(out.get("policy") or out.get("policies"))
+    openstack(live_cloud, "server", "group", "delete", "cli-group")
+
+
+def test_server_lifecycle(live_cloud):
+    cloud = live_cloud
+    server = openstack(cloud, "server", "create", "--image", "testvm", "--flavor", "m1.nano", "--key-name", "cli-key",
+                       "--wait", "cli-vm", "-f", "json")
+    sid = server["id"]
+    assert server["status"] == "ACTIVE"
+    assert sid in [s["ID"] for s in openstack(cloud, "server", "list", "-f", "json")]
+    shown = openstack(cloud, "server", "show", sid, "-f", "json")
+    assert shown["name"] == "cli-vm" and shown["key_name"] == "cli-key"
+    wait_ready(cloud, sid)
+
+    run(cloud, "server", "stop", sid)
+    cloud.wait_for(lambda: status(cloud, sid) == "SHUTOFF", 120, interval=1, what="SHUTOFF")
+    run(cloud, "server", "start", sid)
+    cloud.wait_for(lambda: status(cloud, sid) == "ACTIVE", 120, interval=1, what="ACTIVE")
+    wait_ready(cloud, sid)
+
+    run(cloud, "server", "reboot", "--hard", "--wait", sid)
+    assert status(cloud, sid) == "ACTIVE"
+    assert MARKER in run(cloud, "console", "log", "show", sid)
+
+    run(cloud, "server", "resize", "--flavor", "m1.micro", "--wait", sid)
+    assert status(cloud, sid) == "VERIFY_RESIZE"
+    run(cloud, "server", "resize", "confirm", sid)
+    cloud.wait_for(lambda: status(cloud, sid) == "ACTIVE", 60, interval=1, what="ACTIVE after confirm")
+    assert openstack(cloud, "server", "show", sid, "-f", "json")["flavor"].startswith("m1.micro")
+
+    actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
+    assert {"create", "stop", "start", "reboot", "resize", "confirmResize"} <= {a["Action"] for a in actions}
+
+    image = openstack(cloud, "server", "image", "create", "--name", "cli-snap", "--wait", sid, "-f", "json")
+    assert image["status"] == "active"
+    cloud.wait_for(lambda: openstack(cloud, "server", "show", sid, "-f", "json")["OS-EXT-STS:task_state"] is None,
+                   60, interval=1, what="the snapshot task to end")
+    openstack(cloud, "image", "delete", "cli-snap")
+
+    run(cloud, "server", "delete", "--wait", sid)
+    gone = subprocess.run([OPENSTACK, "server", "show", sid], env=cli_env(cloud), capture_output=True, text=True,
+                          check=False)
+    assert gone.returncode != 0

@@ -1,0 +1,244 @@
+"""Nova API breadth: flavors, keypairs, limits, zones, hypervisors, services, quotas, server
+groups, server metadata/update/actions, list filters, query counts."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from apps.instances.models import Instance
+from tests.unit.conftest import make_host
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+V = "/compute/v2.1"
+FLAVOR_KEYS = {"id", "name", "ram", "vcpus", "disk", "swap", "links", "OS-FLV-EXT-DATA:ephemeral",
+               "OS-FLV-DISABLED:disabled", "os-flavor-access:is_public", "rxtx_factor"}
+
+
+def api(world, user, project=None):
+    c = APIClient()
+    c.credentials(HTTP_X_AUTH_TOKEN=world.token(user, project))
+    return c
+
+
+def boot(c, world, name="vm1", **extra):
+    resp = c.post(f"{V}/servers", {"server": {"name": name, "imageRef": str(world.image.id),
+                                              "flavorRef": world.flavor.id, **extra}}, format="json")
+    assert resp.status_code == 202, resp.content
+    return resp.json()["server"]["id"]
+
+
+def test_flavor_admin_create_extra_specs_private_access_delete(world):
+    admin, member = api(world, world.admin), api(world, world.member)
+    body = {"flavor": {"name": "tiny.private", "ram": 64, "vcpus": 1, "disk": 1, "id": "p1",
+                       "os-flavor-access:is_public": False}}
+    assert member.post(f"{V}/flavors", body, format="json").status_code == 403
+    resp = admin.post(f"{V}/flavors", body, format="json")
+    assert resp.status_code == 200 and set(resp.json()["flavor"]) == FLAVOR_KEYS
+    assert admin.post(f"{V}/flavors", body, format="json").status_code == 409
+    assert member.get(f"{V}/flavors/p1").status_code == 404  # private, not shared
+    resp = admin.post(f"{V}/flavors/p1/action", {"addTenantAccess": {"tenant": world.project.pk.hex}}, format="json")
+    assert resp.json()["flavor_access"] == [{"flavor_id": "p1", "tenant_id": world.project.pk.hex}]
+    assert member.get(f"{V}/flavors/p1").status_code == 200
+    assert "p1" in [f["id"] for f in member.get(f"{V}/flavors/detail?is_public=True").json()["flavors"]]
+    assert admin.post(f"{V}/flavors/p1/os-extra_specs", {"extra_specs": {"hw:cpu_policy": "shared"}},
+                      format="json").json() == {"extra_specs": {"hw:cpu_policy": "shared"}}
+    assert member.get(f"{V}/flavors/p1/os-extra_specs/hw:cpu_policy").json() == {"hw:cpu_policy": "shared"}
+    assert admin.delete(f"{V}/flavors/p1/os-extra_specs/hw:cpu_policy").status_code == 202
+    assert admin.delete(f"{V}/flavors/p1").status_code == 202
+    assert admin.get(f"{V}/flavors/p1").status_code == 404
+
+
+def test_keypairs_generate_import_fingerprint_per_user(world):
+    c = api(world, world.member)
+    resp = c.post(f"{V}/os-keypairs", {"keypair": {"name": "gen"}}, format="json")
+    assert resp.status_code == 200
+    kp = resp.json()["keypair"]
+    assert set(kp) == {"name", "public_key", "fingerprint", "user_id", "private_key"}
+    assert kp["public_key"].startswith("ssh-ed25519 ") and "OPENSSH PRIVATE KEY" in kp["private_key"]
+    assert kp["user_id"] == world.member.pk.hex and len(kp["fingerprint"].split(":")) == 16
+    assert "private_key" not in c.get(f"{V}/os-keypairs/gen").json()["keypair"]  # returned once only
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pub = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    resp = c.post(f"{V}/os-keypairs", {"keypair": {"name": "imported", "public_key": pub + " me@box"}}, format="json")
+    assert resp.status_code == 200 and "private_key" not in resp.json()["keypair"]
+    assert c.post(f"{V}/os-keypairs", {"keypair": {"name": "imported", "public_key": pub}},
+                  format="json").status_code == 409
+    assert c.post(f"{V}/os-keypairs", {"keypair": {"name": "bad", "public_key": "ssh-rsa nonsense"}},
+                  format="json").status_code == 400
+    names = [k["keypair"]["name"] for k in c.get(f"{V}/os-keypairs").json()["keypairs"]]
+    assert names == ["gen", "imported"]
+    assert api(world, world.reader).get(f"{V}/os-keypairs").json()["keypairs"] == []  # per user
+    sid = boot(c, world, key_name="gen")
+    assert c.get(f"{V}/servers/{sid}").json()["server"]["key_name"] == "gen"
+    assert c.post(f"{V}/servers", {"server": {"name": "x", "imageRef": str(world.image.id), "flavorRef": "42",
+                                              "key_name": "nope"}}, format="json").status_code == 400
+    assert c.delete(f"{V}/os-keypairs/gen").status_code == 202
+    assert c.get(f"{V}/os-keypairs/gen").status_code == 404
+
+
+def test_limits_zones_quota_sets(world):
+    make_host()
+    c = api(world, world.member)
+    boot(c, world)
+    absolute = c.get(f"{V}/limits").json()["limits"]["absolute"]
+    assert absolute["totalInstancesUsed"] == 1 and absolute["totalRAMUsed"] == 128
+    assert absolute["maxTotalInstances"] == 10
+    zones = c.get(f"{V}/os-availability-zone").json()["availabilityZoneInfo"]
+    assert zones == [{"zoneName": "nova", "zoneState": {"available": True}, "hosts": None}]
+    pid = world.project.pk.hex
+    assert c.get(f"{V}/os-quota-sets/{pid}").json()["quota_set"]["instances"] == 10
+    assert c.get(f"{V}/os-quota-sets/{pid}/detail").json()["quota_set"]["instances"]["in_use"] == 1
+    assert c.put(f"{V}/os-quota-sets/{pid}", {"quota_set": {"instances": 3}}, format="json").status_code == 403
+    admin = api(world, world.admin)
+    assert admin.put(f"{V}/os-quota-sets/{pid}", {"quota_set": {"instances": 3}},
+                     format="json").json()["quota_set"]["instances"] == 3
+    assert c.get(f"{V}/os-quota-sets/{world.other_project.pk.hex}").status_code == 403
+
+
+def test_hypervisors_and_services_for_admins(world):
+    host = make_host()
+    assert api(world, world.member).get(f"{V}/os-hypervisors").status_code == 403
+    admin = api(world, world.admin)
+    hv = admin.get(f"{V}/os-hypervisors/detail").json()["hypervisors"][0]
+    assert hv["hypervisor_hostname"] == "node1" and hv["memory_mb"] == 8192
+    services = admin.get(f"{V}/os-services").json()["services"]
+    assert [(s["host"], s["binary"], s["status"], s["state"]) for s in services] == [
+        ("node1", "nova-compute", "enabled", "up")]
+    resp = admin.put(f"{V}/os-services/disable-log-reason",
+                     {"host": "node1", "binary": "nova-compute", "disabled_reason": "maintenance"}, format="json")
+    assert resp.json()["service"]["status"] == "disabled"
+    host.refresh_from_db()
+    assert host.status == "disabled"
+    c = api(world, world.member)
+    sid = boot(c, world)
+    assert c.get(f"{V}/servers/{sid}").json()["server"]["status"] == "ERROR"  # no enabled host
+    admin.put(f"{V}/os-services/enable", {"host": "node1", "binary": "nova-compute"}, format="json")
+    host.refresh_from_db()
+    assert host.status == "enabled"
+
+
+def test_server_groups_anti_affinity(world):
+    make_host("a")
+    make_host("b")
+    c = api(world, world.member)
+    resp = c.post(f"{V}/os-server-groups", {"server_group": {"name": "g", "policies": ["anti-affinity"]}},
+                  format="json")
+    assert resp.status_code == 200
+    group = resp.json()["server_group"]
+    assert set(group) == {"id", "name", "policies", "members", "metadata"}
+    ids = []
+    for i in range(3):
+        resp = c.post(f"{V}/servers", {"server": {"name": f"g{i}", "imageRef": str(world.image.id), "flavorRef": "42"},
+                                       "os:scheduler_hints": {"group": group["id"]}}, format="json")
+        ids.append(resp.json()["server"]["id"])
+    hosts = [Instance.objects.get(pk=i).host for i in ids]
+    assert hosts[0] != hosts[1] and hosts[2] is None  # two hosts, the third has nowhere to go
+    assert sorted(c.get(f"{V}/os-server-groups/{group['id']}").json()["server_group"]["members"]) == sorted(ids)
+    assert c.delete(f"{V}/os-server-groups/{group['id']}").status_code == 204
+
+
+def test_server_update_metadata_actions_and_filters(world):
+    make_host()
+    c = api(world, world.member)
+    sid = boot(c, world, metadata={"a": "1"})
+    assert c.get(f"{V}/servers/{sid}/metadata").json() == {"metadata": {"a": "1"}}
+    assert c.post(f"{V}/servers/{sid}/metadata", {"metadata": {"b": "2"}}, format="json").json() == {
+        "metadata": {"a": "1", "b": "2"}}
+    assert c.put(f"{V}/servers/{sid}/metadata/c", {"meta": {"c": "3"}}, format="json").json() == {"meta": {"c": "3"}}
+    assert c.delete(f"{V}/servers/{sid}/metadata/a").status_code == 204
+    assert c.put(f"{V}/servers/{sid}/metadata", {"metadata": {"z": "9"}}, format="json").json() == {
+        "metadata": {"z": "9"}}
+    resp = c.put(f"{V}/servers/{sid}", {"server": {"name": "renamed"}}, format="json")
+    assert resp.status_code == 200 and resp.json()["server"]["name"] == "renamed"
+    c.post(f"{V}/servers/{sid}/action", {"os-stop": None}, format="json")
+    actions = c.get(f"{V}/servers/{sid}/os-instance-actions").json()["instanceActions"]
+    assert [a["action"] for a in actions] == ["stop", "create"]
+    detail = c.get(f"{V}/servers/{sid}/os-instance-actions/{actions[0]['request_id']}").json()["instanceAction"]
+    assert detail["events"][0]["event"] == "compute_stop_instance" and detail["events"][0]["result"] == "Success"
+    boot(c, world, name="other")
+    names = lambda q: [s["name"] for s in c.get(f"{V}/servers/detail{q}").json()["servers"]]
+    assert names("?name=^ren") == ["renamed"]
+    assert names("?status=SHUTOFF") == ["renamed"]
+    assert names("?limit=1") == ["other"]
+    assert len(names("?changes-since=2000-01-01T00:00:00Z")) == 2
+    assert c.get(f"{V}/servers?changes-since=yesterday").status_code == 400
+
+
+def test_multiple_create(world):
+    make_host()
+    c = api(world, world.member)
+    boot(c, world, name="many", min_count=2, max_count=3)
+    assert sorted(Instance.objects.values_list("name", flat=True)) == ["many-1", "many-2", "many-3"]
+
+
+@pytest.mark.parametrize("path", ["/servers", "/servers/detail"])
+def test_server_list_query_count_is_constant(world, path):
+    make_host(vcpus=100, memory_mib=100_000)
+    c = api(world, world.member)
+    boot(c, world, name="first")
+
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            assert c.get(f"{V}{path}").status_code == 200
+        return len(ctx.captured_queries)
+
+    one = count()
+    for i in range(5):
+        boot(c, world, name=f"more{i}")
+    assert count() == one
+
+
+def test_server_list_sorting_with_marker(world):
+    make_host()
+    c = api(world, world.member)
+    for name in ("b", "c", "a"):
+        boot(c, world, name=name)
+    names = lambda q: [s["name"] for s in c.get(f"{V}/servers{q}").json()["servers"]]
+    assert names("?sort_key=display_name&sort_dir=asc") == ["a", "b", "c"]
+    assert names("?sort_key=display_name&sort_dir=desc") == ["c", "b", "a"]
+    first = c.get(f"{V}/servers?sort_key=display_name&sort_dir=asc&limit=1").json()
+    assert [s["name"] for s in first["servers"]] == ["a"] and first["servers_links"][0]["rel"] == "next"
+    assert names(f"?sort_key=display_name&sort_dir=asc&marker={first['servers'][0]['id']}") == ["b", "c"]
+    assert c.get(f"{V}/servers?sort_key=password").status_code == 400
+
+
+# Every new endpoint: 401 without a token; a reader may read but not write; another project's
+# server is 404.
+ENDPOINTS = [
+    ("get", "/os-keypairs"), ("post", "/os-keypairs"), ("get", "/limits"), ("get", "/os-availability-zone"),
+    ("get", "/os-hypervisors"), ("get", "/os-services"), ("get", "/os-server-groups"),
+    ("post", "/os-server-groups"), ("get", "/flavors/42/os-extra_specs"), ("post", "/flavors"),
+]
+
+
+@pytest.mark.parametrize("method,path", ENDPOINTS)
+def test_new_endpoints_need_a_token(world, method, path):
+    resp = getattr(APIClient(), method)(f"{V}{path}", {}, format="json")
+    assert resp.status_code == 401 and resp.json()["error"]["code"] == 401
+
+
+def test_reader_cannot_write_and_other_projects_servers_are_404(world):
+    make_host()
+    reader = api(world, world.reader)
+    assert reader.get(f"{V}/os-keypairs").status_code == 200
+    assert reader.post(f"{V}/os-keypairs", {"keypair": {"name": "r"}}, format="json").status_code == 403
+    assert reader.post(f"{V}/os-server-groups", {"server_group": {"name": "g", "policies": ["affinity"]}},
+                       format="json").status_code == 403
+    sid = boot(api(world, world.member), world)
+    assert reader.put(f"{V}/servers/{sid}", {"server": {"name": "x"}}, format="json").status_code == 403
+    assert reader.post(f"{V}/servers/{sid}/metadata", {"metadata": {"a": "b"}}, format="json").status_code == 403
+    outsider = api(world, world.outsider, world.other_project)
+    for path in (f"/servers/{sid}", f"/servers/{sid}/metadata", f"/servers/{sid}/os-instance-actions"):
+        resp = outsider.get(f"{V}{path}")
+        assert resp.status_code == 404 and "itemNotFound" in resp.json(), path
+    assert outsider.put(f"{V}/servers/{sid}", {"server": {"name": "x"}}, format="json").status_code == 404
+    group = api(world, world.member).post(f"{V}/os-server-groups", {"server_group": {
+        "name": "g", "policies": ["affinity"]}}, format="json").json()["server_group"]["id"]
+    assert outsider.get(f"{V}/os-server-groups/{group}").status_code == 404
+    assert outsider.delete(f"{V}/os-server-groups/{group}").status_code == 404

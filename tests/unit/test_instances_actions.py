@@ -1,0 +1,297 @@
+"""Lifecycle actions through the service layer and the API: allow-lists, CAS, faults, actions."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.hosts.models import Host
+from apps.instances import services
+from apps.instances.models import Flavor, Instance
+from apps.instances.states import PowerState, TaskState, VmState, api_status
+from apps.tenants.models import Quota
+from cloudmgr.exceptions import InvalidState, NoValidHost, ValidationError
+from tests.unit.conftest import make_host
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def create(world, name="vm1", user=None):
+    instance = services.instance_create(user=user or world.member, project=world.project, name=name,
+                                        flavor=world.flavor, image=world.image)
+    return Instance.objects.select_related("host", "project", "flavor", "image").get(pk=instance.pk)
+
+
+def fresh(instance):
+    return Instance.objects.select_related("host", "project", "flavor", "image").get(pk=instance.pk)
+
+
+def states(instance):
+    i = fresh(instance)
+    return i.vm_state, i.task_state, i.power_state
+
+
+def usage(project):
+    return {q.resource: q.in_use for q in Quota.objects.filter(project=project)}
+
+
+@pytest.fixture
+def vm(world):
+    make_host()
+    return create(world)
+
+
+def test_stop_start(world, vm, fake_driver):
+    services.instance_stop(instance=vm, user=world.member)
+    assert states(vm) == (VmState.STOPPED, None, PowerState.SHUTDOWN)
+    assert api_status(VmState.STOPPED) == "SHUTOFF"
+    services.instance_start(instance=fresh(vm), user=world.member)
+    assert states(vm) == (VmState.ACTIVE, None, PowerState.RUNNING)
+    actions = list(fresh(vm).actions.order_by("created_at").values_list("action", "result"))
+    assert actions == [("create", "Success"), ("stop", "Success"), ("start", "Success")]
+    stop = fresh(vm).actions.get(action="stop")
+    assert list(stop.events.values_list("event", "result")) == [("compute_stop_instance", "Success")]
+
+
+def test_allow_list_refuses_with_a_clear_message(world, vm):
+    with pytest.raises(InvalidState, match="Cannot 'start' instance .* vm_state active"):
+        services.instance_start(instance=vm, user=world.member)
+    with pytest.raises(InvalidState, match="unpause"):
+        services.instance_unpause(instance=vm, user=world.member)
+    with pytest.raises(InvalidState, match="confirmResize"):
+        services.instance_resize_confirm(instance=vm, user=world.member)
+
+
+def test_compare_and_swap_refuses_a_second_action_in_progress(world, vm):
+    Instance.objects.filter(pk=vm.pk).update(task_state=TaskState.POWERING_OFF)
+    stale = vm  # still thinks task_state is None
+    assert stale.task_state is None
+    with pytest.raises(InvalidState, match="task_state powering-off"):
+        services.instance_reboot(instance=stale, user=world.member)
+
+
+def test_reboot_soft_and_hard(world, vm, fake_driver):
+    services.instance_reboot(instance=vm, user=world.member)
+    services.instance_reboot(instance=fresh(vm), user=world.member, hard=True)
+    assert states(vm) == (VmState.ACTIVE, None, PowerState.RUNNING)
+    assert fake_driver.boots[str(vm.id)] == 3
+    services.instance_stop(instance=fresh(vm), user=world.member)
+    with pytest.raises(InvalidState):
+        services.instance_reboot(instance=fresh(vm), user=world.member)  # SOFT only from ACTIVE
+    services.instance_reboot(instance=fresh(vm), user=world.member, hard=True)
+    assert states(vm) == (VmState.ACTIVE, None, PowerState.RUNNING)
+
+
+def test_pause_unpause_suspend_resume(world, vm):
+    services.instance_pause(instance=vm, user=world.member)
+    assert states(vm) == (VmState.PAUSED, None, PowerState.PAUSED)
+    services.instance_unpause(instance=fresh(vm), user=world.member)
+    assert states(vm)[0] == VmState.ACTIVE
+    services.instance_suspend(instance=fresh(vm), user=world.member)
+    assert states(vm)[0] == VmState.SUSPENDED
+    services.instance_resume(instance=fresh(vm), user=world.member)
+    assert states(vm) == (VmState.ACTIVE, None, PowerState.RUNNING)
+
+
+def test_failure_reverts_the_task_state_and_records_a_fault(world, vm, fake_driver):
+    fake_driver.fail_next("stop", "the guest is stubborn")
+    services.instance_stop(instance=vm, user=world.member)
+    assert states(vm) == (VmState.ACTIVE, None, PowerState.RUNNING)
+    assert "stubborn" in fresh(vm).faults.first().message
+    action = fresh(vm).actions.get(action="stop")
+    assert (action.result, action.events.get().result) == ("Error", "Error")
+
+
+def test_lock_refuses_non_admins(world, vm):
+    services.instance_lock(instance=vm, user=world.member)
+    with pytest.raises(InvalidState, match="locked"):
+        services.instance_stop(instance=fresh(vm), user=world.member)
+    with pytest.raises(InvalidState, match="locked"):
+        services.instance_delete(instance=fresh(vm), user=world.member)
+    services.instance_stop(instance=fresh(vm), user=world.admin)  # admins may
+    services.instance_unlock(instance=fresh(vm), user=world.member)
+    services.instance_start(instance=fresh(vm), user=world.member)
+    assert states(vm)[0] == VmState.ACTIVE
+
+
+def test_resize_confirm_and_claims(world, vm, fake_driver):
+    big = Flavor.objects.create(id="43", name="m1.micro", vcpus=2, ram=256, disk=2)
+    services.instance_resize(instance=vm, flavor=big, user=world.member)
+    i = fresh(vm)
+    assert (i.vm_state, i.task_state, api_status(i.vm_state)) == (VmState.RESIZED, None, "VERIFY_RESIZE")
+    assert (i.vcpus, i.memory_mib, i.root_gb, i.old_flavor_id) == (2, 256, 2, "42")
+    assert fake_driver.specs[str(vm.id)].memory_mib == 256
+    assert usage(world.project)["ram"] == 256 and usage(world.project)["cores"] == 2
+    services.instance_resize_confirm(instance=i, user=world.member)
+    i = fresh(vm)
+    assert (i.vm_state, i.task_state, i.flavor_id, i.old_flavor_id) == (VmState.ACTIVE, None, "43", None)
+    assert usage(world.project)["ram"] == 256
+
+
+def test_resize_revert_goes_back(world, vm, fake_driver):
+    big = Flavor.objects.create(id="43", name="m1.micro", vcpus=2, ram=256, disk=2)
+    services.instance_resize(instance=vm, flavor=big, user=world.member)
+    services.instance_resize_revert(instance=fresh(vm), user=world.member)
+    i = fresh(vm)
+    assert (i.vm_state, i.task_state, i.flavor_id, i.memory_mib) == (VmState.ACTIVE, None, "42", 128)
+    assert fake_driver.specs[str(vm.id)].memory_mib == 128
+    assert usage(world.project)["ram"] == 128 and usage(world.project)["cores"] == 1
+
+
+def test_resize_refusals(world, vm):
+    with pytest.raises(ValidationError, match="change flavor"):
+        services.instance_resize(instance=vm, flavor=world.flavor, user=world.member)
+    huge = Flavor.objects.create(id="44", name="huge", vcpus=1, ram=100_000, disk=1)
+    Quota.objects.filter(project=world.project, resource="ram").update(limit=1_000_000)
+    with pytest.raises(NoValidHost):
+        services.instance_resize(instance=vm, flavor=huge, user=world.member)
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+    assert usage(world.project)["ram"] == 128  # the reservation rolled back
+
+
+def test_rebuild(world, vm, fake_driver):
+    services.instance_rebuild(instance=vm, image=world.image, user=world.member, name="renamed")
+    i = fresh(vm)
+    assert (i.vm_state, i.task_state, i.name) == (VmState.ACTIVE, None, "renamed")
+    assert ("rebuild", str(vm.id)) in fake_driver.calls
+
+
+def test_delete_from_every_state(world, fake_driver):
+    make_host()
+    for prepare in ["stop", "pause", "suspend", "resize", None]:
+        i = create(world, name=f"from-{prepare}")
+        if prepare == "resize":
+            big = Flavor.objects.get_or_create(id="43", defaults={
+                "name": "m1.micro", "vcpus": 1, "ram": 192, "disk": 1})[0]
+            services.instance_resize(instance=i, flavor=big, user=world.member)
+        elif prepare:
+            getattr(services, f"instance_{prepare}")(instance=i, user=world.member)
+        services.instance_delete(instance=fresh(i), user=world.member)
+        assert fresh(i).vm_state == VmState.DELETED, prepare
+    # a task in progress does not stop a delete; the late result is ignored
+    i = create(world, name="busy")
+    Instance.objects.filter(pk=i.pk).update(task_state=TaskState.POWERING_OFF)
+    services.instance_delete(instance=fresh(i), user=world.member)
+    services.instance_operation_done(result={"instance_id": str(i.id), "ok": True, "operation": "stop",
+                                             "power_state": 4})
+    assert fresh(i).vm_state == VmState.DELETED
+    assert fake_driver.list_domains() == {}
+    assert usage(world.project) == {k: 0 for k in usage(world.project)}
+
+
+def test_reconciler_fixes_a_guest_that_powered_itself_off(world, vm, fake_driver):
+    other_cloud = "0b7a3c55-0000-4000-8000-000000000000"
+    Instance.objects.filter(pk=vm.pk).update(updated_at=vm.updated_at.replace(year=2000))
+    Host.objects.filter(pk=vm.host_id).update(domains={str(vm.id): PowerState.SHUTDOWN, other_cloud: 1})
+    busy = create(world, name="busy")
+    Instance.objects.filter(pk=busy.pk).update(task_state=TaskState.REBOOTING,
+                                               updated_at=vm.updated_at.replace(year=2000))
+    out = services.instances_reconcile()
+    assert out["fixed"] == [str(vm.id)] and out["unknown"] == [other_cloud]
+    assert states(vm) == (VmState.STOPPED, None, PowerState.SHUTDOWN)
+    assert fresh(busy).task_state == TaskState.REBOOTING  # skipped: a task is in progress
+    assert fake_driver.list_domains()  # nothing destroyed
+
+
+# --- API ----------------------------------------------------------------------------------------
+
+
+def api(world, user, project=None):
+    c = APIClient()
+    c.credentials(HTTP_X_AUTH_TOKEN=world.token(user, project))
+    return c
+
+
+def act(c, server_id, body):
+    return c.post(f"/compute/v2.1/servers/{server_id}/action", body, format="json")
+
+
+def test_api_actions(world, vm):
+    c = api(world, world.member)
+    sid = str(vm.id)
+    assert act(c, sid, {"os-stop": None}).status_code == 202
+    assert c.get(f"/compute/v2.1/servers/{sid}").json()["server"]["status"] == "SHUTOFF"
+    resp = act(c, sid, {"os-stop": None})
+    assert resp.status_code == 409
+    assert "vm_state stopped" in resp.json()["conflictingRequest"]["message"]
+    assert act(c, sid, {"os-start": None}).status_code == 202
+    assert act(c, sid, {"reboot": {"type": "HARD"}}).status_code == 202
+    assert act(c, sid, {"reboot": {"type": "sideways"}}).status_code == 400
+    assert act(c, sid, {"pause": None}).status_code == 202
+    assert c.get(f"/compute/v2.1/servers/{sid}").json()["server"]["status"] == "PAUSED"
+    assert act(c, sid, {"unpause": None}).status_code == 202
+    assert act(c, sid, {"suspend": None}).status_code == 202
+    assert c.get(f"/compute/v2.1/servers/{sid}").json()["server"]["status"] == "SUSPENDED"
+    assert act(c, sid, {"resume": None}).status_code == 202
+    Flavor.objects.create(id="43", name="m1.micro", vcpus=1, ram=256, disk=1)
+    assert act(c, sid, {"resize": {"flavorRef": "43"}}).status_code == 202
+    assert c.get(f"/compute/v2.1/servers/{sid}").json()["server"]["status"] == "VERIFY_RESIZE"
+    assert act(c, sid, {"confirmResize": None}).status_code == 204
+    resp = act(c, sid, {"rebuild": {"imageRef": str(world.image.id)}})
+    assert resp.status_code == 202 and resp.json()["server"]["id"] == sid
+    assert act(c, sid, {"lock": None}).status_code == 202
+    assert act(c, sid, {"os-stop": None}).status_code == 409
+    assert act(c, sid, {"unlock": None}).status_code == 202
+    assert act(c, sid, {"nonsense": None}).status_code == 400
+
+
+def test_api_reader_cannot_act_and_other_project_is_404(world, vm):
+    assert act(api(world, world.reader), str(vm.id), {"os-stop": None}).status_code == 403
+    assert act(api(world, world.outsider, world.other_project), str(vm.id), {"os-stop": None}).status_code == 404
+
+
+def test_create_image_queues_an_image_and_the_host_uploads_it(world, vm, fake_driver):
+    from apps.images.models import Image
+
+    c = api(world, world.member)
+    resp = act(c, str(vm.id), {"createImage": {"name": "snap", "metadata": {"purpose": "test"}}})
+    assert resp.status_code == 202
+    image_id = resp["Location"].rsplit("/", 1)[1]
+    image = Image.objects.get(pk=image_id)
+    assert image.name == "snap" and image.properties["instance_uuid"] == str(vm.id)
+    assert fake_driver.uploads == [f"http://testserver/image/v2/images/{image_id}/file"] or \
+        fake_driver.uploads[0].endswith(f"/image/v2/images/{image_id}/file")
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+
+
+def test_create_image_failure_discards_the_image(world, vm, fake_driver):
+    from apps.images.models import Image
+
+    fake_driver.fail_next("snapshot", "disk on fire")
+    image = services.instance_create_image(instance=vm, user=world.member, name="snap")
+    assert not Image.objects.filter(pk=image.pk).exists()
+    assert "disk on fire" in fresh(vm).faults.first().message
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+
+
+def test_empty_accept_header_is_any(world, vm):
+    """openstacksdk sends server actions with an empty Accept header."""
+    c = api(world, world.member)
+    resp = c.post(f"/compute/v2.1/servers/{vm.id}/action", {"os-getConsoleOutput": {}}, format="json",
+                  HTTP_ACCEPT="")
+    assert resp.status_code == 200
+
+
+def test_vnc_console_url_has_a_one_time_token(world, vm):
+    from urllib.parse import unquote
+
+    from apps.instances.consoles import console_token_consume
+
+    resp = act(api(world, world.member), str(vm.id), {"os-getVNCConsole": {"type": "novnc"}})
+    assert resp.status_code == 200
+    url = resp.json()["console"]["url"]
+    assert resp.json()["console"]["type"] == "novnc" and "vnc_lite.html" in url
+    token = unquote(url).split("token=")[1]
+    assert console_token_consume(token) == {"instance_id": str(vm.id), "host": "127.0.0.1", "port": 5900}
+    assert console_token_consume(token) is None  # one time
+
+
+def test_rescue_and_unrescue(world, vm, fake_driver):
+    c = api(world, world.member)
+    resp = act(c, str(vm.id), {"rescue": None})
+    assert resp.status_code == 200
+    assert c.get(f"/compute/v2.1/servers/{vm.id}").json()["server"]["status"] == "RESCUE"
+    spec = fake_driver.specs[str(vm.id)]
+    assert spec.rescue and [d.name for d in spec.disks] == ["rescue", "root"]
+    assert act(c, str(vm.id), {"rescue": None}).status_code == 409
+    assert act(c, str(vm.id), {"unrescue": None}).status_code == 202
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+    assert not fake_driver.specs[str(vm.id)].rescue

@@ -1,0 +1,92 @@
+"""The portal's action menu and action log on the instance page."""
+
+import pytest
+
+from apps.instances import services
+from apps.instances.models import Instance
+from apps.instances.states import VmState
+from tests.unit.conftest import make_host
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def vm(world):
+    make_host()
+    return services.instance_create(user=world.member, project=world.project, name="vm1", flavor=world.flavor,
+                                    image=world.image)
+
+
+def test_action_menu_follows_the_state_and_actions_run(client, world, vm):
+    client.force_login(world.member)
+    page = client.get(f"/instances/{vm.pk}/").content.decode()
+    assert 'data-action="stop"' in page and 'data-action="start"' not in page
+    assert "Action log" in page
+    r = client.post(f"/instances/{vm.pk}/action/stop/")
+    assert r.status_code == 302
+    assert Instance.objects.get(pk=vm.pk).vm_state == VmState.STOPPED
+    overview = client.get(f"/instances/{vm.pk}/overview/").content.decode()
+    assert 'data-action="start"' in overview and 'data-action="stop"' not in overview
+    assert ">stop<" in overview  # the action log
+    r = client.post(f"/instances/{vm.pk}/action/unpause/", follow=True)
+    assert "Cannot &#x27;unpause&#x27;" in r.content.decode() or "Cannot 'unpause'" in r.content.decode()
+
+
+def test_readers_get_no_menu_and_cannot_act(client, world, vm):
+    client.force_login(world.reader)
+    assert 'data-action="stop"' not in client.get(f"/instances/{vm.pk}/").content.decode()
+    r = client.post(f"/instances/{vm.pk}/action/stop/")
+    assert r.status_code in (302, 403)
+    assert Instance.objects.get(pk=vm.pk).vm_state == VmState.ACTIVE
+
+
+def test_launch_form_with_key_pair_user_data_and_count(client, world):
+    make_host()
+    services.keypair_create(user=world.member, name="mykey")
+    client.force_login(world.member)
+    page = client.get("/instances/launch/").content.decode()
+    assert "mykey" in page and "User data" in page
+    r = client.post("/instances/launch/", {"name": "many", "image": str(world.image.pk), "flavor": world.flavor.pk,
+                                           "key_name": "mykey", "user_data": "#!/bin/sh\necho hi\n", "count": 2})
+    assert r.status_code == 302
+    made = Instance.objects.order_by("name")
+    assert [i.name for i in made] == ["many-1", "many-2"] and made[0].key_name == "mykey"
+    assert made[0].user_data  # base64 of the script
+
+
+def test_console_button_redirects_to_a_one_time_novnc_url(client, world, vm):
+    client.force_login(world.member)
+    assert 'data-testid="vnc"' in client.get(f"/instances/{vm.pk}/").content.decode()
+    r = client.get(f"/instances/{vm.pk}/vnc/")
+    assert r.status_code == 302 and "vnc_lite.html?path=%3Ftoken%3D" in r["Location"]
+
+
+def test_keypair_pages(client, world):
+    client.force_login(world.member)
+    r = client.post("/instances/keypairs/", {"name": "k1", "public_key": ""})
+    assert r.status_code == 200 and "OPENSSH PRIVATE KEY" in r.content.decode()
+    assert "k1" in client.get("/instances/keypairs/").content.decode()
+    client.post("/instances/keypairs/k1/delete/")
+    assert not world.member.keypairs.exists()
+
+
+def test_admin_host_and_flavor_pages(client, world):
+    from apps.hosts.models import Host
+
+    make_host()
+    client.force_login(world.member)
+    assert client.get("/instances/hosts/").status_code == 403
+    client.force_login(world.admin)
+    page = client.get("/instances/hosts/").content.decode()
+    assert 'data-host="node1"' in page and "progress-bar" in page
+    client.post("/instances/hosts/node1/toggle/", {"reason": "maintenance"})
+    assert Host.objects.get(hostname="node1").status == "disabled"
+    client.post("/instances/hosts/node1/toggle/", {"enable": "1"})
+    assert Host.objects.get(hostname="node1").status == "enabled"
+    r = client.post("/instances/flavors/", {"name": "x1", "vcpus": 1, "ram": 64, "disk": 1, "is_public": "on"})
+    assert r.status_code == 302
+    from apps.instances.models import Flavor
+
+    flavor = Flavor.objects.get(name="x1")
+    client.post(f"/instances/flavors/{flavor.pk}/delete/")
+    assert not Flavor.objects.filter(pk=flavor.pk).exists()
