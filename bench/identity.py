@@ -36,13 +36,8 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.stats import percentile  # noqa: E402
 from tests.e2e.cloud import Cloud, make_cloud  # noqa: E402
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[k]
 
 
 class Client:
