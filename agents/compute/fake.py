@@ -199,6 +199,8 @@ class FakeDriver(ComputeDriver):
     def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
         self.uploads = getattr(self, "uploads", [])
         self.uploads.append(upload_url)
+        self.upload_tokens = getattr(self, "upload_tokens", [])
+        self.upload_tokens.append(upload_token)
         return self._op("snapshot", instance_id, lambda i: None)
 
     def power_state(self, instance_id: str) -> int:

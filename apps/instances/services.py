@@ -21,6 +21,7 @@ from agents.names import (
     operation_task,
 )
 from agents.specs import DiskSpec, DomainSpec, InstanceRef, OperationSpec
+from agents.storage.qemu_img import FORMATS as BOOTABLE_DISK_FORMATS
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus
 from apps.images.selectors import image_ref
@@ -112,6 +113,19 @@ def _domain_spec(instance: Instance, *, vcpus: int | None = None, memory_mib: in
     )
 
 
+def _check_bootable(image: Image) -> None:
+    """Compute hosts boot qcow2 and raw disks only; other formats are refused here with a clear
+    400 rather than failing on the host (CLOUDMGR_IMAGE_CONVERT_TO converts them on import)."""
+    if image.status != ImageStatus.ACTIVE:
+        raise ValidationError(f"Image {image.id} is not active (it is {image.status}).")
+    if image.disk_format not in BOOTABLE_DISK_FORMATS:
+        raise ValidationError(
+            f"Image {image.id} has disk format {image.disk_format}, which compute hosts cannot boot "
+            f"(they boot {', '.join(BOOTABLE_DISK_FORMATS)}). Convert it with qemu-img, or set "
+            "CLOUDMGR_IMAGE_CONVERT_TO=qcow2 so that imports are converted."
+        )
+
+
 def instance_create(
     *, user: User, project: Project, name: str, flavor: Flavor, image: Image, request_id: str = "",
     key_name: str | None = None, user_data: str = "", metadata: dict | None = None,
@@ -127,8 +141,7 @@ def instance_create(
         raise ValidationError("An instance needs a name of 1 to 255 characters.")
     if flavor.disabled:
         raise ValidationError(f"Flavor {flavor.name} is disabled.")
-    if image.status != ImageStatus.ACTIVE:
-        raise ValidationError(f"Image {image.id} is not active (it is {image.status}).")
+    _check_bootable(image)
     if image.min_ram > flavor.ram:
         raise ValidationError(f"Flavor {flavor.name}'s memory is too small for image {image.name}.")
     if key_name is not None and not Keypair.objects.filter(user=user, name=key_name).exists():
@@ -552,8 +565,7 @@ def instance_resize_revert(*, instance: Instance, user: User | None, request_id:
 def instance_rebuild(*, instance: Instance, image: Image, user: User | None, name: str | None = None,
                      request_id: str = "") -> Instance:
     """A new root disk from ``image`` (the old one is thrown away) and a fresh boot."""
-    if image.status != ImageStatus.ACTIVE:
-        raise ValidationError(f"Image {image.id} is not active (it is {image.status}).")
+    _check_bootable(image)
     if image.min_ram > instance.memory_mib:
         raise ValidationError(f"Flavor {instance.flavor.name}'s memory is too small for image {image.name}.")
     root_gb = _root_gb(flavor=instance.flavor, image=image)
@@ -578,8 +590,7 @@ def instance_rescue(*, instance: Instance, user: User | None, image: Image | Non
     image = image or instance.image
     if image is None:
         raise ValidationError("The instance's image is gone: give a rescue_image_ref.")
-    if image.status != ImageStatus.ACTIVE:
-        raise ValidationError(f"Image {image.id} is not active (it is {image.status}).")
+    _check_bootable(image)
     with transaction.atomic():
         _begin(instance=instance, transition=TRANSITIONS["rescue"], user=user, request_id=request_id)
         spec = _domain_spec(instance)
@@ -603,8 +614,8 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
                           request_id: str = ""):
     """Nova's createImage: a new (queued) image in the instance's project; the host copies the
     root disk (flattened qcow2) and uploads it through the image API, which makes it active."""
+    from apps.images import tickets
     from apps.images.services import image_create
-    from apps.tenants.services import token_issue
 
     name = (name or "").strip()
     if not name or len(name) > 255:
@@ -625,12 +636,12 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
     with transaction.atomic():
         image = image_create(user=user, project=instance.project, attrs=attrs)
         _begin(instance=instance, transition=transition, user=user, request_id=request_id)
-        # The upload is authorised by a token of the acting user (the image API checks it as
-        # for any upload); it expires after CLOUDMGR_TOKEN_TTL.
-        key, _ = token_issue(user=user, project=instance.project)
+        # An upload ticket lets the host PUT this image's data and nothing else: a user's token
+        # on the broker would let any reader act as that user everywhere.
+        ticket = tickets.ticket_issue(image_id=str(image.pk), action=tickets.UPLOAD)
         base = getattr(settings, "CLOUDMGR_IMAGE_AGENT_URL", settings.CLOUDMGR_PUBLIC_URL).rstrip("/")
         _send(instance, OperationSpec(instance_id=str(instance.id), operation="snapshot", image_id=str(image.pk),
-                                      upload_url=f"{base}/image/v2/images/{image.pk}/file", upload_token=key))
+                                      upload_url=f"{base}/image/v2/images/{image.pk}/file", upload_token=ticket))
     return image
 
 

@@ -115,6 +115,17 @@ def test_bad_input_is_a_validation_error(world):
         create(world)
 
 
+@pytest.mark.parametrize("disk_format", ["vmdk", "vdi", "vhd", "vhdx", "iso"])
+def test_an_image_hosts_cannot_boot_is_refused_with_a_clear_error(world, disk_format):
+    """Hosts boot qcow2 and raw; anything else is a 400 up front, not an ERROR from the host."""
+    make_host()
+    world.image.disk_format = disk_format
+    world.image.save(update_fields=["disk_format"])
+    with pytest.raises(ValidationError, match=f"disk format {disk_format}.*CLOUDMGR_IMAGE_CONVERT_TO"):
+        create(world)
+    assert not Instance.objects.filter(project=world.project).exists()
+
+
 def test_console_log_comes_from_the_host(world):
     make_host()
     instance = create(world)

@@ -252,6 +252,19 @@ def test_create_image_queues_an_image_and_the_host_uploads_it(world, vm, fake_dr
     assert states(vm)[:2] == (VmState.ACTIVE, None)
 
 
+def test_create_image_uploads_with_a_ticket_for_that_image_only(world, vm, fake_driver):
+    """The host gets an upload ticket, never the user's token: it can PUT this image's data and
+    nothing else."""
+    from apps.images import tickets
+
+    image = services.instance_create_image(instance=vm, user=world.member, name="snap")
+    ticket = fake_driver.upload_tokens[-1]
+    assert tickets.ticket_image_id(ticket=ticket, action=tickets.UPLOAD) == str(image.pk)
+    c = APIClient()
+    resp = c.get("/compute/v2.1/servers", HTTP_X_AUTH_TOKEN=ticket)
+    assert resp.status_code == 401
+
+
 def test_create_image_failure_discards_the_image(world, vm, fake_driver):
     from apps.images.models import Image
 
