@@ -47,3 +47,48 @@ def tap_name(port_id: str) -> str:
 
 def bridge_name(network_id: str) -> str:
     return ("brq" + _hex(network_id))[:IFNAME_MAX - 1]
+
+
+# Network agent tasks (``agents.specs`` network section). Each applies one whole desired state.
+TASK_NETWORK_SYNC = "agents.network.network_sync"        # NetworkSpec: bridge, DHCP, metadata
+TASK_NETWORK_DELETE = "agents.network.network_delete"    # {"network_id"}
+TASK_PORT_SYNC = "agents.network.port_sync"              # PortSpec: tap + filter of a bound port
+TASK_PORT_DELETE = "agents.network.port_delete"          # {"port_id", "network_id"}
+TASK_ROUTER_SYNC = "agents.network.router_sync"          # RouterSpec: namespace, legs, NAT
+TASK_ROUTER_DELETE = "agents.network.router_delete"      # {"router_id"}
+TASK_HOST_NETWORK_RESYNC = "agents.network.resync"       # HostNetworkState: converge, drop the rest
+CALLBACK_NETWORK_DONE = "apps.networks.tasks.network_task_done"
+
+
+def _short(object_id: str, prefix: str) -> str:
+    return (prefix + _hex(object_id))[:IFNAME_MAX - 1]
+
+
+def dhcp_namespace(network_id: str) -> str:
+    return f"qdhcp-{network_id}"
+
+
+def router_namespace(router_id: str) -> str:
+    return f"qrouter-{router_id}"
+
+
+def dhcp_device(port_id: str) -> str:
+    """The DHCP port's end inside its namespace (its peer on the bridge is ``ns-`` + id)."""
+    return _short(port_id, "tap")
+
+
+def router_leg(port_id: str) -> str:
+    return _short(port_id, "qr-")
+
+
+def router_gateway(port_id: str) -> str:
+    return _short(port_id, "qg-")
+
+
+def veth_peer(port_id: str) -> str:
+    """The bridge-side end of a namespace's veth pair."""
+    return _short(port_id, "ns-")
+
+
+def vxlan_device(segmentation_id: int) -> str:
+    return f"vxlan-{segmentation_id}"

@@ -165,3 +165,192 @@ class HostReport:
     def from_dict(cls, data: dict[str, Any]) -> HostReport:
         _check_version(data)
         return cls(**data)
+
+
+# ----------------------------------------------------------------------------------- networks
+# The control plane sends a host the whole desired state of one thing (a network, a router, a
+# port); the agent converges to it idempotently, so a resync after an agent restart is the same
+# call, and a repeated delivery changes nothing. Only the control plane allocates (IPAM): the
+# agents receive addresses, never choose them.
+
+
+@dataclass
+class SubnetSpec:
+    id: str
+    cidr: str
+    ip_version: int = 4
+    gateway_ip: str | None = None
+    enable_dhcp: bool = True
+    dns_nameservers: list[str] = field(default_factory=list)
+    host_routes: list[dict[str, str]] = field(default_factory=list)  # {"destination", "nexthop"}
+    ipv6_address_mode: str | None = None  # "slaac", "dhcpv6-stateful", "dhcpv6-stateless"
+    ipv6_ra_mode: str | None = None
+
+
+@dataclass
+class FixedIPSpec:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass
+class SecurityRuleSpec:
+    """One security group rule, as Neutron has it. ``remote_group_id`` names a set in the port's
+    ``remote_groups`` (the member addresses, resolved by the control plane)."""
+
+    direction: str  # "ingress" | "egress"
+    ethertype: str = "IPv4"  # "IPv4" | "IPv6"
+    protocol: str | None = None  # None (any), "tcp", "udp", "icmp", "ipv6-icmp", or a number
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+
+
+@dataclass
+class PortSpec:
+    """A port as the data plane needs it: its tap, its addresses, and its filter."""
+
+    id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: list[FixedIPSpec] = field(default_factory=list)
+    device_owner: str = ""
+    device_id: str = ""
+    mtu: int = 1500
+    port_security_enabled: bool = True
+    allowed_address_pairs: list[dict[str, str]] = field(default_factory=list)  # {"ip_address", "mac_address"}
+    security_rules: list[SecurityRuleSpec] = field(default_factory=list)
+    remote_groups: dict[str, list[str]] = field(default_factory=dict)  # group id -> member IPs
+    hostname: str = ""  # DHCP host name for compute ports
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PortSpec:
+        _check_version(data)
+        return cls(
+            **{
+                **data,
+                "fixed_ips": [FixedIPSpec(**f) for f in data.get("fixed_ips", [])],
+                "security_rules": [SecurityRuleSpec(**r) for r in data.get("security_rules", [])],
+            }
+        )
+
+
+@dataclass
+class NetworkSpec:
+    """One network on one host: its bridge, and (where DHCP is on) its DHCP namespace.
+
+    ``network_type`` is "local" (a bridge on this host only), "flat" (the bridge of
+    ``physical_network``, e.g. the external network's host bridge), "vlan" or "vxlan" (with
+    ``segmentation_id``; the VXLAN device per network joins the bridge when multi-host comes).
+    ``dhcp_port`` is the port dnsmasq answers from (one fixed IP per DHCP subnet); ``ports`` are
+    every port of the network with addresses, the static DHCP host entries; ``metadata`` says
+    whether this network's DHCP namespace serves 169.254.169.254.
+    """
+
+    id: str
+    network_type: str = "local"
+    segmentation_id: int | None = None
+    physical_network: str | None = None
+    mtu: int = 1500
+    subnets: list[SubnetSpec] = field(default_factory=list)
+    dhcp_port: PortSpec | None = None
+    ports: list[PortSpec] = field(default_factory=list)
+    metadata: bool = True
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:
+        _check_version(data)
+        dhcp_port = data.get("dhcp_port")
+        return cls(
+            **{
+                **data,
+                "subnets": [SubnetSpec(**s) for s in data.get("subnets", [])],
+                "dhcp_port": PortSpec.from_dict(dhcp_port) if dhcp_port else None,
+                "ports": [PortSpec.from_dict(p) for p in data.get("ports", [])],
+            }
+        )
+
+
+@dataclass
+class RouterInterfaceSpec:
+    """A router's leg on a subnet (``qr-``) or its gateway on the external network (``qg-``):
+    ``cidr`` is the subnet's, ``ip_address`` the router's own address in it."""
+
+    port_id: str
+    network_id: str
+    mac_address: str
+    ip_address: str
+    cidr: str
+    network: NetworkSpec | None = None  # the bridge the leg plugs into (no DHCP data needed)
+
+
+@dataclass
+class FloatingIPSpec:
+    floating_ip_address: str
+    fixed_ip_address: str
+
+
+@dataclass
+class RouterSpec:
+    """A router: a namespace with a leg per attached subnet and a gateway with SNAT."""
+
+    id: str
+    interfaces: list[RouterInterfaceSpec] = field(default_factory=list)
+    gateway: RouterInterfaceSpec | None = None
+    gateway_ip: str | None = None  # next hop on the external network
+    enable_snat: bool = True
+    routes: list[dict[str, str]] = field(default_factory=list)  # {"destination", "nexthop"}
+    floating_ips: list[FloatingIPSpec] = field(default_factory=list)
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouterSpec:
+        _check_version(data)
+
+        def interface(item: dict[str, Any]) -> RouterInterfaceSpec:
+            network = item.get("network")
+            return RouterInterfaceSpec(**{**item, "network": NetworkSpec.from_dict(network) if network else None})
+
+        gateway = data.get("gateway")
+        return cls(
+            **{
+                **data,
+                "interfaces": [interface(i) for i in data.get("interfaces", [])],
+                "gateway": interface(gateway) if gateway else None,
+                "floating_ips": [FloatingIPSpec(**f) for f in data.get("floating_ips", [])],
+            }
+        )
+
+
+@dataclass
+class HostNetworkState:
+    """Everything of the data plane one host should have; the agent removes what is not here."""
+
+    networks: list[NetworkSpec] = field(default_factory=list)
+    routers: list[RouterSpec] = field(default_factory=list)
+    ports: list[PortSpec] = field(default_factory=list)  # ports bound to this host (taps, filters)
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostNetworkState:
+        _check_version(data)
+        return cls(
+            networks=[NetworkSpec.from_dict(n) for n in data.get("networks", [])],
+            routers=[RouterSpec.from_dict(r) for r in data.get("routers", [])],
+            ports=[PortSpec.from_dict(p) for p in data.get("ports", [])],
+        )
