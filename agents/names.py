@@ -92,3 +92,21 @@ def veth_peer(port_id: str) -> str:
 
 def vxlan_device(segmentation_id: int) -> str:
     return f"vxlan-{segmentation_id}"
+
+
+# Volume tasks: storage operations on the storage host's queue, attach/detach on the compute
+# host's. Results go to CALLBACK_VOLUME_DONE.
+TASK_VOLUME_CREATE = "agents.storage.volume_create"      # VolumeSpec
+TASK_VOLUME_DELETE = "agents.storage.volume_delete"      # VolumeSpec
+TASK_VOLUME_EXTEND = "agents.storage.volume_extend"      # VolumeSpec with the new size_gb
+TASK_VOLUME_EXPORT = "agents.storage.volume_export"      # VolumeSpec -> VolumeConnection (call)
+TASK_VOLUME_UNEXPORT = "agents.storage.volume_unexport"  # VolumeSpec
+TASK_SNAPSHOT_CREATE = "agents.storage.snapshot_create"  # SnapshotSpec
+TASK_SNAPSHOT_DELETE = "agents.storage.snapshot_delete"  # SnapshotSpec
+TASK_BACKUP_CREATE = "agents.storage.backup_create"      # BackupSpec
+TASK_BACKUP_RESTORE = "agents.storage.backup_restore"    # BackupSpec with restore_volume_id
+TASK_BACKUP_DELETE = "agents.storage.backup_delete"      # BackupSpec
+TASK_VOLUME_ATTACH = "agents.compute.volume_attach"      # VolumeAttachSpec
+TASK_VOLUME_DETACH = "agents.compute.volume_detach"      # VolumeAttachSpec
+TASK_VOLUME_RESIZED = "agents.compute.volume_resized"    # VolumeAttachSpec: tell the guest the new size
+CALLBACK_VOLUME_DONE = "apps.volumes.tasks.volume_task_done"

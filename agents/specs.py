@@ -354,3 +354,109 @@ class HostNetworkState:
             routers=[RouterSpec.from_dict(r) for r in data.get("routers", [])],
             ports=[PortSpec.from_dict(p) for p in data.get("ports", [])],
         )
+
+
+# ------------------------------------------------------------------------------------ volumes
+# Cinder's split: the storage host's backend creates, copies and exports volumes; the compute
+# host attaches what the export tells it (a ``VolumeConnection``), so the two can be different
+# hosts. Every operation is idempotent (create only if absent, delete a missing volume succeeds).
+
+
+@dataclass
+class VolumeSpec:
+    """A volume on a backend ("file": qcow2 files in a pool directory; "lvm": thin volumes).
+    At most one source: an image (copy-on-write on the file backend), a snapshot or a volume."""
+
+    id: str
+    size_gb: int
+    backend: str = "file"
+    image: ImageRef | None = None
+    source_snapshot_id: str | None = None
+    source_volume_id: str | None = None
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VolumeSpec:
+        _check_version(data)
+        image = data.get("image")
+        return cls(**{**data, "image": ImageRef(**image) if image else None})
+
+
+@dataclass
+class SnapshotSpec:
+    id: str
+    volume_id: str
+    backend: str = "file"
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SnapshotSpec:
+        _check_version(data)
+        return cls(**data)
+
+
+@dataclass
+class BackupSpec:
+    """A backup of a volume (or of ``snapshot_id``, for an attached volume) into the backup
+    store; ``parent_id`` makes it incremental on that backup. ``restore_volume`` names the volume
+    a restore writes into."""
+
+    id: str
+    volume_id: str
+    backend: str = "file"
+    size_gb: int = 0
+    parent_id: str | None = None
+    snapshot_id: str | None = None
+    restore_volume_id: str | None = None
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackupSpec:
+        _check_version(data)
+        return cls(**data)
+
+
+@dataclass
+class VolumeConnection:
+    """How a compute host reaches a volume: a local ``file`` (with its ``format``) or ``block``
+    device, or an ``nbd`` export (``host``, ``port``, ``export``) served by qemu-storage-daemon."""
+
+    driver: str
+    path: str | None = None
+    format: str = "raw"
+    host: str | None = None
+    port: int | None = None
+    export: str | None = None
+
+
+@dataclass
+class VolumeAttachSpec:
+    """Hot-plug (or unplug) ``volume_id`` into a running instance as ``device`` (vdb, vdc ...);
+    the guest sees ``serial`` (the volume id) in /dev/disk/by-id. ``timeout`` bounds how long a
+    detach waits for the guest to release the device."""
+
+    instance_id: str
+    volume_id: str
+    device: str
+    connection: VolumeConnection | None = None
+    read_only: bool = False
+    timeout: int = 30
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VolumeAttachSpec:
+        _check_version(data)
+        connection = data.get("connection")
+        return cls(**{**data, "connection": VolumeConnection(**connection) if connection else None})
