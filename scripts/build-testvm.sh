@@ -134,30 +134,42 @@ depmod -b "$MROOT" "$KVER"
 # domains; evdev + button: the ACPI power button as an input event for acpid.
 # (ext4 is built into this kernel, so volume tests need no extra module.)
 WANTED_MODULES=(virtio_pci virtio_blk virtio_net virtio_console virtio_rng virtio_balloon evdev button)
+# A config drive (an ISO 9660 CD-ROM on the IDE bus): loaded in the background
+# by /etc/init.d/configdrive, so they cost the boot nothing.
+CDROM_MODULES=(ata_piix sr_mod isofs)
 
 ROOT="$WORK/initramfs"
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,etc/init.d,etc/acpi/PWRF,lib/modules,dev,proc,sys,run,tmp,root,mnt,var/log}
 # busybox daemons (acpid) write /var/run/*.pid and /var/log/*.log; without
 # those dirs a daemonized acpid silently exits.
 ln -s ../run "$ROOT/var/run"
-: >"$ROOT/lib/modules/load-order"
-for mod in "${WANTED_MODULES[@]}"; do
-    modprobe -d "$MROOT" -S "$KVER" --show-depends "$mod" \
-        || die "module $mod not found in $KVER"
-done | while read -r kind path _; do
-    [ "$kind" = insmod ] || continue          # "builtin X" lines need nothing
-    name="$(basename "$path")"
-    name="${name%.ko*}.ko"
-    grep -qxF "$name" "$ROOT/lib/modules/load-order" && continue
-    case "$path" in                            # store uncompressed for busybox insmod
-        *.ko.xz)  xz -dc "$path" >"$ROOT/lib/modules/$name" ;;
-        *.ko.zst) zstd -qdc "$path" >"$ROOT/lib/modules/$name" ;;
-        *.ko.gz)  gzip -dc "$path" >"$ROOT/lib/modules/$name" ;;
-        *)        cp "$path" "$ROOT/lib/modules/$name" ;;
-    esac
-    echo "$name" >>"$ROOT/lib/modules/load-order"
-done
-say "modules: $(tr '\n' ' ' <"$ROOT/lib/modules/load-order")"
+
+# Copy MODULES... and their dependencies (uncompressed, for busybox insmod) and
+# write their load order to LIST; modules already copied for an earlier list
+# are skipped.
+collect_modules() {
+    local list="$1"; shift
+    : >"$list"
+    for mod in "$@"; do
+        modprobe -d "$MROOT" -S "$KVER" --show-depends "$mod" \
+            || die "module $mod not found in $KVER"
+    done | while read -r kind path _; do
+        [ "$kind" = insmod ] || continue          # "builtin X" lines need nothing
+        name="$(basename "$path")"
+        name="${name%.ko*}.ko"
+        [ -e "$ROOT/lib/modules/$name" ] && continue
+        case "$path" in
+            *.ko.xz)  xz -dc "$path" >"$ROOT/lib/modules/$name" ;;
+            *.ko.zst) zstd -qdc "$path" >"$ROOT/lib/modules/$name" ;;
+            *.ko.gz)  gzip -dc "$path" >"$ROOT/lib/modules/$name" ;;
+            *)        cp "$path" "$ROOT/lib/modules/$name" ;;
+        esac
+        echo "$name" >>"$list"
+    done
+    say "modules ($(basename "$list")): $(tr '\n' ' ' <"$list")"
+}
+collect_modules "$ROOT/lib/modules/load-order" "${WANTED_MODULES[@]}"
+collect_modules "$ROOT/lib/modules/load-order.cdrom" "${CDROM_MODULES[@]}"
 
 # ---------------------------------------------------------------- initramfs
 dpkg-deb --fsys-tarfile "$BDEB" | tar -x -C "$WORK" ./bin/busybox
@@ -178,6 +190,8 @@ install -m 644 "$GUEST_DIR/inittab" "$ROOT/etc/inittab"
 install -m 755 "$GUEST_DIR/rcS" "$ROOT/etc/init.d/rcS"
 install -m 755 "$GUEST_DIR/rcK" "$ROOT/etc/init.d/rcK"
 install -m 755 "$GUEST_DIR/udhcpc.script" "$ROOT/etc/udhcpc.script"
+install -m 755 "$GUEST_DIR/metadata" "$ROOT/etc/init.d/metadata"
+install -m 755 "$GUEST_DIR/configdrive" "$ROOT/etc/init.d/configdrive"
 install -m 755 "$GUEST_DIR/acpi-power-button" "$ROOT/etc/acpi/PWRF/00000080"
 install -m 644 "$GUEST_DIR/profile" "$ROOT/etc/profile"
 echo testvm >"$ROOT/etc/hostname"

@@ -1,0 +1,141 @@
+"""Celery entry points of the network agent, registered under the names in :mod:`agents.names`.
+
+The control plane sends them by name to a host's queue, usually with the callback
+``names.CALLBACK_NETWORK_DONE`` linked; each returns (never raises) one result dict::
+
+    {"task": <task name>, "kind": "network" | "port" | "router" | "host", "id": <object id>,
+     "host": <this agent's hostname>, "ok": bool, "error": str | None, ...details}
+
+with the details ``network_sync``: ``bridge``, ``dhcp`` (dnsmasq serves the network);
+``port_sync``: ``device`` (the tap, or None for router and DHCP ports); ``resync``: ``removed``
+(the names of what it removed) and ``errors`` (one per item that failed; the others were still
+converged). A spec of an unknown version or a malformed one is ``ok: False`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from agents import names
+from agents.config import get_config
+from agents.network import NetworkError
+from agents.network.driver import NetworkDriver, get_network_driver
+from agents.specs import HostNetworkState, NetworkSpec, PortSpec, RouterSpec, SpecVersionError
+from agents.worker import app
+
+__all__ = ["network_delete", "network_sync", "port_delete", "port_sync", "resync", "router_delete", "router_sync"]
+
+log = logging.getLogger(__name__)
+
+
+def _hostname() -> str:
+    try:
+        return get_config().hostname
+    except Exception:  # noqa: BLE001 - a misconfigured agent still answers
+        return ""
+
+
+def result(task: str, kind: str, object_id: str, ok: bool, error: str | None = None, **details: Any) -> dict[str, Any]:
+    return {"task": task, "kind": kind, "id": object_id, "host": _hostname(), "ok": ok, "error": error, **details}
+
+
+def _object_id(data: Any, key: str) -> str:
+    if isinstance(data, dict) and isinstance(data.get(key), str):
+        return data[key]
+    return ""
+
+
+def _execute(task: str, kind: str, object_id: str, call: Callable[[NetworkDriver], dict | None]) -> dict[str, Any]:
+    """Run one driver call; every failure becomes ``ok: False`` with a readable reason."""
+    try:
+        driver = get_network_driver()
+    except Exception as exc:
+        log.exception("no network driver")
+        return result(task, kind, object_id, False, f"the network agent is misconfigured: {exc}")
+    try:
+        details = call(driver) or {}
+    except NetworkError as exc:
+        log.warning("%s of %s %s failed: %s", task, kind, object_id, exc)
+        return result(task, kind, object_id, False, str(exc))
+    except Exception as exc:
+        log.exception("%s of %s %s failed unexpectedly", task, kind, object_id)
+        return result(task, kind, object_id, False,
+                      f"internal error in the network agent: {exc.__class__.__name__}: {exc}")
+    return result(task, kind, object_id, True, None, **details)
+
+
+def _sync(task: str, kind: str, cls, data: Any, call: Callable[[NetworkDriver, Any], dict | None]) -> dict[str, Any]:
+    object_id = _object_id(data, "id")
+    try:
+        spec = cls.from_dict(data)
+    except SpecVersionError as exc:
+        return result(task, kind, object_id, False, str(exc))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return result(task, kind, object_id, False, f"invalid {kind} spec: {exc}")
+    return _execute(task, kind, spec.id, lambda driver: call(driver, spec))
+
+
+def _delete(task: str, kind: str, data: Any, keys: tuple[str, ...], call: Callable[..., None]) -> dict[str, Any]:
+    object_id = _object_id(data, keys[0])
+    missing = [key for key in keys if not _object_id(data, key)]
+    if missing:
+        return result(task, kind, object_id, False, f"invalid {kind} reference: {', '.join(missing)} missing")
+    return _execute(task, kind, object_id, lambda driver: call(driver, *(data[key] for key in keys)))
+
+
+@app.task(name=names.TASK_NETWORK_SYNC)
+def network_sync(spec: dict[str, Any]) -> dict[str, Any]:
+    """Bridge, uplink, DHCP namespace and dnsmasq of a ``NetworkSpec``."""
+    return _sync(names.TASK_NETWORK_SYNC, "network", NetworkSpec, spec, lambda d, s: d.network_sync(s))
+
+
+@app.task(name=names.TASK_NETWORK_DELETE)
+def network_delete(ref: dict[str, Any]) -> dict[str, Any]:
+    """``{"network_id"}``: its DHCP namespace, dnsmasq and bridge go; a missing network is fine."""
+    return _delete(names.TASK_NETWORK_DELETE, "network", ref, ("network_id",), lambda d, n: d.network_delete(n))
+
+
+@app.task(name=names.TASK_PORT_SYNC)
+def port_sync(spec: dict[str, Any]) -> dict[str, Any]:
+    """The tap of a bound ``PortSpec`` on its network's bridge (and its filter)."""
+    return _sync(names.TASK_PORT_SYNC, "port", PortSpec, spec, lambda d, s: d.port_sync(s))
+
+
+@app.task(name=names.TASK_PORT_DELETE)
+def port_delete(ref: dict[str, Any]) -> dict[str, Any]:
+    """``{"port_id", "network_id"}``: the tap goes; a missing one is fine."""
+    return _delete(names.TASK_PORT_DELETE, "port", ref, ("port_id", "network_id"),
+                   lambda d, p, n: d.port_delete(p, n))
+
+
+@app.task(name=names.TASK_ROUTER_SYNC)
+def router_sync(spec: dict[str, Any]) -> dict[str, Any]:
+    """Namespace, legs, gateway, routes, NAT and floating IPs of a ``RouterSpec``."""
+    return _sync(names.TASK_ROUTER_SYNC, "router", RouterSpec, spec, lambda d, s: d.router_sync(s))
+
+
+@app.task(name=names.TASK_ROUTER_DELETE)
+def router_delete(ref: dict[str, Any]) -> dict[str, Any]:
+    """``{"router_id"}``: the namespace and its legs go; a missing router is fine."""
+    return _delete(names.TASK_ROUTER_DELETE, "router", ref, ("router_id",), lambda d, r: d.router_delete(r))
+
+
+@app.task(name=names.TASK_HOST_NETWORK_RESYNC)
+def resync(state: dict[str, Any]) -> dict[str, Any]:
+    """Converge to a ``HostNetworkState`` and remove this agent's things that are not in it."""
+    task, kind, host = names.TASK_HOST_NETWORK_RESYNC, "host", _hostname()
+    try:
+        parsed = HostNetworkState.from_dict(state)
+    except SpecVersionError as exc:
+        return result(task, kind, host, False, str(exc), removed=[], errors=[str(exc)])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return result(task, kind, host, False, f"invalid host network state: {exc}", removed=[], errors=[str(exc)])
+    out = _execute(task, kind, host, lambda driver: driver.resync(parsed))
+    out.setdefault("removed", [])
+    out.setdefault("errors", [out["error"]] if out["error"] else [])
+    if out["errors"]:
+        out["ok"] = False
+        out["error"] = "; ".join(out["errors"])
+    return out
