@@ -1,5 +1,6 @@
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models, transaction
 
 from cloudmgr.models import BaseModel
 
@@ -55,3 +56,174 @@ class Host(BaseModel):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+class _HostCounter(models.Model):
+    host = models.OneToOneField(Host, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    vcpus = models.BigIntegerField(default=0)
+    memory_mib = models.BigIntegerField(default=0)
+    disk_gb = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.host_id}: {self.vcpus} vCPUs, {self.memory_mib} MiB, {self.disk_gb} GB"
+
+
+class HostClaimed(_HostCounter):
+    """Everything ever placed on a host (vCPUs, RAM, root disk), and every growth of it.
+
+    A host's usage by its live instances is claimed - released (``HostReleased``): both only
+    grow, each in a row of its own, so that a placement (which locks the claimed row) never
+    waits for a delete (which writes the released row), whatever order the two transactions
+    take their other locks in (a create locks its quota then a host; a delete, the reverse).
+    The scheduler reads them to filter and weigh every host in one cheap query instead of
+    summing each host's instances per placement. Database triggers keep them exact on every
+    write to instances, whatever the path (create, delete, reschedule, resize, revert, rebuild, a
+    test's bulk insert); the ORM never writes them. See ``usage_triggers_ensure``.
+    """
+
+
+class HostReleased(_HostCounter):
+    """Everything ever freed on a host (deletes, moves away, shrinks): see ``HostClaimed``."""
+
+
+# A live instance (not soft-deleted) on a host counts towards its usage. A change adds its OLD
+# row to the released counters and its NEW row to the claimed ones, except on the same host,
+# where only the growth is claimed and only the shrink released. Every new host gets its two
+# (empty) rows from a trigger too.
+_COLUMNS = (("vcpus", "vcpus"), ("memory_mib", "memory_mib"), ("disk_gb", "root_gb"))  # counter, instance
+
+
+def _add(table: str, row: str, amounts: dict) -> str:
+    sets = ", ".join(f"{counter} = {counter} + {amounts[column]}" for counter, column in _COLUMNS)
+    return f"UPDATE {table} SET {sets} WHERE host_id = {row}.host_id"
+
+
+def _whole(row: str) -> dict:
+    return {column: f"{row}.{column}" for _, column in _COLUMNS}
+
+
+def _growth(greatest: str, grown: str, shrunk: str) -> dict:
+    return {column: f"{greatest}({grown}.{column} - {shrunk}.{column}, 0)" for _, column in _COLUMNS}
+
+
+_LIVE = "{row}.host_id IS NOT NULL AND {row}.deleted_at IS NULL"
+_SAME_HOST = f"{_LIVE.format(row='OLD')} AND {_LIVE.format(row='NEW')} AND OLD.host_id = NEW.host_id"
+_GREW = " OR ".join(f"NEW.{column} > OLD.{column}" for _, column in _COLUMNS)
+_SHRANK = " OR ".join(f"NEW.{column} < OLD.{column}" for _, column in _COLUMNS)
+_CHANGED = ("OLD.host_id IS DISTINCT FROM NEW.host_id OR OLD.deleted_at IS DISTINCT FROM NEW.deleted_at OR "
+            + " OR ".join(f"OLD.{column} <> NEW.{column}" for _, column in _COLUMNS))
+_USAGE_COLUMNS = "host_id, deleted_at, " + ", ".join(column for _, column in _COLUMNS)
+_CLAIM_NEW = _add("hosts_hostclaimed", "NEW", _whole("NEW"))
+_RELEASE_OLD = _add("hosts_hostreleased", "OLD", _whole("OLD"))
+_NEW_HOST = [f"INSERT INTO hosts_host{kind} (host_id, vcpus, memory_mib, disk_gb) VALUES (NEW.id, 0, 0, 0)"
+             for kind in ("claimed", "released")]
+
+# (trigger name, table) -> its statements, per database vendor.
+_TRIGGERS = {
+    "sqlite": {
+        ("host_usage_on_host_insert", "hosts_host"): [
+            f"CREATE TRIGGER host_usage_on_host_insert AFTER INSERT ON hosts_host BEGIN {'; '.join(_NEW_HOST)}; END",
+        ],
+        ("host_usage_on_instance_insert", "instances_instance"): [
+            "CREATE TRIGGER host_usage_on_instance_insert AFTER INSERT ON instances_instance "
+            f"WHEN {_LIVE.format(row='NEW')} BEGIN {_CLAIM_NEW}; END",
+        ],
+        ("host_usage_on_instance_update", "instances_instance"): [
+            f"CREATE TRIGGER host_usage_on_instance_update AFTER UPDATE OF {_USAGE_COLUMNS} ON instances_instance "
+            f"WHEN {_CHANGED.replace('IS DISTINCT FROM', 'IS NOT')} BEGIN "
+            f"{_RELEASE_OLD} AND {_LIVE.format(row='OLD')} AND NOT ({_SAME_HOST}); "
+            f"{_CLAIM_NEW} AND {_LIVE.format(row='NEW')} AND NOT ({_SAME_HOST}); "
+            f"{_add('hosts_hostclaimed', 'NEW', _growth('MAX', 'NEW', 'OLD'))} AND {_SAME_HOST} AND ({_GREW}); "
+            f"{_add('hosts_hostreleased', 'OLD', _growth('MAX', 'OLD', 'NEW'))} AND {_SAME_HOST} AND ({_SHRANK}); "
+            "END",
+        ],
+        ("host_usage_on_instance_delete", "instances_instance"): [
+            "CREATE TRIGGER host_usage_on_instance_delete AFTER DELETE ON instances_instance "
+            f"WHEN {_LIVE.format(row='OLD')} BEGIN {_RELEASE_OLD}; END",
+        ],
+    },
+    "postgresql": {
+        ("host_usage_on_host_insert", "hosts_host"): [
+            "CREATE OR REPLACE FUNCTION host_usage_on_host_insert() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            f"BEGIN {'; '.join(_NEW_HOST)}; RETURN NULL; END $$",
+            "CREATE TRIGGER host_usage_on_host_insert AFTER INSERT ON hosts_host FOR EACH ROW "
+            "EXECUTE FUNCTION host_usage_on_host_insert()",
+        ],
+        ("host_usage_on_instance_write", "instances_instance"): [
+            "CREATE OR REPLACE FUNCTION host_usage_on_instance_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF TG_OP = 'UPDATE' AND {_SAME_HOST} THEN "
+            f"IF {_GREW} THEN {_add('hosts_hostclaimed', 'NEW', _growth('GREATEST', 'NEW', 'OLD'))}; END IF; "
+            f"IF {_SHRANK} THEN {_add('hosts_hostreleased', 'OLD', _growth('GREATEST', 'OLD', 'NEW'))}; END IF; "
+            "RETURN NULL; END IF; "
+            f"IF TG_OP <> 'INSERT' AND {_LIVE.format(row='OLD')} THEN {_RELEASE_OLD}; END IF; "
+            f"IF TG_OP <> 'DELETE' AND {_LIVE.format(row='NEW')} THEN {_CLAIM_NEW}; END IF; "
+            "RETURN NULL; END $$",
+            "CREATE TRIGGER host_usage_on_instance_write AFTER INSERT OR DELETE ON instances_instance FOR EACH ROW "
+            "EXECUTE FUNCTION host_usage_on_instance_change()",
+        ],
+        ("host_usage_on_instance_update", "instances_instance"): [
+            f"CREATE TRIGGER host_usage_on_instance_update AFTER UPDATE OF {_USAGE_COLUMNS} ON instances_instance "
+            f"FOR EACH ROW WHEN ({_CHANGED}) EXECUTE FUNCTION host_usage_on_instance_change()",
+        ],
+    },
+}
+
+_RECOUNT = [
+    *(f"INSERT INTO hosts_host{kind} (host_id, vcpus, memory_mib, disk_gb) SELECT id, 0, 0, 0 FROM hosts_host "
+      f"WHERE id NOT IN (SELECT host_id FROM hosts_host{kind})" for kind in ("claimed", "released")),
+    "UPDATE hosts_hostreleased SET vcpus = 0, memory_mib = 0, disk_gb = 0",
+    "UPDATE hosts_hostclaimed SET "
+    + ", ".join(f"{counter} = COALESCE((SELECT SUM(i.{column}) FROM instances_instance i "
+                f"WHERE i.host_id = hosts_hostclaimed.host_id AND i.deleted_at IS NULL), 0)"
+                for counter, column in _COLUMNS),
+]
+
+
+def _triggers(connection) -> dict:
+    try:
+        return _TRIGGERS[connection.vendor]
+    except KeyError:
+        raise ImproperlyConfigured(f"cloudmgr runs on SQLite or PostgreSQL, not {connection.vendor}.") from None
+
+
+def _installed_triggers(connection) -> set:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")
+        else:
+            cursor.execute("SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                           "WHERE NOT t.tgisinternal AND pg_table_is_visible(c.oid)")
+        return set(cursor.fetchall())
+
+
+def usage_triggers_drop(connection) -> None:
+    with connection.cursor() as cursor:
+        for name, table in _triggers(connection):
+            cursor.execute(f"DROP TRIGGER IF EXISTS {name}" + (f" ON {table}" if connection.vendor != "sqlite" else ""))
+        if connection.vendor == "postgresql":
+            cursor.execute("DROP FUNCTION IF EXISTS host_usage_on_host_insert(), host_usage_on_instance_change()")
+
+
+def usage_triggers_ensure(connection) -> bool:
+    """Install the usage triggers if any is missing, then recount every host's usage from its
+    instances; True if it had to. Runs after every ``migrate``: SQLite drops a table's triggers
+    when Django rebuilds the table (most AlterField/AddField on instances or hosts do), and the
+    instances written meanwhile were not counted."""
+    tables = set(connection.introspection.table_names())
+    if not {"hosts_host", "hosts_hostclaimed", "hosts_hostreleased", "instances_instance"} <= tables:
+        return False  # migrated backwards, or not yet forwards
+    triggers = _triggers(connection)
+    if set(triggers) <= _installed_triggers(connection):
+        return False
+    with transaction.atomic(using=connection.alias):
+        usage_triggers_drop(connection)
+        with connection.cursor() as cursor:
+            for statements in triggers.values():
+                for statement in statements:
+                    cursor.execute(statement)
+            for statement in _RECOUNT:
+                cursor.execute(statement)
+    return True

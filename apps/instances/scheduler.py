@@ -6,23 +6,31 @@ ImagePropertiesFilter (``architecture``), and the hosts a failed spawn already t
 free RAM, spread (most free first, default) or pack (least free first) by
 ``CLOUDMGR_SCHEDULER_WEIGHER``; soft (anti-)affinity weighs members' hosts first (last).
 
-The claim is race-free: the chosen host's row (and the server group's) is locked and its usage
-recounted inside the caller's transaction before the instance is placed on it, so two concurrent
-creates can never both take its last room or both land on an anti-affinity group's host.
+Every filter and weigher is one SQL query over the hosts, their usage counters (claimed -
+released, ``apps.hosts.models.HostClaimed``, kept exact by triggers) and the group's members, so
+a placement costs the same two or three statements whatever the number of hosts and instances.
+The claim is one conditional statement: place the instance on the host if the host's claimed
+row, locked, still leaves room. PostgreSQL re-evaluates that condition on the newest row once a
+concurrent claim commits, and SQLite runs one writer at a time, so two creates can never both
+take a host's last room; a host that filled meanwhile is skipped, and a claim never waits for a
+host while holding another's lock. A server group's claims are serialized on its row, so its
+policy is checked against every member already placed.
 """
 
 from dataclasses import dataclass, field
+from math import floor
 
 from django.conf import settings
-from django.db.models import ExpressionWrapper, F, FloatField, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 
-from apps.hosts.models import Host
-from apps.hosts.selectors import hosts_schedulable
+from apps.hosts.models import Host, HostState, HostStatus
 from apps.instances.models import Instance, ServerGroup
-from apps.instances.selectors import HostUsage, host_usage
 
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "i686": "i386", "arm64": "aarch64"}
+# Hosts do not report their architecture yet: every compute host runs x86_64 guests.
+HOST_ARCHITECTURE = "x86_64"
+
+MAX_CANDIDATES = 5  # the claim tries the best few; if they all filled meanwhile it asks again
 
 
 @dataclass(frozen=True)
@@ -35,88 +43,105 @@ class Request:
     exclude: frozenset = field(default_factory=frozenset)  # host pks already tried
 
 
-def fits(host: Host, used: HostUsage, request: Request) -> bool:
-    return (
-        used.vcpus + request.vcpus <= host.vcpus * host.cpu_allocation_ratio
-        and used.memory_mib + request.memory_mib <= host.memory_mib * host.ram_allocation_ratio
-        and used.disk_gb + request.root_gb <= host.disk_gb * host.disk_allocation_ratio
-    )
-
-
-def free_ram_mib(host: Host, used: HostUsage) -> float:
-    return host.memory_mib * host.ram_allocation_ratio - used.memory_mib
-
-
-def _group_hosts(group: ServerGroup | None) -> dict:
-    """{host pk: members on it} of the group's live members."""
-    if group is None:
-        return {}
-    counts: dict = {}
-    for host_id in Instance.objects.filter(server_groups=group, deleted_at__isnull=True,
-                                           host__isnull=False).values_list("host_id", flat=True):
-        counts[host_id] = counts.get(host_id, 0) + 1
-    return counts
-
-
-def _group_allows(group: ServerGroup | None, members: dict, host: Host) -> bool:
-    if group is None:
-        return True
-    if group.policy == "anti-affinity":
-        limit = int((group.rules or {}).get("max_server_per_host", 1))
-        return members.get(host.pk, 0) < limit
-    if group.policy == "affinity":
-        return not members or host.pk in members
-    return True
-
-
-def _arch_ok(host: Host, request: Request) -> bool:
+def _arch_ok(request: Request) -> bool:
     if not request.architecture:
         return True
-    wanted = ARCH_ALIASES.get(request.architecture.lower(), request.architecture.lower())
-    host_arch = getattr(host, "architecture", "") or "x86_64"
-    return ARCH_ALIASES.get(host_arch, host_arch) == wanted
+    wanted = request.architecture.lower()
+    return ARCH_ALIASES.get(wanted, wanted) == HOST_ARCHITECTURE
 
 
-MAX_CANDIDATES = 50
+# The columns the claim needs (the heartbeat's domain list is large and none of its business).
+_HOST_COLUMNS = ", ".join(f"h.{f.column}" for f in Host._meta.concrete_fields if f.name != "domains")
+# A host's usage is claimed (c) - released (r); see apps.hosts.models.HostClaimed.
+_USAGE = ("hosts_host h JOIN hosts_hostclaimed c ON c.host_id = h.id "
+          "JOIN hosts_hostreleased r ON r.host_id = h.id")
+_FREE_MEMORY = "h.memory_mib * h.ram_allocation_ratio - (c.memory_mib - r.memory_mib)"
+# Live members of a server group per host.
+_MEMBERS = ("SELECT i.host_id, COUNT(*) AS n FROM instances_instance i JOIN instances_servergroup_members m "
+            "ON m.instance_id = i.id WHERE m.servergroup_id = %s AND i.deleted_at IS NULL AND i.host_id IS NOT NULL "
+            "GROUP BY i.host_id")
 
 
-def candidates(request: Request, group: ServerGroup | None = None) -> list[Host]:
-    """Hosts that pass every filter, best first (at most MAX_CANDIDATES: the claim takes the
-    first that still fits once locked). Resources, zone, exclusions and hard group policies are
-    filtered and weighed in SQL, so the cost does not grow with every host's instances in Python."""
-    live = Q(instances__deleted_at__isnull=True)
-    hosts = hosts_schedulable()
+def _db_id(pk) -> object:
+    return Host._meta.pk.get_db_prep_value(pk, connection)  # a UUID as this database stores it
+
+
+def candidates(request: Request, group: ServerGroup | None = None, *, limit: int = MAX_CANDIDATES) -> list[Host]:
+    """The ``limit`` best hosts that pass every filter, best first: every filter and weigher in
+    one SQL query over the hosts, their usage counters and the group's members. (By hand: the
+    ORM took longer to build and compile this query than the database took to run it.)"""
+    if not _arch_ok(request):
+        return []
+    joins, where, order = [], [], []
+    params: list = []
+    policy = group.policy if group is not None else None
+    if group is not None:
+        joins.append(f"LEFT JOIN ({_MEMBERS}) g ON g.host_id = h.id")
+        params.append(_db_id(group.pk))
+    where.append("h.state = %s AND h.status = %s")
+    params += [HostState.UP.value, HostStatus.ENABLED.value]
+    for capacity, ratio, used, asked in (("vcpus", "cpu_allocation_ratio", "vcpus", request.vcpus),
+                                         ("memory_mib", "ram_allocation_ratio", "memory_mib", request.memory_mib),
+                                         ("disk_gb", "disk_allocation_ratio", "disk_gb", request.root_gb)):
+        where.append(f"h.{capacity} * h.{ratio} - (c.{used} - r.{used}) >= %s")
+        params.append(asked)
     if request.availability_zone:
-        hosts = hosts.filter(availability_zone=request.availability_zone)
+        where.append("h.availability_zone = %s")
+        params.append(request.availability_zone)
     if request.exclude:
-        hosts = hosts.exclude(pk__in=request.exclude)
-    members = _group_hosts(group)
-    if group is not None and group.policy == "anti-affinity":
-        limit = int((group.rules or {}).get("max_server_per_host", 1))
-        hosts = hosts.exclude(pk__in=[pk for pk, n in members.items() if n >= limit])
-    elif group is not None and group.policy == "affinity" and members:
-        hosts = hosts.filter(pk__in=list(members))
-    hosts = hosts.annotate(
-        used_vcpus=Coalesce(Sum("instances__vcpus", filter=live), 0),
-        used_memory=Coalesce(Sum("instances__memory_mib", filter=live), 0),
-        used_disk=Coalesce(Sum("instances__root_gb", filter=live), 0),
-    ).annotate(
-        free_memory=ExpressionWrapper(F("memory_mib") * F("ram_allocation_ratio") - F("used_memory"),
-                                      output_field=FloatField()),
-        free_vcpus=ExpressionWrapper(F("vcpus") * F("cpu_allocation_ratio") - F("used_vcpus"),
-                                     output_field=FloatField()),
-        free_disk=ExpressionWrapper(F("disk_gb") * F("disk_allocation_ratio") - F("used_disk"),
-                                    output_field=FloatField()),
-    ).filter(free_memory__gte=request.memory_mib, free_vcpus__gte=request.vcpus, free_disk__gte=request.root_gb)
+        where.append(f"h.id NOT IN ({', '.join(['%s'] * len(request.exclude))})")
+        params += [_db_id(pk) for pk in request.exclude]
+    if policy == "anti-affinity":
+        where.append("COALESCE(g.n, 0) < %s")
+        params.append(int((group.rules or {}).get("max_server_per_host", 1)))
+    elif policy == "affinity":  # on the members' host, once there is one
+        where.append(f"(g.n IS NOT NULL OR NOT EXISTS ({_MEMBERS}))")
+        params.append(_db_id(group.pk))
+    elif policy == "soft-affinity":
+        order.append("COALESCE(g.n, 0) DESC")
+    elif policy == "soft-anti-affinity":
+        order.append("COALESCE(g.n, 0) ASC")
     pack = getattr(settings, "CLOUDMGR_SCHEDULER_WEIGHER", "spread") == "pack"
-    hosts = hosts.order_by("free_memory" if pack else "-free_memory", "hostname")
-    soft = group is not None and group.policy in ("soft-affinity", "soft-anti-affinity")
-    passing = [h for h in (hosts if soft else hosts[:MAX_CANDIDATES]) if _arch_ok(h, request)]
-    if soft:
-        sign = -1 if group.policy == "soft-affinity" else 1
-        passing.sort(key=lambda h: sign * members.get(h.pk, 0))  # stable: keeps the RAM order
-        passing = passing[:MAX_CANDIDATES]
-    return passing
+    order += [f"{_FREE_MEMORY} {'ASC' if pack else 'DESC'}", "h.hostname"]
+    sql = (f"SELECT {_HOST_COLUMNS} FROM {_USAGE} {' '.join(joins)} "
+           f"WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT %s")
+    return list(Host.objects.raw(sql, [*params, limit]))
+
+
+def _room(host: Host, vcpus: int, memory_mib: int, disk_gb: int) -> tuple[str, list]:
+    """SQL selecting the host's claimed row, locked, if the host still has room for these
+    resources. A conditional ``SELECT ... FOR UPDATE``: PostgreSQL re-evaluates the condition on
+    the newest claimed row once a concurrent claim commits, and returns nothing if it no longer
+    holds; the released row is read unlocked, as of the statement (a release still in flight
+    only makes the check stricter). SQLite has no row locks: its writers take turns, a
+    transaction at a time."""
+    sql = ("SELECT 1 FROM hosts_hostclaimed c JOIN hosts_hostreleased r ON r.host_id = c.host_id "
+           "WHERE c.host_id = %s AND c.vcpus - r.vcpus <= %s AND c.memory_mib - r.memory_mib <= %s "
+           "AND c.disk_gb - r.disk_gb <= %s")
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE OF c"
+    # Usage is whole: used + asked <= capacity x ratio  <=>  used <= floor(capacity x ratio - asked).
+    return sql, [_db_id(host.pk),
+                 floor(host.vcpus * host.cpu_allocation_ratio - vcpus),
+                 floor(host.memory_mib * host.ram_allocation_ratio - memory_mib),
+                 floor(host.disk_gb * host.disk_allocation_ratio - disk_gb)]
+
+
+def _place(instance: Instance, host: Host, request: Request) -> bool:
+    """The claim, one conditional statement: put the instance on the host if it still has room,
+    its claimed row locked (the triggers then count the instance in it)."""
+    room, params = _room(host, request.vcpus, request.memory_mib, request.root_gb)
+    # PostgreSQL keeps the lock on a row whose re-check failed. A failed attempt is rolled back
+    # to its savepoint, which frees it: a claim never waits for a host while holding another,
+    # so two claims trying the same full hosts in opposite orders cannot deadlock.
+    savepoint = transaction.savepoint() if connection.features.has_select_for_update else None
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE instances_instance SET host_id = %s WHERE id = %s AND EXISTS ({room})",
+                       [_db_id(host.pk), _db_id(instance.pk), *params])
+        placed = cursor.rowcount == 1
+    if savepoint is not None and not placed:
+        transaction.savepoint_rollback(savepoint)
+    return placed
 
 
 def request_for(instance: Instance, exclude=()) -> Request:
@@ -129,24 +154,29 @@ def request_for(instance: Instance, exclude=()) -> Request:
 
 def claim(instance: Instance, group: ServerGroup | None = None, exclude=()) -> Host | None:
     """Place the instance on the best host that still fits once locked; None if no host can.
-    Must run in the caller's transaction."""
-    if group is not None:
-        group = ServerGroup.objects.select_for_update().get(pk=group.pk)  # serializes the group's claims
+    Must run in the caller's transaction: the host's claimed row stays locked until it ends."""
+    if group is not None and connection.features.has_select_for_update:
+        # Serializes the group's claims (SQLite's writers take turns already). Groups never
+        # change once made, so the caller's copy of the policy and rules is current.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM instances_servergroup WHERE id = %s FOR UPDATE", [_db_id(group.pk)])
     request = request_for(instance, exclude)
-    for host in candidates(request, group):
-        locked = Host.objects.select_for_update().get(pk=host.pk)
-        if fits(locked, host_usage(host=locked), request) and _group_allows(group, _group_hosts(group), locked):
-            Instance.objects.filter(pk=instance.pk).update(host=locked)
-            instance.host = locked
-            return locked
+    while batch := candidates(request, group, limit=MAX_CANDIDATES):
+        for host in batch:
+            if _place(instance, host, request):
+                instance.host = host
+                return host
+        # Every one filled between the query and its lock: ask again without them.
+        request = Request(request.vcpus, request.memory_mib, request.root_gb, request.availability_zone,
+                          request.architecture, request.exclude | {host.pk for host in batch})
     return None
 
 
 def fits_resize(instance: Instance, new: dict) -> bool:
-    """Whether the instance's host still has room for it with ``new`` resources (host row locked,
-    usage recounted: the instance's current claim is replaced by the new one)."""
-    locked = Host.objects.select_for_update().get(pk=instance.host_id)
-    used = host_usage(host=locked)
-    delta = Request(new["vcpus"] - instance.vcpus, new["memory_mib"] - instance.memory_mib,
-                    new["root_gb"] - instance.root_gb)
-    return fits(locked, used, delta)
+    """Whether the instance's host still has room for it with ``new`` resources; if so its
+    claimed row stays locked until the caller's transaction ends, in which it takes them."""
+    room, params = _room(instance.host, new["vcpus"] - instance.vcpus, new["memory_mib"] - instance.memory_mib,
+                         new["root_gb"] - instance.root_gb)
+    with connection.cursor() as cursor:
+        cursor.execute(room, params)
+        return cursor.fetchone() is not None

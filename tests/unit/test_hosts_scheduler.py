@@ -1,16 +1,21 @@
-"""Hosts (heartbeats, up/down, enable/disable) and the scheduler's filters, weighers and claims."""
+"""Hosts (heartbeats, up/down, enable/disable, usage counters) and the scheduler's filters,
+weighers and claims."""
 
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from agents.specs import HostReport
 from apps.hosts import services as host_services
-from apps.hosts.models import Host, HostState, HostStatus
-from apps.instances import scheduler
+from apps.hosts.models import (Host, HostClaimed, HostReleased, HostState, HostStatus, usage_triggers_drop,
+                               usage_triggers_ensure)
+from apps.instances import scheduler, services
 from apps.instances.models import Instance
+from apps.instances.selectors import host_usage
+from apps.tenants.services import quota_set
 from tests.unit.conftest import make_host
 
 pytestmark = pytest.mark.django_db
@@ -87,3 +92,93 @@ def test_allocation_ratios_apply(world):
     host.cpu_allocation_ratio = 3.0
     host.save()
     assert scheduler.candidates(scheduler.Request(1, 128, 1)) == [host]
+
+
+def test_fractional_capacity_is_never_rounded_up(world):
+    host = make_host("h", vcpus=3)
+    host.cpu_allocation_ratio = 1.5  # 4.5 vCPUs: room for 4 one-vCPU instances, not 5
+    host.save()
+    for _ in range(4):
+        assert scheduler.claim(_place(world, None)) == host
+    assert scheduler.claim(_place(world, None)) is None
+
+
+# --- Usage counters (HostClaimed - HostReleased), kept by triggers --------------------------
+
+
+def counted(host):
+    claimed, released = HostClaimed.objects.get(pk=host.pk), HostReleased.objects.get(pk=host.pk)
+    return (claimed.vcpus - released.vcpus, claimed.memory_mib - released.memory_mib,
+            claimed.disk_gb - released.disk_gb)
+
+
+def recounted(host):
+    used = host_usage(host=host)
+    return (used.vcpus, used.memory_mib, used.disk_gb)
+
+
+def test_usage_counters_follow_every_write_to_instances(world):
+    a, b = make_host("a"), make_host("b")
+    assert counted(a) == counted(b) == (0, 0, 0)
+    x = _place(world, a, vcpus=2, memory_mib=256, root_gb=3)
+    y = _place(world, a)
+    assert counted(a) == (3, 384, 4)
+    steps = [
+        ({"host": b}, x),  # moved
+        ({"vcpus": 4, "memory_mib": 128}, x),  # resized in place: grows one, shrinks the other
+        ({"root_gb": 5}, x),  # rebuilt on a bigger disk
+        ({"host": None}, x),  # unplaced (a reschedule)
+        ({"deleted_at": timezone.now()}, y),  # soft-deleted
+        ({"vcpus": 8}, y),  # a deleted instance no longer counts, whatever it changes
+    ]
+    for change, instance in steps:
+        Instance.objects.filter(pk=instance.pk).update(**change)
+        assert (counted(a), counted(b)) == (recounted(a), recounted(b)), change
+    assert counted(a) == counted(b) == (0, 0, 0)
+    z = _place(world, b)
+    z.name = "renamed"
+    z.save()  # a full save that changes no usage column
+    assert counted(b) == (1, 128, 1)
+    z.delete()
+    assert counted(b) == (0, 0, 0)
+    # Deletes and shrinks go to the released row, placements and growth to the claimed one.
+    assert HostReleased.objects.get(pk=b.pk).vcpus == HostClaimed.objects.get(pk=b.pk).vcpus == 5
+
+
+def test_usage_triggers_are_restored_after_a_migration_rebuilt_the_table(world):
+    host = make_host()
+    usage_triggers_drop(connection)  # as SQLite does when a migration rebuilds instances_instance
+    _place(world, host)  # not counted meanwhile
+    assert counted(host) == (0, 0, 0)
+    call_command("migrate", verbosity=0)  # post_migrate checks the triggers
+    assert counted(host) == recounted(host) == (1, 128, 1)
+    _place(world, host)
+    assert counted(host) == (2, 256, 2)
+    assert usage_triggers_ensure(connection) is False  # all there: nothing to redo
+
+
+@pytest.mark.concurrency
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_and_deletes_on_one_host_keep_the_counters(world):
+    """A create locks its project's quota, then the host; a delete writes its host's usage,
+    then locks the quota. On one host in one project they must neither deadlock nor lose a
+    count."""
+    from tests.unit.test_concurrency import race
+
+    for resource in ("instances", "cores", "ram"):
+        quota_set(project=world.project, resource=resource, limit=-1)
+    host = make_host("h", vcpus=100, memory_mib=100 * 128, disk_gb=100)
+    doomed = [services.instance_create(user=world.member, project=world.project, name=f"old{i}",
+                                       flavor=world.flavor, image=world.image) for i in range(20)]
+
+    def create_or_delete(i):
+        if i % 2:
+            return services.instance_delete(instance=Instance.objects.select_related("host", "project").get(
+                pk=doomed[i // 2].pk), user=world.member)
+        return services.instance_create(user=world.member, project=world.project, name=f"new{i}",
+                                        flavor=world.flavor, image=world.image)
+
+    _results, errors = race(create_or_delete, n=40)
+    assert not errors, errors[:3]
+    assert Instance.objects.filter(host=host, deleted_at__isnull=True).count() == 20
+    assert counted(host) == recounted(host) == (20, 20 * 128, 20)

@@ -1,7 +1,9 @@
 """Scheduler: weighers, server-group policies, image properties, retry on another host."""
 
 import pytest
+from django.db import connection, transaction
 
+from apps.hosts.models import Host
 from apps.instances import scheduler, services
 from apps.instances.models import Instance
 from apps.instances.states import VmState
@@ -81,7 +83,81 @@ def test_retries_stop_after_max_attempts(world, fake_driver, settings):
     assert instance.actions.get(action="create").events.count() == 2
 
 
-def test_candidates_are_bounded(world):
-    for i in range(scheduler.MAX_CANDIDATES + 5):
-        make_host(f"h{i:03d}")
-    assert len(scheduler.candidates(scheduler.Request(1, 128, 1))) == scheduler.MAX_CANDIDATES
+def test_candidates_are_the_best_few(world):
+    for i in range(8):
+        make_host(f"h{i:03d}", memory_mib=1024 * (i + 1))
+    best = scheduler.candidates(scheduler.Request(1, 128, 1), limit=3)
+    assert [h.hostname for h in best] == ["h007", "h006", "h005"]
+    assert "domains" in best[0].get_deferred_fields()  # the heartbeat's domain list is not read
+
+
+def test_availability_zone_and_exclusions(world):
+    a = make_host("a", memory_mib=4096)
+    b = make_host("b", availability_zone="az2")
+    c = make_host("c", availability_zone="az2")
+    assert host_of(create(world, "z", availability_zone="az2")) == "b"
+    assert scheduler.candidates(scheduler.Request(1, 128, 1, "az2", exclude=frozenset({b.pk}))) == [c]
+    assert scheduler.candidates(scheduler.Request(1, 128, 1, exclude=frozenset({b.pk, c.pk}))) == [a]
+
+
+def test_anti_affinity_allows_max_server_per_host(world):
+    make_host("a")
+    group = services.server_group_create(user=world.member, project=world.project, name="g",
+                                         policy="anti-affinity", rules={"max_server_per_host": 2})
+    placed = [Instance.objects.get(pk=create(world, f"g{i}", server_group=group).pk) for i in range(3)]
+    assert [i.host.hostname if i.host else None for i in placed] == ["a", "a", None]
+    assert "No valid host" in placed[2].faults.first().message
+
+
+def test_affinity_keeps_to_the_members_host(world):
+    make_host("a", memory_mib=4096)
+    b = make_host("b", memory_mib=2048)
+    group = services.server_group_create(user=world.member, project=world.project, name="g", policy="affinity")
+    assert host_of(create(world, "first", server_group=group)) == "a"
+    Host.objects.filter(pk=b.pk).update(memory_mib=65536)  # b now has far more room
+    assert host_of(create(world, "second", server_group=group)) == "a"
+
+
+def test_a_placement_costs_the_same_few_statements_whatever_the_hosts(world, django_assert_num_queries):
+    hosts = [make_host(f"h{i:02d}") for i in range(30)]
+    Instance.objects.bulk_create([
+        Instance(project=world.project, user=world.member, name=f"on{i}", flavor=world.flavor, vcpus=1,
+                 memory_mib=128, root_gb=1, host=hosts[i % 30]) for i in range(90)])
+    group = services.server_group_create(user=world.member, project=world.project, name="g", policy="anti-affinity")
+    row_locks = connection.features.has_select_for_update  # PostgreSQL: the group's lock, a savepoint
+    for in_group, statements in ((None, 3 if row_locks else 2), (group, 4 if row_locks else 2)):
+        instance = Instance.objects.create(project=world.project, user=world.member, name="new", flavor=world.flavor,
+                                           image=world.image, vcpus=1, memory_mib=128, root_gb=1)
+        if in_group:
+            in_group.members.add(instance)
+        with transaction.atomic(), django_assert_num_queries(statements):
+            assert scheduler.claim(instance, in_group) is not None
+
+
+def test_a_claim_asks_again_when_its_best_hosts_filled_meanwhile(world, monkeypatch):
+    for name, memory in (("a", 1024), ("b", 768), ("c", 512)):
+        make_host(name, vcpus=64, memory_mib=memory)
+    monkeypatch.setattr(scheduler, "MAX_CANDIDATES", 2)
+    real, asked = scheduler.candidates, []
+
+    def racing(request, group=None, **kwargs):
+        """The candidates, then other creates take all their room before the claim locks them."""
+        found = real(request, group, **kwargs)
+        asked.append([h.hostname for h in found])
+        for host in found if len(asked) == 1 else ():
+            Instance.objects.bulk_create([
+                Instance(project=world.project, user=world.member, name="other", flavor=world.flavor, vcpus=1,
+                         memory_mib=128, root_gb=1, host=host) for _ in range(host.memory_mib // 128)])
+        return found
+
+    monkeypatch.setattr(scheduler, "candidates", racing)
+    assert host_of(create(world)) == "c"
+    assert asked == [["a", "b"], ["c"]]
+
+
+def test_resize_room_is_checked_on_the_instance_host(world):
+    make_host("a", vcpus=2)
+    instance = Instance.objects.select_related("host").get(pk=create(world).pk)
+    with transaction.atomic():
+        assert scheduler.fits_resize(instance, {"vcpus": 2, "memory_mib": 256, "root_gb": 1})
+        assert not scheduler.fits_resize(instance, {"vcpus": 3, "memory_mib": 128, "root_gb": 1})
