@@ -16,6 +16,7 @@ urlpatterns = [
     path("<uuid:instance_id>/delete/", views.instance_delete, name="delete"),
     path("<uuid:instance_id>/action/<str:action>/", views.instance_action, name="action"),
     path("<uuid:instance_id>/vnc/", views.instance_vnc, name="vnc"),
+    path("<uuid:instance_id>/vnc/url/", views.instance_vnc_url, name="vnc_url"),
     path("keypairs/", views_admin.keypair_list, name="keypairs"),
     path("keypairs/<str:name>/delete/", views_admin.keypair_delete, name="keypair-delete"),
     path("hosts/", views_admin.host_admin_list, name="hosts"),

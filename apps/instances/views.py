@@ -1,39 +1,57 @@
 """The portal's instance pages. Each view parses input, calls one selector or service, renders.
 
 Live updates are htmx polls of small fragments: the list's table body (`rows`), the instance
-page's overview (`overview`) and its console log (`console`). A fragment whose instance is gone
-answers 286, which tells htmx to stop polling it.
+page's overview (`overview`, which also refreshes the page's action menu and action log out of
+band) and its console log (`console`). A fragment whose instance is gone answers 286, which tells
+htmx to stop polling it. An action or a delete answers with the fragment it was sent from (the
+table body, or the overview), so the page changes in place.
 """
 
+from urllib.parse import parse_qs, urlsplit
+
 from django.contrib import messages
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from apps.instances import selectors, services
 from apps.instances.forms import InstanceLaunchForm
+from apps.instances.states import VmState
 from apps.portal.decorators import portal_view
 from cloudmgr.exceptions import ApplicationError, NotFound, ServiceUnavailable
 
 CONSOLE_LINES = 200
+ACTION_LOG_LENGTH = 20
+_ROWS, _OVERVIEW = "instance-rows", "instance-overview"  # the htmx targets that take a fragment
 
 
-def _instances(request, project):
-    return selectors.instance_list(user=request.user, project=project)
+def _rows_context(request, project, **extra) -> dict:
+    """The list's rows: each instance with the actions its state allows now."""
+    instances = selectors.instance_list(user=request.user, project=project)
+    rows = [(instance, selectors.instance_allowed_actions(instance=instance)) for instance in instances]
+    return {"rows": rows, **extra}
+
+
+def _overview_context(instance, **extra) -> dict:
+    return {"instance": instance, "fault": selectors.instance_fault(instance=instance),
+            "actions": selectors.instance_allowed_actions(instance=instance),
+            "action_log": selectors.instance_actions(instance=instance)[:ACTION_LOG_LENGTH], **extra}
 
 
 @require_GET
 @portal_view
 def instance_list(request, *, project):
-    return render(request, "instances/instance_list.html", {"instances": _instances(request, project)})
+    return render(request, "instances/instance_list.html", _rows_context(request, project))
 
 
 @require_GET
 @portal_view
 def instance_rows(request, *, project):
     """The list's table body, polled by htmx."""
-    return render(request, "instances/_instance_rows.html", {"instances": _instances(request, project)})
+    return render(request, "instances/_instance_rows.html", _rows_context(request, project))
 
 
 @require_http_methods(["GET", "POST"])
@@ -41,7 +59,7 @@ def instance_rows(request, *, project):
 def instance_create(request, *, project):
     form = InstanceLaunchForm(request.POST or None, user=request.user, project=project)
     if request.method == "POST" and form.is_valid():
-        count = form.cleaned_data.get("count") or 1
+        count = form.cleaned_data["count"]
         try:
             instances = services.instances_create(
                 min_count=count,
@@ -51,20 +69,33 @@ def instance_create(request, *, project):
                 name=form.cleaned_data["name"],
                 flavor=form.cleaned_data["flavor"],
                 image=form.cleaned_data["image"],
-                key_name=form.cleaned_data.get("key_name") or None,
-                user_data=form.cleaned_data.get("user_data") or "",
+                key_name=form.cleaned_data["key_name"] or None,
+                user_data=form.cleaned_data["user_data"],
                 request_id=getattr(request, "request_id", ""),
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
+            _launch_messages(request, instances)
             if len(instances) > 1:
-                messages.success(request, f"{len(instances)} instances are launching.")
                 return redirect("instances:list")
-            instance = instances[0]
-            messages.success(request, f"Instance {instance.name} is launching.")
-            return redirect("instances:detail", instance_id=instance.pk)
+            return redirect("instances:detail", instance_id=instances[0].pk)
     return render(request, "instances/instance_form.html", {"form": form})
+
+
+def _launch_messages(request, instances) -> None:
+    """As Nova, a launch no host can take is accepted and the instance goes to ERROR at once:
+    say so plainly instead of "launching"."""
+    failed = [i for i in instances if i.vm_state == VmState.ERROR]
+    launching = [i for i in instances if i.vm_state != VmState.ERROR]
+    if launching:
+        names = ", ".join(i.name for i in launching)
+        messages.success(request, f"{len(launching)} instances are launching: {names}." if len(launching) > 1
+                         else f"Instance {names} is launching.")
+    for instance in failed:
+        fault = selectors.instance_fault(instance=instance)
+        messages.error(request, f"Instance {instance.name} could not be launched: "
+                                f"{fault.message if fault else 'it went to ERROR.'}")
 
 
 @require_GET
@@ -75,29 +106,21 @@ def instance_detail(request, *, project, instance_id):
     except NotFound as exc:
         messages.error(request, exc.message)
         return redirect("instances:list")
-    return render(
-        request,
-        "instances/instance_detail.html",
-        {"instance": instance, "fault": instance.faults.first(), "console_lines": CONSOLE_LINES,
-         "actions": selectors.instance_allowed_actions(instance=instance),
-         "action_log": selectors.instance_actions(instance=instance)[:20]},
-    )
+    return render(request, "instances/instance_detail.html",
+                  _overview_context(instance, console_lines=CONSOLE_LINES))
 
 
 @require_GET
 @portal_view
 def instance_overview(request, *, project, instance_id):
-    """The instance page's overview card, polled by htmx."""
+    """The instance page's overview, polled by htmx (with the menu and action log out of band)."""
     try:
         instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
     except NotFound:
         return HttpResponseStopPolling(
             '<div class="alert alert-secondary mb-0" role="status">This instance has been deleted.</div>'
         )
-    context = {"instance": instance, "fault": instance.faults.first(),
-               "actions": selectors.instance_allowed_actions(instance=instance),
-               "action_log": selectors.instance_actions(instance=instance)[:20]}
-    return render(request, "instances/_instance_overview.html", context)
+    return render(request, "instances/_instance_overview.html", _overview_context(instance, oob=True))
 
 
 @require_GET
@@ -136,12 +159,21 @@ _ACTION_SERVICES = {
     "lock": services.instance_lock,
     "unlock": services.instance_unlock,
 }
+_ACTION_LABELS = {key: label for key, label, _ in selectors.PORTAL_ACTIONS}
+
+
+def _websocket_url(console_url: str) -> str:
+    """The websocket that the console page at ``console_url`` talks to: the console proxy, with
+    the one-time token in its path (as noVNC's page computes it)."""
+    parts = urlsplit(console_url)
+    path = parse_qs(parts.query).get("path", [""])[0]
+    return f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}/{path.lstrip('/')}"
 
 
 @require_GET
 @portal_view(write=True)
 def instance_vnc(request, *, project, instance_id):
-    """Open the noVNC console: a fresh one-time URL each time."""
+    """Open noVNC's own page in a new window: a fresh one-time URL each time."""
     try:
         instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
         url = services.instance_console_url(instance=instance, user=request.user)
@@ -151,10 +183,41 @@ def instance_vnc(request, *, project, instance_id):
     return redirect(url)
 
 
-@require_http_methods(["POST"])
+@require_GET
+@never_cache
+@portal_view(write=True)
+def instance_vnc_url(request, *, project, instance_id):
+    """For the browser console tab: a fresh one-time websocket URL, as JSON (the error as
+    ``{"error": ...}`` with the service's status)."""
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+        url = services.instance_console_url(instance=instance, user=request.user)
+    except ApplicationError as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status_code)
+    return JsonResponse({"url": url, "websocket": _websocket_url(url)})
+
+
+def _fragment_answer(request, project, instance_id):
+    """After an action or a delete: the fragment the request came from, with the message out of
+    band, so the page changes in place; a plain POST goes back to a page."""
+    target = request.htmx.target if request.htmx else None
+    if target == _ROWS:
+        return render(request, "instances/_instance_rows.html",
+                      _rows_context(request, project, oob_messages=True))
+    if target == _OVERVIEW:
+        try:
+            instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+        except NotFound:
+            return HttpResponseClientRedirect(reverse("instances:list"))
+        return render(request, "instances/_instance_overview.html",
+                      _overview_context(instance, oob=True, oob_messages=True))
+    return None
+
+
+@require_POST
 @portal_view(write=True)
 def instance_action(request, *, project, instance_id, action):
-    """One lifecycle action from the action menu; back to the instance page with a message."""
+    """One lifecycle action from an action menu (the list's or the instance page's)."""
     service = _ACTION_SERVICES.get(action)
     try:
         instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
@@ -164,8 +227,10 @@ def instance_action(request, *, project, instance_id, action):
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        label = {k: v for k, v, _ in selectors.PORTAL_ACTIONS}.get(action, action)
-        messages.success(request, f"{label}: requested for {instance.name}.")
+        messages.success(request, f"{_ACTION_LABELS[action]}: requested for {instance.name}.")
+    answer = _fragment_answer(request, project, instance_id)
+    if answer is not None:
+        return answer
     target = reverse("instances:detail", kwargs={"instance_id": instance_id})
     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
 
@@ -186,9 +251,8 @@ def instance_delete(request, *, project, instance_id):
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Instance {instance.name} is being deleted.")
-    if request.htmx and request.htmx.target == "instance-rows":
-        context = {"instances": _instances(request, project), "oob_messages": True}
-        return render(request, "instances/_instance_rows.html", context)
+    if request.htmx and request.htmx.target == _ROWS:
+        return _fragment_answer(request, project, instance_id)
     if request.htmx:
         return HttpResponseClientRedirect(reverse("instances:list"))
     return redirect("instances:list")
