@@ -1,0 +1,223 @@
+"""Servers get ports: Nova's ``networks`` at create, NICs in the domain spec, addresses in the
+server bodies, os-interface attach/detach, and ports released with the server."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from agents import names
+from agents.network.driver import get_network_driver
+from apps.instances.models import Instance
+from apps.networks import services
+from apps.networks.models import FloatingIP, Network, Port
+from apps.networks.states import OWNER_COMPUTE, Status
+from apps.tenants.services import quota_set
+from tests.unit.conftest import make_host
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def client(token):
+    c = APIClient()
+    c.credentials(HTTP_X_AUTH_TOKEN=token)
+    return c
+
+
+@pytest.fixture
+def cloud(world):
+    """A host, the public network, and project alpha's network `private` with a router."""
+    host = make_host()
+    ext = services.network_create(user=world.admin, project=world.project, name="public", external=True,
+                                  is_default=True, network_type="flat", physical_network="public")
+    services.subnet_create(user=world.admin, project=world.project, network=ext, cidr="172.24.4.0/24",
+                           enable_dhcp=False)
+    network = services.network_create(user=world.member, project=world.project, name="private")
+    subnet = services.subnet_create(user=world.member, project=world.project, network=network, cidr="10.0.0.0/24")
+    router = services.router_create(user=world.member, project=world.project, name="r1",
+                                    external_gateway_info={"network_id": str(ext.pk)})
+    services.router_interface_add(router=router, user=world.member, project=world.project, subnet_id=subnet.pk)
+    return {"host": host, "external": ext, "network": network, "subnet": subnet, "router": router}
+
+
+def boot(c, world, name="vm1", **extra):
+    resp = c.post("/compute/v2.1/servers", {"server": {"name": name, "imageRef": str(world.image.id),
+                                                       "flavorRef": world.flavor.id, **extra}}, format="json")
+    return resp
+
+
+def server_ports(server_id) -> list[Port]:
+    return list(Port.objects.filter(device_id=server_id, device_owner=OWNER_COMPUTE).order_by("created_at"))
+
+
+def test_a_server_gets_a_port_on_the_projects_network(world, cloud, fake_driver):
+    c = client(world.token(world.member))
+    resp = boot(c, world)
+    assert resp.status_code == 202, resp.content
+    server_id = resp.json()["server"]["id"]
+    [port] = server_ports(server_id)
+    assert port.network == cloud["network"] and port.host == cloud["host"] and port.status == Status.ACTIVE
+    assert port.hostname == "vm1" and port.delete_with_device
+    assert [g.name for g in port.security_groups.all()] == ["default"]
+    # The domain's NIC is that port's tap on the network's bridge; the host got its filter.
+    [nic] = fake_driver.specs[server_id].nics
+    assert (nic.port_id, nic.mac_address, nic.bridge, nic.mtu) == (
+        str(port.pk), port.mac_address, names.bridge_name(str(cloud["network"].pk)), 1450)
+    net = get_network_driver()
+    assert net.ports[str(port.pk)].security_rules and str(port.pk) in {
+        p.id for p in net.networks[str(cloud["network"].pk)].ports}  # its static DHCP entry
+    address = port.fixed_ips.get().ip_address
+    body = c.get(f"/compute/v2.1/servers/{server_id}").json()["server"]
+    assert body["addresses"] == {"private": [{"version": 4, "addr": address, "OS-EXT-IPS:type": "fixed",
+                                              "OS-EXT-IPS-MAC:mac_addr": port.mac_address}]}
+    listed = c.get("/compute/v2.1/servers/detail").json()["servers"]
+    assert listed[0]["addresses"] == body["addresses"]
+    assert [s["id"] for s in c.get(f"/compute/v2.1/servers?ip={address}").json()["servers"]] == [server_id]
+    assert c.get("/compute/v2.1/servers?ip=10.9.9.9").json()["servers"] == []
+
+
+def test_floating_ip_shows_in_the_addresses_and_leaves_with_the_server(world, cloud):
+    c = client(world.token(world.member))
+    server_id = boot(c, world).json()["server"]["id"]
+    [port] = server_ports(server_id)
+    fip = services.floating_ip_create(user=world.member, project=world.project,
+                                      floating_network_id=cloud["external"].pk, port_id=str(port.pk))
+    entries = c.get(f"/compute/v2.1/servers/{server_id}").json()["server"]["addresses"]["private"]
+    assert [(e["addr"], e["OS-EXT-IPS:type"]) for e in entries] == [
+        (port.fixed_ips.get().ip_address, "fixed"), (fip.floating_ip_address, "floating")]
+    assert c.delete(f"/compute/v2.1/servers/{server_id}").status_code == 204
+    assert server_ports(server_id) == []
+    fip.refresh_from_db()
+    assert fip.port is None and fip.fixed_ip_address is None  # the address stays the project's
+    assert world.project.quotas.get(resource="ports").in_use == 0
+
+
+def test_networks_parameter(world, cloud, fake_driver):
+    c = client(world.token(world.member))
+    network = cloud["network"]
+    none = boot(c, world, "none", networks="none").json()["server"]["id"]
+    assert server_ports(none) == [] and fake_driver.specs[none].nics == []
+    fixed = boot(c, world, "fixed", networks=[{"uuid": str(network.pk), "fixed_ip": "10.0.0.42"}])
+    assert [a.ip_address for a in server_ports(fixed.json()["server"]["id"])[0].fixed_ips.all()] == ["10.0.0.42"]
+    mine = services.port_create(user=world.member, project=world.project, network=network, name="mine")
+    by_port = boot(c, world, "byport", networks=[{"port": str(mine.pk)}]).json()["server"]["id"]
+    assert server_ports(by_port) == [mine]
+    resp = boot(c, world, "again", networks=[{"port": str(mine.pk)}])  # in use by byport
+    assert resp.status_code == 409 and "conflictingRequest" in resp.json()
+    resp = boot(c, world, "nowhere", networks=[{"uuid": "00000000-0000-0000-0000-000000000000"}])
+    assert resp.status_code == 400 and "could not be found" in resp.json()["badRequest"]["message"]
+    assert boot(c, world, "bad", networks=[{"fixed_ip": "10.0.0.9"}]).status_code == 400
+    assert boot(c, world, "bad", networks="everything").status_code == 400
+    # The user's port stays (unbound) when the server goes; the port made for a server goes.
+    c.delete(f"/compute/v2.1/servers/{by_port}")
+    mine.refresh_from_db()
+    assert mine.device_id == "" and mine.device_owner == "" and mine.host is None
+    assert Port.objects.filter(pk=mine.pk).exists()
+
+
+def test_two_networks_and_no_choice_is_409_and_auto_allocates_when_there_is_none(world, cloud):
+    c = client(world.token(world.member))
+    services.network_create(user=world.member, project=world.project, name="second")
+    resp = boot(c, world)
+    assert resp.status_code == 409 and "Multiple possible networks found" in resp.json()["conflictingRequest"][
+        "message"]
+    assert Instance.objects.count() == 0
+    bob = client(world.token(world.outsider, world.other_project))
+    assert boot(bob, world, "plain").status_code == 202  # no network at all: a server without NICs
+    server_id = boot(bob, world, "auto", networks="auto").json()["server"]["id"]
+    [port] = server_ports(server_id)
+    assert port.network.auto_allocated and port.network.project == world.other_project
+
+
+def test_security_groups_of_a_new_server(world, cloud):
+    c = client(world.token(world.member))
+    web = services.security_group_create(user=world.member, project=world.project, name="web")
+    server_id = boot(c, world, security_groups=[{"name": "web"}, {"name": "default"}]).json()["server"]["id"]
+    assert {g.name for g in server_ports(server_id)[0].security_groups.all()} == {"web", "default"}
+    assert web.ports.count() == 1
+    resp = boot(c, world, "x", security_groups=[{"name": "nope"}])
+    assert resp.status_code == 400 and "Security group nope not found" in resp.json()["badRequest"]["message"]
+
+
+def test_port_quota_stops_a_server_with_nova_403(world, cloud):
+    quota_set(project=world.project, resource="ports", limit=0)
+    resp = boot(client(world.token(world.member)), world)
+    assert resp.status_code == 403 and "ports" in resp.json()["forbidden"]["message"]
+    assert Instance.objects.count() == 0
+
+
+def test_os_interface_attach_list_detach(world, cloud, fake_driver):
+    c = client(world.token(world.member))
+    server_id = boot(c, world).json()["server"]["id"]
+    other = services.network_create(user=world.member, project=world.project, name="other")
+    services.subnet_create(user=world.member, project=world.project, network=other, cidr="10.1.0.0/24")
+    resp = c.post(f"/compute/v2.1/servers/{server_id}/os-interface",
+                  {"interfaceAttachment": {"net_id": str(other.pk), "fixed_ips": [{"ip_address": "10.1.0.50"}]}},
+                  format="json")
+    assert resp.status_code == 200, resp.content
+    attachment = resp.json()["interfaceAttachment"]
+    assert attachment["net_id"] == str(other.pk) and attachment["fixed_ips"][0]["ip_address"] == "10.1.0.50"
+    assert set(attachment) == {"port_state", "port_id", "net_id", "mac_addr", "fixed_ips"}
+    # Plugged live: the domain has both NICs, the new one on the other network's bridge.
+    assert [n.port_id for n in fake_driver.specs[server_id].nics] == [p["port_id"] for p in c.get(
+        f"/compute/v2.1/servers/{server_id}/os-interface").json()["interfaceAttachments"]]
+    assert fake_driver.specs[server_id].nics[1].bridge == names.bridge_name(str(other.pk))
+    shown = c.get(f"/compute/v2.1/servers/{server_id}/os-interface/{attachment['port_id']}").json()
+    assert shown["interfaceAttachment"]["mac_addr"] == attachment["mac_addr"]
+    addresses = c.get(f"/compute/v2.1/servers/{server_id}").json()["server"]["addresses"]
+    assert set(addresses) == {"private", "other"}
+    resp = c.delete(f"/compute/v2.1/servers/{server_id}/os-interface/{attachment['port_id']}")
+    assert resp.status_code == 202
+    assert len(fake_driver.specs[server_id].nics) == 1 and not Port.objects.filter(pk=attachment["port_id"]).exists()
+    assert c.get(f"/compute/v2.1/servers/{server_id}/os-interface/{attachment['port_id']}").status_code == 404
+    bob = client(world.token(world.outsider, world.other_project))
+    assert bob.get(f"/compute/v2.1/servers/{server_id}/os-interface").status_code == 404
+    # Without a network: the project's one network, or 409 when it has several (as at create).
+    resp = c.post(f"/compute/v2.1/servers/{server_id}/os-interface", {"interfaceAttachment": {}}, format="json")
+    assert resp.status_code == 409 and "Multiple possible networks" in resp.json()["conflictingRequest"]["message"]
+    services.network_delete(network=other, user=world.member, project=world.project)
+    resp = c.post(f"/compute/v2.1/servers/{server_id}/os-interface", {"interfaceAttachment": {}}, format="json")
+    assert resp.status_code == 200 and resp.json()["interfaceAttachment"]["net_id"] == str(cloud["network"].pk)
+    assert len(fake_driver.specs[server_id].nics) == 2
+    assert c.post(f"/compute/v2.1/servers/{server_id}/os-interface",
+                  {"interfaceAttachment": {"net_id": str(other.pk), "port_id": "x"}}, format="json").status_code == 400
+
+
+def test_a_failed_hot_plug_releases_the_port(world, cloud, fake_driver):
+    c = client(world.token(world.member))
+    server_id = boot(c, world).json()["server"]["id"]
+    fake_driver.fail_next("interfaces", "the guest refused the device")
+    resp = c.post(f"/compute/v2.1/servers/{server_id}/os-interface",
+                  {"interfaceAttachment": {"net_id": str(cloud["network"].pk)}}, format="json")
+    assert resp.status_code == 409 and "the guest refused the device" in resp.json()["conflictingRequest"]["message"]
+    assert len(server_ports(server_id)) == 1
+
+
+def test_server_list_queries_do_not_grow_with_ports(world, cloud):
+    c = client(world.token(world.member))
+    boot(c, world, "first")
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert c.get("/compute/v2.1/servers/detail").status_code == 200
+        return len(ctx.captured_queries)
+
+    one = count()
+    for i in range(4):
+        server_id = boot(c, world, f"vm{i}").json()["server"]["id"]
+        services.floating_ip_create(user=world.member, project=world.project, floating_network_id=cloud["external"].pk,
+                                    port_id=str(server_ports(server_id)[0].pk))
+    assert count() == one
+
+
+def test_rescheduling_moves_the_ports_to_the_new_host(world, cloud, fake_driver):
+    make_host("node2")
+    fake_driver.fail_next_spawn("no room after all")
+    server_id = boot(client(world.token(world.member)), world).json()["server"]["id"]
+    instance = Instance.objects.get(pk=server_id)
+    [port] = server_ports(server_id)
+    assert port.host == instance.host and instance.vm_state == "active"
+    net = get_network_driver()
+    assert ("port_delete", str(port.pk)) in net.calls  # told to the host it left
+    assert Network.objects.get(pk=cloud["network"].pk).ports.filter(host=instance.host).exists()
+    assert FloatingIP.objects.count() == 0
