@@ -68,6 +68,10 @@ class InstancePaths:
     def root_disk(self) -> Path:
         return self.instance_dir / "disk.qcow2"
 
+    @property
+    def config_drive(self) -> Path:
+        return self.instance_dir / "disk.config"
+
     def disk_path(self, disk_name: str) -> Path:
         """The qcow2 file of a disk: ``disk.qcow2`` for the root disk, ``disk.<name>.qcow2`` else."""
         if disk_name == ROOT_DISK:

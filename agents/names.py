@@ -8,6 +8,8 @@ TASK_DESTROY = "agents.compute.destroy"
 TASK_CONSOLE_LOG = "agents.compute.console_log"
 TASK_VNC_ADDRESS = "agents.compute.vnc_address"
 TASK_IMAGE_CACHE_PRUNE = "agents.storage.image_cache_prune"
+# A DomainSpec: attach/detach NICs so the running domain has exactly its nics (os-interface).
+TASK_SYNC_INTERFACES = "agents.compute.sync_interfaces"
 
 # Lifecycle operations on an existing instance (an ``OperationSpec`` each); their results go to
 # CALLBACK_OPERATION_DONE. One task name per operation.

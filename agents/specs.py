@@ -47,15 +47,22 @@ class ImageRef:
 
 @dataclass
 class DiskSpec:
-    name: str  # "root", or a volume id later
+    name: str  # "root", or a volume id
     size_gb: int
     image: ImageRef | None = None
     bus: str = "virtio"
+    # A volume (the root disk of a server booted from a volume, or an attached volume): how this
+    # host reaches it (the storage host's export); None for the instance's own qcow2 disks.
+    connection: VolumeConnection | None = None
+    # The target device recorded when the volume was attached ("vdb"), kept when the domain is
+    # defined again (resize, rebuild, rescue) so that a later detach finds it.
+    device: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiskSpec:
-        image = data.get("image")
-        return cls(**{**data, "image": ImageRef(**image) if image else None})
+        image, connection = data.get("image"), data.get("connection")
+        return cls(**{**data, "image": ImageRef(**image) if image else None,
+                      "connection": VolumeConnection(**connection) if connection else None})
 
 
 @dataclass
@@ -78,6 +85,8 @@ class DomainSpec:
     nics: list[NicSpec] = field(default_factory=list)
     # Rescue mode: the disk named "rescue" boots first, the root disk comes second.
     rescue: bool = False
+    # The config drive's files (path -> base64 content): an ISO 9660 "config-2" CD-ROM, or None.
+    config_drive: dict[str, str] | None = None
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,6 +165,9 @@ class HostReport:
     disk_gb: int
     agent_version: str
     domains: dict[str, int] = field(default_factory=dict)  # instance id -> power state
+    # When this agent process started (epoch seconds): a new value tells the control plane the
+    # agent restarted, and it sends the host its whole network state (HostNetworkState).
+    started_at: float = 0.0
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +235,7 @@ class PortSpec:
     security_rules: list[SecurityRuleSpec] = field(default_factory=list)
     remote_groups: dict[str, list[str]] = field(default_factory=dict)  # group id -> member IPs
     hostname: str = ""  # DHCP host name for compute ports
+    generation: int = 0  # see NetworkSpec
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,6 +274,10 @@ class NetworkSpec:
     dhcp_port: PortSpec | None = None
     ports: list[PortSpec] = field(default_factory=list)
     metadata: bool = True
+    # When the control plane read this state (time.time_ns(), after the change committed): a
+    # host's tasks run on several threads, so the agent drops a message older than the last one
+    # it applied for the same object. 0: unknown, always applied.
+    generation: int = 0
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,6 +327,7 @@ class RouterSpec:
     enable_snat: bool = True
     routes: list[dict[str, str]] = field(default_factory=list)  # {"destination", "nexthop"}
     floating_ips: list[FloatingIPSpec] = field(default_factory=list)
+    generation: int = 0  # see NetworkSpec
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -450,6 +468,8 @@ class VolumeAttachSpec:
     connection: VolumeConnection | None = None
     read_only: bool = False
     timeout: int = 30
+    # The volume's size; for TASK_VOLUME_RESIZED the new size the guest should see.
+    size_gb: int = 0
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:

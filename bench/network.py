@@ -10,7 +10,8 @@ the failures, and the number of duplicate addresses (the figure that must be 0),
 over the rounds. The subnet is a /16, so later rounds allocate above earlier ones.
 
 Then a second part, on the real data plane of this host (needs root): the time from a port's
-DHCP entry being written by the agent to dnsmasq's answer (see below).
+DHCP entry being written by the agent to dnsmasq's answer; and a third, on a whole cloud with a
+real guest: the time from a floating IP associate to its first answered ping (see below).
 
 A PostgreSQL DATABASE_URL is used only to reach the server: the benchmark runs in a database of
 its own (``cloudmgr_bench_network``), dropped at the end.
@@ -303,8 +304,12 @@ def _first_reply(address: str, until: float, interval: float = 0.01) -> float | 
         seq = 0
         while time.monotonic() < until:
             seq = (seq + 1) & 0xFFFF
-            sock.sendto(_icmp_echo(ident, seq), (address, 0))
             sent = time.monotonic()
+            try:
+                sock.sendto(_icmp_echo(ident, seq), (address, 0))
+            except OSError:  # EHOSTUNREACH while the host's ARP entry for it has failed: no answer yet
+                time.sleep(interval)
+                continue
             while (left := sent + interval - time.monotonic()) > 0:
                 sock.settimeout(left)
                 try:

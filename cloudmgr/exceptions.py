@@ -40,6 +40,13 @@ class InvalidState(Conflict):
     """The object's state does not allow the action (or another action is in progress)."""
 
 
+class PreconditionFailed(ApplicationError):
+    """The client's If-Match does not match the object any more (it changed meanwhile)."""
+
+    status_code = 412
+    title = "Precondition Failed"
+
+
 class QuotaExceeded(ApplicationError):
     # Nova answers 403 for an exceeded quota (Neutron and Cinder 409/413); the API layer of each
     # service may remap it.

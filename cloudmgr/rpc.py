@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 def _run_agent_task(task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    import agents.network.tasks  # noqa: F401 - registers the network agent's tasks
+    import agents.storage.tasks  # noqa: F401 - registers the storage agent's tasks
     import agents.tasks  # registers the agents' tasks on their app
 
     return agents.tasks.app.tasks[task].apply(args=args, kwargs=kwargs).get()
@@ -30,7 +32,8 @@ _registry_lock = threading.Lock()
 
 def _run_control_task(task: str, args: list[Any]) -> None:
     with _registry_lock:  # task discovery is lazy and not thread-safe
-        control_app.loader.import_default_modules()
+        if task not in control_app.tasks:  # importing runs Django's model checks: only when needed
+            control_app.loader.import_default_modules()
         control_task = control_app.tasks[task]
     control_task.apply(args=args).get()
 
@@ -53,7 +56,9 @@ def agent_call(*, queue: str, task: str, payload: dict[str, Any], **kwargs: Any)
     # Expire the message with the wait, so a host that is down does not run it hours later.
     result = control_app.send_task(task, args=[payload], kwargs=kwargs, queue=queue, expires=timeout)
     try:
-        return result.get(timeout=timeout)
+        # Also from a control-plane task (a volume's result goes on to export it for a server):
+        # the answer comes from an agent's worker, never from this one, so waiting cannot deadlock.
+        return result.get(timeout=timeout, disable_sync_subtasks=False)
     except CeleryTimeoutError as exc:
         raise ServiceUnavailable(f"The host did not answer within {timeout} s.") from exc
     finally:

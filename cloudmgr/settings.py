@@ -248,6 +248,8 @@ CLOUDMGR_DEFAULT_QUOTAS = {
     "ram": env_int("CLOUDMGR_QUOTA_RAM", 51200),
     "volumes": env_int("CLOUDMGR_QUOTA_VOLUMES", 10),
     "gigabytes": env_int("CLOUDMGR_QUOTA_GIGABYTES", 1000),
+    "snapshots": env_int("CLOUDMGR_QUOTA_SNAPSHOTS", 10),
+    "backups": env_int("CLOUDMGR_QUOTA_BACKUPS", 10),
     "networks": env_int("CLOUDMGR_QUOTA_NETWORKS", 100),
     "ports": env_int("CLOUDMGR_QUOTA_PORTS", 500),
     "floating_ips": env_int("CLOUDMGR_QUOTA_FLOATING_IPS", 50),
@@ -281,3 +283,26 @@ CLOUDMGR_IMAGE_QEMU_CHECK = env_bool("CLOUDMGR_IMAGE_QEMU_CHECK", True)
 CLOUDMGR_IMAGE_CONVERT_TO = env("CLOUDMGR_IMAGE_CONVERT_TO", "")
 CELERY_BEAT_SCHEDULE["image-cache-prune"] = {"task": "apps.images.tasks.image_cache_prune_all", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["images-reap-uploads"] = {"task": "apps.images.tasks.images_reap_uploads", "schedule": 600.0}
+
+# Networks (docs/networks.md). The bootstrap's external network `public` (flat, on the physical
+# network CLOUDMGR_PUBLIC_PHYSNET: the external host bridge, whose host address and range the
+# agents read from the same CLOUDMGR_EXTERNAL_CIDR) and the admin project's `private` network (also
+# the CIDR of auto-allocated networks); tenant networks are VXLAN with a VNI from the range;
+# routers and DHCP servers run on CLOUDMGR_NETWORK_HOST (default: the first host).
+CLOUDMGR_EXTERNAL_CIDR = env("CLOUDMGR_EXTERNAL_CIDR", "172.24.4.1/24")
+CLOUDMGR_PUBLIC_PHYSNET = env("CLOUDMGR_PUBLIC_PHYSNET", "public")
+CLOUDMGR_PRIVATE_NETWORK_CIDR = env("CLOUDMGR_PRIVATE_NETWORK_CIDR", "10.0.0.0/26")
+CLOUDMGR_DNS_NAMESERVERS = [a.strip() for a in env("CLOUDMGR_DNS_NAMESERVERS", "").split(",") if a.strip()]
+CLOUDMGR_TENANT_NETWORK_TYPE = env("CLOUDMGR_TENANT_NETWORK_TYPE", "vxlan")
+CLOUDMGR_VXLAN_VNI_RANGE = env("CLOUDMGR_VXLAN_VNI_RANGE", "1:16000")
+CLOUDMGR_NETWORK_HOST = env("CLOUDMGR_NETWORK_HOST", "")
+# Give every instance a config drive (Nova's force_config_drive), not only those on a network
+# without a metadata service (docs/networks.md).
+CLOUDMGR_FORCE_CONFIG_DRIVE = env_bool("CLOUDMGR_FORCE_CONFIG_DRIVE", False)
+
+# Volumes (docs/volumes.md): the storage host (default: the first host), the backend of types
+# that name none, the default type, how long a detach waits for the guest to let go of the disk.
+CLOUDMGR_STORAGE_HOST = env("CLOUDMGR_STORAGE_HOST", "")
+CLOUDMGR_VOLUME_DEFAULT_BACKEND = env("CLOUDMGR_VOLUME_DEFAULT_BACKEND", "file")
+CLOUDMGR_VOLUME_DEFAULT_TYPE = env("CLOUDMGR_VOLUME_DEFAULT_TYPE", "__DEFAULT__")
+CLOUDMGR_VOLUME_DETACH_TIMEOUT = env_int("CLOUDMGR_VOLUME_DETACH_TIMEOUT", 30)

@@ -37,7 +37,9 @@ DATA_DIR="${CLOUDMGR_DATA_DIR:-$REPO/var}"
 PACKAGES=(
     python3-venv python3-dev gcc pkg-config libvirt-dev
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-    redis-server dnsmasq-base nftables iproute2
+    redis-server dnsmasq-base nftables iproute2 iputils-ping
+    xorriso           # config drives (ISO 9660)
+    lvm2 thin-provisioning-tools  # the LVM thin-pool volume backend
     busybox-static syslinux syslinux-common mtools dosfstools fdisk cpio kmod zstd
     ca-certificates
     chromium          # headless browser for the UI tests

@@ -20,6 +20,7 @@ from typing import Any
 
 from agents import names
 from agents.config import get_config
+from agents.locks import KeyedLocks
 from agents.network import NetworkError
 from agents.network.driver import NetworkDriver, get_network_driver
 from agents.specs import HostNetworkState, NetworkSpec, PortSpec, RouterSpec, SpecVersionError
@@ -66,6 +67,26 @@ def _execute(task: str, kind: str, object_id: str, call: Callable[[NetworkDriver
     return result(task, kind, object_id, True, None, **details)
 
 
+# A host's tasks run on several threads, so two messages about one object may run in either order.
+# Each carries ``generation``, when the control plane read the state it holds; the highest one
+# applied is remembered per object and an older message is dropped (a newer state is in place).
+_applied: dict[tuple[str, str], int] = {}
+_ordering = KeyedLocks()
+
+
+def _in_order(task: str, kind: str, object_id: str, generation: Any, run: Callable[[], dict]) -> dict[str, Any]:
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation <= 0:
+        return run()
+    with _ordering(f"{kind}:{object_id}"):
+        if generation < _applied.get((kind, object_id), 0):
+            log.info("dropping a stale %s of %s %s", task, kind, object_id)
+            return result(task, kind, object_id, True, None, stale=True)
+        out = run()
+        if out["ok"]:
+            _applied[(kind, object_id)] = generation
+        return out
+
+
 def _sync(task: str, kind: str, cls, data: Any, call: Callable[[NetworkDriver, Any], dict | None]) -> dict[str, Any]:
     object_id = _object_id(data, "id")
     try:
@@ -74,7 +95,8 @@ def _sync(task: str, kind: str, cls, data: Any, call: Callable[[NetworkDriver, A
         return result(task, kind, object_id, False, str(exc))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         return result(task, kind, object_id, False, f"invalid {kind} spec: {exc}")
-    return _execute(task, kind, spec.id, lambda driver: call(driver, spec))
+    return _in_order(task, kind, spec.id, spec.generation,
+                     lambda: _execute(task, kind, spec.id, lambda driver: call(driver, spec)))
 
 
 def _delete(task: str, kind: str, data: Any, keys: tuple[str, ...], call: Callable[..., None]) -> dict[str, Any]:
@@ -82,7 +104,8 @@ def _delete(task: str, kind: str, data: Any, keys: tuple[str, ...], call: Callab
     missing = [key for key in keys if not _object_id(data, key)]
     if missing:
         return result(task, kind, object_id, False, f"invalid {kind} reference: {', '.join(missing)} missing")
-    return _execute(task, kind, object_id, lambda driver: call(driver, *(data[key] for key in keys)))
+    return _in_order(task, kind, object_id, data.get("generation"),
+                     lambda: _execute(task, kind, object_id, lambda driver: call(driver, *(data[key] for key in keys))))
 
 
 @app.task(name=names.TASK_NETWORK_SYNC)
@@ -132,6 +155,11 @@ def resync(state: dict[str, Any]) -> dict[str, Any]:
         return result(task, kind, host, False, str(exc), removed=[], errors=[str(exc)])
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         return result(task, kind, host, False, f"invalid host network state: {exc}", removed=[], errors=[str(exc)])
+    # Recorded first: a message older than this state, still queued, must not undo it.
+    for spec_kind, specs in (("network", parsed.networks), ("router", parsed.routers), ("port", parsed.ports)):
+        for spec in specs:
+            if spec.generation > _applied.get((spec_kind, spec.id), 0):
+                _applied[(spec_kind, spec.id)] = spec.generation
     out = _execute(task, kind, host, lambda driver: driver.resync(parsed))
     out.setdefault("removed", [])
     out.setdefault("errors", [out["error"]] if out["error"] else [])

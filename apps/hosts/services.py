@@ -8,6 +8,7 @@ from django.utils import timezone
 from agents.names import host_queue
 from agents.specs import HostReport
 from apps.hosts.models import Host, HostState, HostStatus
+from apps.networks.services import network_agent_report
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def host_heartbeat(*, report: HostReport) -> Host:
     host.state = HostState.UP
     host.last_heartbeat = timezone.now()
     host.save()
+    # A new agent process (restart, reboot) gets the host's whole network state.
+    network_agent_report(host=host, started_at=report.started_at)
     return host
 
 

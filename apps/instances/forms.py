@@ -8,6 +8,7 @@ from django.template.defaultfilters import filesizeformat
 from apps.images.models import ImageStatus
 from apps.images.selectors import image_list
 from apps.instances.selectors import flavor_list, keypair_list
+from apps.networks.selectors import network_list
 
 _INPUT = {"class": "form-control"}
 _MONO = {"class": "form-control font-monospace"}
@@ -42,6 +43,11 @@ class InstanceLaunchForm(forms.Form):
         required=False, label="Key pair", widget=forms.Select(attrs={"class": "form-select"}),
         help_text="Your key pairs: create or import one on the Key pairs page.",
     )
+    network = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="Automatic (the project's only network)",
+        widget=forms.Select(attrs={"class": "form-select"}),
+        help_text="Where the instance gets its port and address.",
+    )
     count = forms.IntegerField(
         required=False, min_value=1, max_value=20, initial=1, widget=forms.NumberInput(attrs=_INPUT),
         help_text="More than one: the instances are named NAME-1, NAME-2, ...",
@@ -57,6 +63,8 @@ class InstanceLaunchForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["image"].queryset = image_list(user=user, project=project).filter(status=ImageStatus.ACTIVE)
         self.fields["flavor"].queryset = flavor_list(user=user, project=project)
+        # Instances attach to tenant networks, not to the external one (floating IPs reach them).
+        self.fields["network"].queryset = network_list(user=user, project=project).filter(external=False)
         self.fields["key_name"].choices = [("", "No key pair")] + [
             (k.name, k.name) for k in keypair_list(user=user)
         ]

@@ -61,6 +61,11 @@ class Instance(TenantOwnedModel):
     metadata = models.JSONField(default=dict, blank=True)
     key_name = models.CharField(max_length=255, null=True, blank=True)
     user_data = models.TextField(blank=True, default="")
+    # Nova's create request ("r-" + 8 characters, shared by a multiple create), the index in it,
+    # and the guest's host name, made from the name at create (a rename keeps it, as in Nova).
+    reservation_id = models.CharField(max_length=16, blank=True, default="", db_index=True)
+    launch_index = models.PositiveIntegerField(default=0)
+    hostname = models.CharField(max_length=63, blank=True, default="")
     launched_at = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ from agents.specs import InstanceRef
 from apps.hosts.models import Host
 from apps.instances.models import Flavor, Instance, Keypair, ServerGroup
 from apps.instances.states import vm_states_for_status
+from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
 from cloudmgr.exceptions import NotFound, ServiceUnavailable
@@ -64,10 +65,12 @@ def flavor_get(*, user: User, name_or_id: str, project: Project | None = None) -
 
 
 def instance_list(*, user: User, project: Project, status: str | None = None, name: str | None = None,
-                  all_projects: bool = False, changes_since=None, project_id: str | None = None
+                  all_projects: bool = False, changes_since=None, project_id: str | None = None,
+                  reservation_id: str | None = None, ip: str | None = None, ip6: str | None = None
                   ) -> QuerySet[Instance]:
     """The project's instances that are not deleted (with ``changes_since``, also those deleted
-    since then, as Nova); every project's (or ``project_id``'s) for an admin who asks."""
+    since then, as Nova); every project's (or ``project_id``'s) for an admin who asks.
+    ``ip``/``ip6`` are regexes on the instances' fixed IPv4/IPv6 addresses."""
     instances = Instance.objects.all()
     if changes_since is not None:
         instances = instances.filter(updated_at__gte=changes_since)
@@ -82,6 +85,10 @@ def instance_list(*, user: User, project: Project, status: str | None = None, na
         instances = instances.filter(vm_state__in=vm_states_for_status(status))
     if name:
         instances = instances.filter(name__regex=name)
+    if reservation_id:
+        instances = instances.filter(reservation_id=reservation_id)
+    if ip is not None or ip6 is not None:
+        instances = instances.filter(pk__in=server_ids_by_address(ip=ip, ip6=ip6))
     return instances.select_related("flavor", "image", "host", "user", "project")
 
 

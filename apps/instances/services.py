@@ -4,6 +4,8 @@ import hashlib
 import logging
 import math
 import re
+import secrets
+import string
 import uuid
 from datetime import timedelta
 
@@ -18,6 +20,7 @@ from agents.names import (
     CALLBACK_SPAWN_DONE,
     TASK_DESTROY,
     TASK_SPAWN,
+    TASK_SYNC_INTERFACES,
     operation_task,
 )
 from agents.specs import DiskSpec, DomainSpec, InstanceRef, OperationSpec
@@ -44,9 +47,20 @@ from apps.instances.states import (
     VmState,
     vm_state_for_power,
 )
+from apps.networks.metadata import config_drive_for
+from apps.networks.selectors import server_nics
+from apps.networks.services import (
+    server_interface_attach,
+    server_interface_detach,
+    server_ports_bind,
+    server_ports_create,
+    server_ports_release,
+)
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
 from apps.tenants.services import quota_release, quota_reserve
+from apps.volumes.selectors import server_boot_volume, server_has_volumes, server_volume_disks
+from apps.volumes.services import PENDING, server_block_devices_create, server_volumes_connect, server_volumes_release
 from cloudmgr.exceptions import (
     Conflict,
     InvalidState,
@@ -54,9 +68,10 @@ from cloudmgr.exceptions import (
     NoValidHost,
     PermissionDenied,
     QuotaExceeded,
+    ServiceUnavailable,
     ValidationError,
 )
-from cloudmgr.rpc import agent_cast
+from cloudmgr.rpc import agent_call, agent_cast
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +118,17 @@ def _root_gb(*, flavor: Flavor, image: Image) -> int:
 def _domain_spec(instance: Instance, *, vcpus: int | None = None, memory_mib: int | None = None,
                  root_gb: int | None = None) -> DomainSpec:
     image = image_ref(image=instance.image) if instance.image is not None else None
+    # Volumes are disks too: the boot volume is the root disk of a server booted from a volume.
+    boot_volume, volumes = server_volume_disks(instance=instance)
     return DomainSpec(
         instance_id=str(instance.id),
         display_name=instance.name,
         vcpus=vcpus or instance.vcpus,
         memory_mib=memory_mib or instance.memory_mib,
         virt_type=instance.host.virt_type,
-        disks=[DiskSpec(name="root", size_gb=root_gb or instance.root_gb, image=image)],
+        disks=[boot_volume or DiskSpec(name="root", size_gb=root_gb or instance.root_gb, image=image), *volumes],
+        nics=server_nics(device_id=str(instance.id)),
+        config_drive=config_drive_for(instance=instance),
     )
 
 
@@ -126,23 +145,45 @@ def _check_bootable(image: Image) -> None:
         )
 
 
+def _reservation_id() -> str:
+    return "r-" + "".join(secrets.choice(string.digits + string.ascii_lowercase) for _ in range(8))
+
+
+def _hostname(name: str, instance_id) -> str:
+    """Nova's host name from a server name: RFC 952/1123 characters, lower case, 63 at most."""
+    host = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    host = re.sub(r"[^\w.-]+", "", re.sub(r"[ _.]", "-", host)).lower().strip(".-")
+    return host or f"Server-{instance_id}"
+
+
 def instance_create(
-    *, user: User, project: Project, name: str, flavor: Flavor, image: Image, request_id: str = "",
+    *, user: User, project: Project, name: str, flavor: Flavor, image: Image | None, request_id: str = "",
     key_name: str | None = None, user_data: str = "", metadata: dict | None = None,
     availability_zone: str | None = None, server_group: ServerGroup | None = None,
+    reservation_id: str | None = None, launch_index: int = 0, networks=None,
+    security_groups: list[str] | None = None, block_devices: list[dict] | None = None,
 ) -> Instance:
     """Record a new instance, claim quota and a host, and (on commit) ask that host to spawn it.
 
     Like Nova, the API accepts the request even when no host has room: the instance then goes to
     ERROR with the fault "No valid host was found." and keeps its quota until deleted.
+    ``block_devices`` (Nova's block_device_mapping_v2, parsed) become volumes attached to it; one
+    with boot index 0 is its root disk (no ``image``), and it spawns once they are all made.
     """
     name = name.strip()
     if not name or len(name) > 255:
         raise ValidationError("An instance needs a name of 1 to 255 characters.")
     if flavor.disabled:
         raise ValidationError(f"Flavor {flavor.name} is disabled.")
-    _check_bootable(image)
-    if image.min_ram > flavor.ram:
+    boots_from_volume = any(b.get("boot_index") == 0 for b in block_devices or [])
+    if image is None and not boots_from_volume:
+        raise ValidationError("Block Device Mapping is Invalid: give an imageRef, or a block device with "
+                              "boot_index 0.")
+    if boots_from_volume:
+        image = None  # its root disk is the boot volume
+    else:
+        _check_bootable(image)
+    if image is not None and image.min_ram > flavor.ram:
         raise ValidationError(f"Flavor {flavor.name}'s memory is too small for image {image.name}.")
     if key_name is not None and not Keypair.objects.filter(user=user, name=key_name).exists():
         raise ValidationError(f"Invalid key_name provided: {key_name}.")
@@ -153,7 +194,7 @@ def instance_create(
         raise ValidationError(f"The requested availability zone is not available: {availability_zone}")
     if server_group is not None and server_group.project_id != project.pk:
         raise ValidationError("Invalid server group.")
-    root_gb = _root_gb(flavor=flavor, image=image)
+    root_gb = 0 if image is None else _root_gb(flavor=flavor, image=image)  # a boot volume uses no local disk
 
     with transaction.atomic():
         instance = Instance(
@@ -171,11 +212,21 @@ def instance_create(
             user_data=user_data or "",
             metadata=metadata,
             availability_zone=availability_zone or "nova",
+            reservation_id=reservation_id or _reservation_id(),
+            launch_index=launch_index,
         )
+        instance.hostname = _hostname(name, instance.id)
         quota_reserve(project=project, deltas=_quota_deltas(instance))
         instance.save()
+        # Nova's ``networks`` (None, "auto", "none" or [{uuid | port, fixed_ip}]): ports made now,
+        # bound to the host once placed.
+        server_ports_create(user=user, project=project, device_id=str(instance.id), name=instance.hostname,
+                            requested=networks, security_groups=security_groups)
         if server_group is not None:
             server_group.members.add(instance)
+        if block_devices:
+            server_block_devices_create(instance=instance, user=user, project=project, block_devices=block_devices,
+                                        request_id=request_id)
         create_action = _action_start(instance=instance, action="create", user=user, request_id=request_id)
         host = scheduler.claim(instance, server_group)
         if host is None:
@@ -198,10 +249,34 @@ def _spawn_on(instance: Instance, host: Host, create_action: InstanceAction) -> 
     Instance.objects.filter(pk=instance.pk).update(task_state=TaskState.SPAWNING, updated_at=timezone.now())
     instance.task_state = TaskState.SPAWNING
     _event_start(action=create_action, event="compute__do_build_and_run_instance", host=host)
+    server_ports_bind(device_id=str(instance.id), host=host)
+    if server_has_volumes(instance=instance):
+        instance_id = instance.pk
+        transaction.on_commit(lambda: instance_volumes_spawn(instance_id=instance_id))
+        return
     payload = _domain_spec(instance).to_dict()
     transaction.on_commit(
         lambda: agent_cast(queue=host.queue, task=TASK_SPAWN, payload=payload, callback=CALLBACK_SPAWN_DONE)
     )
+
+
+def instance_volumes_spawn(*, instance_id) -> None:
+    """Spawn a server that has volumes once they are all made and exported to its host (after
+    its create commits, and again each time one of its new volumes is made). A volume that could
+    not be made fails the build (no other host would do better)."""
+    instance = Instance.objects.select_related("host", "project", "image").filter(
+        pk=instance_id, vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING).first()
+    if instance is None or instance.host is None:
+        return
+    problem = server_volumes_connect(instance=instance)
+    if problem == PENDING:
+        return
+    if problem:
+        instance_spawn_done(result={"instance_id": str(instance.pk), "ok": False, "error": problem,
+                                    "reschedule": False})
+        return
+    agent_cast(queue=instance.host.queue, task=TASK_SPAWN, payload=_domain_spec(instance).to_dict(),
+               callback=CALLBACK_SPAWN_DONE)
 
 
 def instances_create(*, min_count: int = 1, max_count: int = 1, name: str, **kwargs) -> list[Instance]:
@@ -209,12 +284,14 @@ def instances_create(*, min_count: int = 1, max_count: int = 1, name: str, **kwa
     ``min_count`` or none (quota)."""
     if not 1 <= min_count <= max_count:
         raise ValidationError("min_count must be at least 1 and at most max_count.")
+    reservation_id = _reservation_id()
     if max_count == 1:
-        return [instance_create(name=name, **kwargs)]
+        return [instance_create(name=name, reservation_id=reservation_id, **kwargs)]
     created: list[Instance] = []
     for i in range(1, max_count + 1):
         try:
-            created.append(instance_create(name=f"{name}-{i}", **kwargs))
+            created.append(instance_create(name=f"{name}-{i}", reservation_id=reservation_id, launch_index=i - 1,
+                                           **kwargs))
         except QuotaExceeded:
             if len(created) >= min_count:
                 break
@@ -269,7 +346,7 @@ def instance_spawn_done(*, result: dict) -> None:
             )
             if applied:
                 _action_finish(instance=instance, action="create", result="Success")
-        elif _reschedule(instance, result.get("error") or "spawn failed"):
+        elif result.get("reschedule", True) and _reschedule(instance, result.get("error") or "spawn failed"):
             return
         else:
             applied = spawning.update(vm_state=VmState.ERROR, task_state=None, updated_at=timezone.now())
@@ -306,6 +383,8 @@ def _mark_deleted(instance: Instance) -> bool:
         )
         if done:
             quota_release(project=instance.project, deltas=_quota_deltas(instance))
+            server_ports_release(device_id=str(instance.id))
+            server_volumes_release(instance=instance)  # kept, or deleted (delete_on_termination)
             _action_finish(instance=instance, action="delete", result="Success")
     return bool(done)
 
@@ -364,6 +443,13 @@ def flavor_ensure(*, flavor_id: str, name: str, vcpus: int, ram: int, disk: int)
 def _check_locked(*, instance: Instance, user: User) -> None:
     if instance.locked and not is_cloud_admin(user=user):
         raise InvalidState(f"Instance {instance.id} is locked.")
+
+
+def _refuse_volume_backed(instance: Instance, action: str) -> None:
+    """Resize, rebuild, rescue and createImage work on the local root disk, which a server booted
+    from a volume has not (Nova's volume-backed variants are later microversions)."""
+    if server_boot_volume(instance=instance) is not None:
+        raise InvalidState(f"Cannot '{action}' instance {instance.id}: it boots from a volume.")
 
 
 def _refuse(instance: Instance, transition: Transition) -> InvalidState:
@@ -493,6 +579,7 @@ def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, re
     it was running). The instance then waits in VERIFY_RESIZE for confirmResize/revertResize."""
     if flavor.pk == instance.flavor_id:
         raise ValidationError("When resizing, instances must change flavor!")
+    _refuse_volume_backed(instance, "resize")
     if flavor.disabled:
         raise ValidationError(f"Flavor {flavor.name} is disabled.")
     new_root = max(flavor.disk, instance.root_gb) if flavor.disk == 0 else flavor.disk
@@ -565,6 +652,7 @@ def instance_resize_revert(*, instance: Instance, user: User | None, request_id:
 def instance_rebuild(*, instance: Instance, image: Image, user: User | None, name: str | None = None,
                      request_id: str = "") -> Instance:
     """A new root disk from ``image`` (the old one is thrown away) and a fresh boot."""
+    _refuse_volume_backed(instance, "rebuild")
     _check_bootable(image)
     if image.min_ram > instance.memory_mib:
         raise ValidationError(f"Flavor {instance.flavor.name}'s memory is too small for image {image.name}.")
@@ -587,6 +675,7 @@ def instance_rescue(*, instance: Instance, user: User | None, image: Image | Non
                     request_id: str = "") -> Instance:
     """Boot a rescue system (``image``, default the instance's image) with the instance's root
     disk attached as the second disk, to repair it."""
+    _refuse_volume_backed(instance, "rescue")
     image = image or instance.image
     if image is None:
         raise ValidationError("The instance's image is gone: give a rescue_image_ref.")
@@ -621,6 +710,7 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
     if not name or len(name) > 255:
         raise ValidationError("An image needs a name of 1 to 255 characters.")
     metadata = _check_metadata(metadata or {})
+    _refuse_volume_backed(instance, "createImage")
     transition = TRANSITIONS["createImage"]
     if user is not None:
         _check_locked(instance=instance, user=user)
@@ -645,16 +735,21 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
     return image
 
 
-def instance_console_url(*, instance: Instance, user: User, console_type: str = "novnc") -> str:
-    """A noVNC URL with a one-time token valid CLOUDMGR_CONSOLE_TOKEN_TTL seconds."""
+def instance_console_url(*, instance: Instance, user: User, protocol: str = "vnc", console_type: str = "novnc") -> str:
+    """A noVNC URL with a one-time token valid CLOUDMGR_CONSOLE_TOKEN_TTL seconds. Guests have
+    a VNC server only (no SPICE, serial or MKS console), and noVNC is its only client."""
     from agents.names import TASK_VNC_ADDRESS
     from apps.instances.consoles import console_token_store
     from cloudmgr.exceptions import ServiceUnavailable
     from cloudmgr.rpc import agent_call
 
+    if protocol != "vnc":
+        raise ValidationError(f"Unavailable console type {protocol}: this cloud serves VNC consoles (novnc) only.")
     if console_type != "novnc":
-        raise ValidationError(f"Unsupported console type {console_type}: only novnc.")
-    if instance.vm_state not in (VmState.ACTIVE, VmState.PAUSED) or instance.host is None:
+        raise ValidationError(f"Invalid console type {console_type}: VNC consoles are novnc only.")
+    # A running QEMU serves VNC: active, paused (a still picture) and rescued guests.
+    ready = (VmState.ACTIVE, VmState.PAUSED, VmState.RESCUED)
+    if instance.vm_state not in ready or instance.task_state == TaskState.DELETING or instance.host is None:
         raise InvalidState(f"Instance {instance.id} is not ready for a console (vm_state {instance.vm_state}).")
     answer = agent_call(queue=instance.host.queue, task=TASK_VNC_ADDRESS,
                         payload=InstanceRef(instance_id=str(instance.id)).to_dict())
@@ -835,8 +930,10 @@ def flavor_extra_spec_delete(*, flavor: Flavor, key: str) -> None:
     flavor.save(update_fields=["extra_specs"])
 
 
-def flavor_access_add(*, flavor: Flavor, project: Project) -> None:
-    if flavor.is_public:
+def flavor_access_add(*, flavor: Flavor, project: Project, refuse_public: bool = True) -> None:
+    """Let ``project`` use a private flavor. Nova before microversion 2.7 also recorded access
+    to a public flavor (it changes nothing): ``refuse_public=False`` keeps that."""
+    if flavor.is_public and refuse_public:
         raise Conflict("Can not add access to a public flavor.")
     if flavor.projects.filter(pk=project.pk).exists():
         raise Conflict(f"Flavor access already exists for flavor {flavor.id} and project {project.pk.hex}.")
@@ -869,29 +966,77 @@ def _public_key_fingerprint(public_key: str) -> tuple[str, str]:
     return " ".join(parts[:3]), ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 
 
+def _ssh_generate() -> tuple[str, str]:
+    """(OpenSSH public key, OpenSSH private key) of a new ed25519 key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption()).decode()
+    public_key = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+    return public_key + " Generated-by-cloudmgr", private_key
+
+
+def _x509_fingerprint(certificate: str) -> str:
+    """Nova's fingerprint of an x509 key pair: the certificate's SHA-1, colon separated."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    try:
+        cert = x509.load_pem_x509_certificate((certificate or "").strip().encode())
+    except ValueError as exc:
+        raise ValidationError(f"Keypair data is invalid: not a PEM X.509 certificate ({exc}).") from exc
+    digest = cert.fingerprint(hashes.SHA1()).hex()  # Nova's fingerprint format, not a signature
+    return ":".join(digest[i:i + 2] for i in range(0, 40, 2))
+
+
+def _x509_generate(user: User) -> tuple[str, str]:
+    """(certificate PEM, base64 PKCS#12 of its key and itself, no password): as Nova, a client
+    certificate for WinRM, for the user (CN and UPN ``<user id>@localhost``), valid 10 years."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user.pk.hex)])
+    upn = f"{user.pk.hex}@localhost".encode()  # a DER UTF8String: tag 0x0c, short length
+    now = timezone.now()
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.OtherName(
+            x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3"), bytes([0x0C, len(upn)]) + upn)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = pkcs12.serialize_key_and_certificates(None, key, cert, None, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), base64.b64encode(bundle).decode()
+
+
 def keypair_create(*, user: User, name: str, public_key: str | None = None, key_type: str = "ssh"
                    ) -> tuple[Keypair, str | None]:
-    """Import ``public_key``, or generate a key pair (ed25519) and return its private key once
-    (it is never stored). 409 if the user has a key pair of that name."""
+    """Import ``public_key``, or generate a key pair and return its private key once (it is never
+    stored): ed25519 for ``ssh``; for ``x509`` a certificate, whose PKCS#12 bundle is the private
+    key (as Nova). 409 if the user has a key pair of that name."""
     name = (name or "").strip()
     if not name or len(name) > 255 or not re.match(r"^[\w .@-]+$", name):
         raise ValidationError("Keypair name must be 1-255 characters of letters, digits, spaces, '_', '-', '.', '@'.")
     if key_type not in ("ssh", "x509"):
         raise ValidationError("Keypair type must be ssh or x509.")
-    if key_type == "x509":
-        raise ValidationError("x509 key pairs are not supported.")
     private_key = None
-    if public_key is None:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        key = Ed25519PrivateKey.generate()
-        private_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                        serialization.NoEncryption()).decode()
-        public_key = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                   serialization.PublicFormat.OpenSSH).decode()
-        public_key += " Generated-by-cloudmgr"
-    public_key, fingerprint = _public_key_fingerprint(public_key)
+    if key_type == "x509":
+        if public_key is None:
+            public_key, private_key = _x509_generate(user)
+        public_key = public_key.strip()
+        fingerprint = _x509_fingerprint(public_key)
+    else:
+        if public_key is None:
+            public_key, private_key = _ssh_generate()
+        public_key, fingerprint = _public_key_fingerprint(public_key)
     with transaction.atomic():
         if Keypair.objects.filter(user=user, name=name).exists():
             raise Conflict(f"Key pair '{name}' already exists.")
@@ -971,3 +1116,68 @@ def server_group_create(*, user: User, project: Project, name: str, policy: str,
 
 def server_group_delete(*, group: ServerGroup) -> None:
     group.delete()
+
+
+# --- network interfaces (os-interface) --------------------------------------------------------
+
+_INTERFACE_STATES = (VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED)
+
+
+def _interfaces_apply(instance: Instance) -> str | None:
+    """Make the instance's domain have exactly its ports' NICs (hot-plug); the host's error."""
+    if instance.host is None:
+        return None
+    try:
+        answer = agent_call(queue=instance.host.queue, task=TASK_SYNC_INTERFACES,
+                            payload=_domain_spec(instance).to_dict())
+    except ServiceUnavailable as exc:
+        return exc.message
+    return None if answer.get("ok") else answer.get("error") or "the host could not change the interfaces"
+
+
+def _check_interface_state(instance: Instance, user: User | None, action: str) -> None:
+    if instance.deleted_at:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    if user is not None:
+        _check_locked(instance=instance, user=user)
+    if instance.vm_state not in _INTERFACE_STATES or instance.task_state is not None:
+        state = f"task_state {instance.task_state}" if instance.task_state else f"vm_state {instance.vm_state}"
+        raise InvalidState(f"Cannot '{action}' instance {instance.id} while it is in {state}.")
+
+
+def instance_interface_attach(*, instance: Instance, user: User | None, network_id: str | None = None,
+                              port_id: str | None = None, fixed_ip: str | None = None, request_id: str = ""):
+    """Nova's os-interface attach: a new port on ``network_id`` (or the user's ``port_id``) plugged
+    into the instance at once (live if it runs). If the host cannot plug it, the port is released
+    again and the answer is 409."""
+    _check_interface_state(instance, user, "attach_interface")
+    port = server_interface_attach(user=user, project=instance.project, device_id=str(instance.id),
+                                   name=instance.hostname, host=instance.host, network_id=network_id,
+                                   port_id=port_id, fixed_ip=fixed_ip)
+    error = _interfaces_apply(instance)
+    with transaction.atomic():
+        _action_start(instance=instance, action="attach_interface", user=user, request_id=request_id)
+        if error:
+            server_interface_detach(device_id=str(instance.id), port=port)
+            _action_finish(instance=instance, action="attach_interface", result="Error", message=error)
+        else:
+            _action_finish(instance=instance, action="attach_interface", result="Success")
+    if error:
+        raise Conflict(f"Failed to attach network adapter device to {instance.id}: {error}")
+    return port
+
+
+def instance_interface_detach(*, instance: Instance, user: User | None, port, request_id: str = "") -> None:
+    """Nova's os-interface detach: the port leaves the instance (deleted if it was made for it)
+    and its NIC is unplugged from the domain."""
+    _check_interface_state(instance, user, "detach_interface")
+    server_interface_detach(device_id=str(instance.id), port=port)
+    error = _interfaces_apply(instance)
+    with transaction.atomic():
+        _action_start(instance=instance, action="detach_interface", user=user, request_id=request_id)
+        _action_finish(instance=instance, action="detach_interface", result="Error" if error else "Success",
+                       message=error or "")
+        if error:
+            _fault(instance=instance, message=f"Failed to detach network adapter device: {error}")
+    if error:
+        raise Conflict(f"Failed to detach network adapter device from {instance.id}: {error}")

@@ -54,6 +54,11 @@ def instance_rows(request, *, project):
     return render(request, "instances/_instance_rows.html", _rows_context(request, project))
 
 
+def _requested_networks(network):
+    """Nova's ``networks`` request: one chosen network, or None to let the service pick."""
+    return [{"uuid": str(network.pk)}] if network is not None else None
+
+
 @require_http_methods(["GET", "POST"])
 @portal_view(write=True)
 def instance_create(request, *, project):
@@ -71,6 +76,7 @@ def instance_create(request, *, project):
                 image=form.cleaned_data["image"],
                 key_name=form.cleaned_data["key_name"] or None,
                 user_data=form.cleaned_data["user_data"],
+                networks=_requested_networks(form.cleaned_data["network"]),
                 request_id=getattr(request, "request_id", ""),
             )
         except ApplicationError as exc:

@@ -129,6 +129,8 @@ class Resource(models.TextChoices):
     RAM = "ram"
     VOLUMES = "volumes"
     GIGABYTES = "gigabytes"
+    SNAPSHOTS = "snapshots"
+    BACKUPS = "backups"
     NETWORKS = "networks"
     PORTS = "ports"
     FLOATING_IPS = "floating_ips"

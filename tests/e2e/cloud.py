@@ -39,6 +39,10 @@ class Cloud:
     url: str
     admin_password: str = ""
     process: subprocess.Popen | None = None
+    # Run the Procfile's agent apart from honcho (which stops every process when one exits), so
+    # that a test can kill it and start it again.
+    separate_agent: bool = False
+    agent: subprocess.Popen | None = None
     _tokens: dict = field(default_factory=dict)
 
     def manage(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -94,10 +98,13 @@ class Cloud:
         password_file = self.data_dir / "admin_password"
         self.manage("cloud_bootstrap", "--testvm-image", str(testvm_image), "--password-file", str(password_file))
         self.admin_password = password_file.read_text().strip()
+        command = [str(VENV_BIN / "honcho"), "start", "-f", str(REPO / "Procfile")]
+        if self.separate_agent:
+            command += [name for name in _procfile() if name != "agent"]
+            self.start_agent()
         with open(self.data_dir / "cloud.log", "w") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                [str(VENV_BIN / "honcho"), "start", "-f", str(REPO / "Procfile")],
-                env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.wait_for(self._web_up, 60, what="the web server")
         self.wait_for(self._host_up, 60, what="the agent's first heartbeat")
@@ -112,7 +119,21 @@ class Cloud:
         out = self.manage("host_list").stdout
         return any(line.startswith(self.env["CLOUDMGR_HOSTNAME"] + " ") and " up " in line for line in out.splitlines())
 
+    def start_agent(self) -> None:
+        """The Procfile's agent line as honcho runs it, in a session of its own (``separate_agent``)."""
+        with open(self.data_dir / "agent.log", "a") as log:
+            self.agent = subprocess.Popen(
+                ["sh", "-c", "exec " + _procfile()["agent"]], env=self.env, cwd=REPO, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def kill_agent(self, sig: int = signal.SIGKILL) -> None:
+        if self.agent and self.agent.poll() is None:
+            os.killpg(self.agent.pid, sig)
+            self.agent.wait(timeout=30)
+
     def stop(self) -> None:
+        self.kill_agent(signal.SIGTERM)
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -120,6 +141,25 @@ class Cloud:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
         self._destroy_leftover_domains()
+        self._remove_data_plane()
+
+    def _remove_data_plane(self) -> None:
+        """This cloud's bridges, namespaces and dnsmasqs (they carry its agent's owner tag and
+        outlive the agent): a resync to nothing."""
+        from agents.network import linux
+        from agents.network.config import load_network_config
+        from agents.network.driver import LinuxNetworkDriver
+        from agents.network.firewall import Firewall
+        from agents.network.l2 import external_table
+        from agents.specs import HostNetworkState
+
+        config = load_network_config(self.env)
+        LinuxNetworkDriver(config, extensions=[]).resync(HostNetworkState())
+        with linux.iproute() as ipr:  # its external bridge is the host's (untagged): ours to remove here
+            linux.delete_link(ipr, config.external_bridge)
+        subprocess.run(["nft", "delete", "table", "ip", external_table(config.external_bridge)], capture_output=True,
+                       check=False)
+        Firewall(owner=config.owner).sync([])  # its nftables tables too
 
     def _destroy_leftover_domains(self) -> None:
         """Domains whose disks live in this cloud's data dir (a failed test may leave some)."""
@@ -139,8 +179,18 @@ class Cloud:
             conn.close()
 
     def log_tail(self, lines: int = 80) -> str:
-        path = self.data_dir / "cloud.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        tails = []
+        for name in ("cloud.log", "agent.log"):
+            path = self.data_dir / name
+            if path.exists():
+                tails += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(tails)
+
+
+def _procfile() -> dict[str, str]:
+    """The Procfile's processes: name -> command."""
+    lines = (REPO / "Procfile").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
 def make_cloud(base_dir: Path) -> Cloud:
@@ -160,6 +210,9 @@ def make_cloud(base_dir: Path) -> Cloud:
         CLOUDMGR_CONSOLE_URL=f"http://127.0.0.1:{console_port}",
         CELERY_BROKER_URL=os.environ.get("CLOUDMGR_E2E_BROKER_URL", "redis://127.0.0.1:6379/15"),
         CLOUDMGR_HEARTBEAT_INTERVAL="2",
+        # Its own external network (host bridge and range): clouds running at once never share one.
+        CLOUDMGR_EXTERNAL_BRIDGE=f"brx-{name[4:]}",
+        CLOUDMGR_EXTERNAL_CIDR=f"100.{64 + secrets.randbelow(64)}.{secrets.randbelow(256)}.1/24",
         PYTHONUNBUFFERED="1",
     )
     return Cloud(data_dir=data_dir, env=env, url=f"http://127.0.0.1:{port}")

@@ -1,11 +1,13 @@
 """Lifecycle actions on real TCG VMs through a running cloud's Nova API."""
 
+import json
 import re
 
 import libvirt
 import pytest
 
 from agents.names import domain_name
+from tests.e2e.test_openstack_cli import openstack
 
 MARKER = "CLOUDMGR_TESTVM_BOOTED"
 SHUTDOWN_MARKER = "CLOUDMGR_TESTVM_SHUTDOWN"
@@ -216,18 +218,18 @@ def test_create_image_then_boot_from_it(live_cloud):
     child2.delete()
 
 
-def test_novnc_console_websocket_handshake_and_rfb_greeting(live_cloud, vm):
-    """Through the cloud's own console proxy (the Procfile's `console` process)."""
+def novnc_handshake(cloud, url: str) -> bytes:
+    """What noVNC does with a console URL: open the proxy's websocket with the URL's token and
+    read until the VNC server's greeting (or the proxy hangs up)."""
     import base64
     import os
     import socket
     import time
     from urllib.parse import unquote, urlsplit
 
-    resp = vm.action({"os-getVNCConsole": {"type": "novnc"}}, expect=200)
-    url = unquote(resp.body["console"]["url"])
-    token = url.split("token=")[1]
-    host, port = "127.0.0.1", urlsplit(live_cloud.env["CLOUDMGR_CONSOLE_URL"]).port
+    token = unquote(url).split("token=")[1]
+    host, port = "127.0.0.1", urlsplit(cloud.env["CLOUDMGR_CONSOLE_URL"]).port
+    assert urlsplit(url).port == port
 
     def connect():
         try:
@@ -235,28 +237,43 @@ def test_novnc_console_websocket_handshake_and_rfb_greeting(live_cloud, vm):
         except OSError:
             return None
 
+    sock = cloud.wait_for(connect, 30, what="the console proxy")
     key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  "Sec-WebSocket-Protocol: binary\r\n\r\n").encode())
+    data = b""
+    deadline = time.monotonic() + 20
+    while b"RFB " not in data and time.monotonic() < deadline:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return data
 
-    def handshake(tok):
-        sock = live_cloud.wait_for(connect, 30, what="the console proxy")
-        sock.sendall((f"GET /?token={tok} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                      "Sec-WebSocket-Protocol: binary\r\n\r\n").encode())
-        data = b""
-        deadline = time.monotonic() + 20
-        while b"RFB " not in data and time.monotonic() < deadline:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        sock.close()
-        return data
 
-    data = handshake(token)
+def test_novnc_console_websocket_handshake_and_rfb_greeting(live_cloud, vm):
+    """Through the cloud's own console proxy (the Procfile's `console` process): a URL from the
+    2.1 action, then one from the real CLI, which negotiates the maximum microversion and so
+    asks POST /servers/{id}/remote-consoles (2.6)."""
+    resp = vm.action({"os-getVNCConsole": {"type": "novnc"}}, expect=200)  # no header: 2.1
+    url = resp.body["console"]["url"]
+    data = novnc_handshake(live_cloud, url)
     assert data.startswith(b"HTTP/1.1 101"), data[:200]
     assert b"RFB 003.00" in data  # the VNC server's greeting, inside a websocket frame
-    again = handshake(token)  # one-time: the second use is refused
-    assert b"RFB " not in again
+    assert b"RFB " not in novnc_handshake(live_cloud, url)  # one-time: the second use is refused
+
+    shown = openstack(live_cloud, "--debug", "console", "url", "show", vm.id, "-f", "json", check=False)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert f"POST {live_cloud.url}/compute/v2.1/servers/{vm.id}/remote-consoles" in shown.stderr
+    assert "OpenStack-API-Version: compute 2.10" in shown.stderr
+    console = json.loads(shown.stdout)
+    assert console["type"] == "novnc" and console["protocol"] == "vnc"
+    data = novnc_handshake(live_cloud, console["url"])
+    assert data.startswith(b"HTTP/1.1 101"), data[:200]
+    assert b"RFB 003.00" in data
+    assert b"RFB " not in novnc_handshake(live_cloud, console["url"])
 
 
 def test_rescue_boots_a_rescue_system_with_the_disk_second_and_unrescue_returns(live_cloud):

@@ -7,6 +7,8 @@ from django.utils import timezone
 
 from agents.compute.driver import reset_driver
 from agents.compute.fake import FakeDriver
+from agents.network.driver import reset_network_driver
+from agents.network.fake import FakeNetworkDriver
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus, Visibility
 from apps.instances.models import Flavor
@@ -23,8 +25,11 @@ def fake_driver(settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     driver = FakeDriver()
     reset_driver(driver)
+    # The network agent's tasks run in-process too: never on the real kernel from a unit test.
+    reset_network_driver(FakeNetworkDriver())
     yield driver
     reset_driver()
+    reset_network_driver()
 
 
 @dataclass

@@ -28,7 +28,7 @@ def test_project_create_is_idempotent():
     out = run("project_create", "demo", "--description", "A demo")
     project = Project.objects.get(name="demo")
     assert project.id.hex in out and project.description == "A demo"
-    assert Quota.objects.filter(project=project).count() == 9
+    assert Quota.objects.filter(project=project).count() == 11
     again = run("project_create", "demo")
     assert "exists already" in again and Project.objects.filter(name="demo").count() == 1
     with pytest.raises(CommandError, match="name"):

@@ -123,7 +123,7 @@ def test_project_create_show_update_delete(admin, world):
     ) == ("gamma", "G", True, "default", "default", False)
     self_link(body, f"projects/{body['id']}")
     project = Project.objects.get(name="gamma")
-    assert Quota.objects.filter(project=project).count() == 9  # default quotas
+    assert Quota.objects.filter(project=project).count() == 11  # default quotas
     assert admin.get(f"{V3}/projects/{body['id']}").json()["project"] == body
 
     patched = admin.patch(

@@ -54,6 +54,30 @@ def test_launch_form_with_key_pair_user_data_and_count(client, world):
     assert made[0].user_data  # base64 of the script
 
 
+def test_launch_form_puts_the_instance_on_the_chosen_network(client, world):
+    """With two networks in the project the service cannot guess: the form offers them (and not
+    the external one) and the port lands on the one chosen."""
+    from apps.networks.models import Port
+    from apps.networks.services import network_create, subnet_create
+
+    make_host()
+    nets = []
+    for name, cidr in (("front", "10.10.0.0/24"), ("back", "10.20.0.0/24")):
+        net = network_create(user=world.member, project=world.project, name=name)
+        subnet_create(user=world.member, project=world.project, network=net, cidr=cidr)
+        nets.append(net)
+    client.force_login(world.member)
+    page = client.get("/instances/launch/").content.decode()
+    assert "front" in page and "back" in page
+    r = client.post("/instances/launch/", {"name": "onback", "image": str(world.image.pk), "flavor": world.flavor.pk,
+                                           "network": str(nets[1].pk), "count": 1})
+    assert r.status_code == 302
+    vm = Instance.objects.get(name="onback")
+    port = Port.objects.get(device_id=str(vm.id))
+    assert port.network_id == nets[1].pk
+    assert port.fixed_ips.get().ip_address.startswith("10.20.0.")
+
+
 def test_console_button_redirects_to_a_one_time_novnc_url(client, world, vm):
     client.force_login(world.member)
     assert 'data-testid="vnc"' in client.get(f"/instances/{vm.pk}/").content.decode()

@@ -310,7 +310,7 @@ def test_admin_creates_a_project_and_edits_a_quota(client, world):
     r = client.post("/identity/projects/create/", {"name": "gamma", "description": "third"})
     project = Project.objects.get(name="gamma")
     assert r.status_code == 302 and r["Location"] == f"/identity/projects/{project.pk}/"
-    assert project.description == "third" and project.quotas.count() == 9
+    assert project.description == "third" and project.quotas.count() == 11
 
     r = client.post("/identity/projects/create/", {"name": "gamma"})
     assert r.status_code == 200 and b"Duplicate entry" in r.content

@@ -1,7 +1,7 @@
 """Nova v2.1 request parsing and response bodies.
 
-Response bodies hold exactly the keys of Nova's API reference: clients validate them against
-schemas that allow no others.
+Response bodies hold exactly the keys of Nova's API reference at the request's microversion:
+clients validate them against schemas that allow no others.
 """
 
 import hashlib
@@ -11,7 +11,13 @@ from rest_framework import serializers
 from agents.names import domain_name
 from apps.instances.models import Flavor, Instance
 from apps.instances.states import PowerState, api_status
+from apps.networks.selectors import server_addresses
+from apps.volumes.api.serializers import server_body_volumes
+from apps.volumes.selectors import servers_volumes
+from cloudmgr.api.microversions import Version, in_span
 from cloudmgr.api.versions import link, public_url
+
+BASE_VERSION = Version(2, 1)
 
 
 def _time(value) -> str | None:
@@ -29,7 +35,9 @@ def resource_links(collection: str, object_id: str) -> list[dict]:
 
 class ServerCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255, allow_blank=False, trim_whitespace=True)
-    imageRef = serializers.CharField(max_length=255)
+    # Empty (or absent) for a server booted from a volume (block_device_mapping_v2).
+    imageRef = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    block_device_mapping_v2 = serializers.JSONField(required=False, default=None)
     flavorRef = serializers.CharField(max_length=255)
     availability_zone = serializers.CharField(max_length=255, required=False, allow_null=True)
     key_name = serializers.CharField(max_length=255, required=False, allow_null=True)
@@ -38,6 +46,26 @@ class ServerCreateSerializer(serializers.Serializer):
     min_count = serializers.IntegerField(min_value=1, required=False, default=1)
     max_count = serializers.IntegerField(min_value=1, required=False, default=None, allow_null=True)
     return_reservation_id = serializers.BooleanField(required=False, default=False)
+    networks = serializers.JSONField(required=False, allow_null=True, default=None)
+    security_groups = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True,
+                                            default=None)
+
+    def validate_networks(self, value):
+        """Nova's networks: "auto", "none", or [{uuid | port, fixed_ip, tag}]."""
+        if value is None or value in ("auto", "none"):
+            return value
+        if not isinstance(value, list) or not all(
+                isinstance(item, dict) and (item.get("uuid") or item.get("port"))
+                and not set(item) - {"uuid", "port", "fixed_ip", "tag"} for item in value):
+            raise serializers.ValidationError("networks must be 'auto', 'none' or a list of {uuid | port, fixed_ip}.")
+        return value
+
+    def validate_security_groups(self, value):
+        if value is None:
+            return None
+        if not all(isinstance(group.get("name"), str) and group["name"] for group in value):
+            raise serializers.ValidationError("Each security group needs a name.")
+        return [group["name"] for group in value]
 
     def validate_user_data(self, value):
         import base64
@@ -101,7 +129,26 @@ def _host_id(instance: Instance) -> str:
     return hashlib.sha224(f"{instance.project_id.hex}{instance.host.hostname}".encode()).hexdigest()
 
 
-def server_detail(instance: Instance, *, is_admin: bool = False) -> dict:
+def _addresses(instance: Instance) -> dict:
+    """Nova's addresses of the server's ports: set on list pages in one query by the views
+    (``network_addresses``), read here for a single server."""
+    cached = getattr(instance, "network_addresses", None)
+    if cached is None:
+        cached = server_addresses(device_ids=[str(instance.id)])[str(instance.id)]
+    return cached
+
+
+def _volumes(instance: Instance) -> list[tuple[str, bool]]:
+    """The server's attached volumes: set on list pages in one query by the views
+    (``attached_volumes``), read here for a single server."""
+    cached = getattr(instance, "attached_volumes", None)
+    if cached is None:
+        cached = servers_volumes(instance_ids=[instance.pk])[str(instance.pk)]
+    return cached
+
+
+def server_basic(instance: Instance, *, version: Version = BASE_VERSION) -> dict:
+    """The server as Nova's update and rebuild answer it (no extension attributes before 2.75)."""
     image = (
         {"id": str(instance.image_id), "links": [link("bookmark", public_url(f"compute/images/{instance.image_id}"))]}
         if instance.image_id
@@ -118,11 +165,37 @@ def server_detail(instance: Instance, *, is_admin: bool = False) -> dict:
         "flavor": {"id": instance.flavor_id, "links": [link("bookmark", public_url(f"compute/flavors/{instance.flavor_id}"))]},
         "created": _time(instance.created_at),
         "updated": _time(instance.updated_at),
-        "addresses": {},
+        "addresses": _addresses(instance),
         "accessIPv4": "",
         "accessIPv6": "",
         "OS-DCF:diskConfig": "MANUAL",
         "progress": 0,
+    }
+    if in_span(version, "2.9"):
+        body["locked"] = instance.locked
+    fault = next(iter(instance.faults.all()), None)  # newest first; prefetched by the views
+    if fault is not None and instance.vm_state in ("error", "deleted"):
+        body["fault"] = {"code": fault.code, "message": fault.message, "created": _time(fault.created_at)}
+    return body
+
+
+def _extended_attributes(instance: Instance) -> dict:
+    """Nova 2.3's admin-only attributes (for the EC2 API). Images boot with their own kernel,
+    so there is never a separate kernel or ramdisk; the root disk is virtio, the first one."""
+    return {
+        "OS-EXT-SRV-ATTR:hostname": instance.hostname,
+        "OS-EXT-SRV-ATTR:reservation_id": instance.reservation_id,
+        "OS-EXT-SRV-ATTR:launch_index": instance.launch_index,
+        "OS-EXT-SRV-ATTR:kernel_id": "",
+        "OS-EXT-SRV-ATTR:ramdisk_id": "",
+        "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda" if instance.host_id else None,
+        "OS-EXT-SRV-ATTR:user_data": instance.user_data or None,
+    }
+
+
+def server_detail(instance: Instance, *, is_admin: bool = False, version: Version = BASE_VERSION) -> dict:
+    body = {
+        **server_basic(instance, version=version),
         "OS-EXT-AZ:availability_zone": instance.availability_zone,
         "config_drive": "",
         "key_name": instance.key_name,
@@ -131,28 +204,42 @@ def server_detail(instance: Instance, *, is_admin: bool = False) -> dict:
         "OS-EXT-STS:vm_state": instance.vm_state,
         "OS-EXT-STS:task_state": instance.task_state,
         "OS-EXT-STS:power_state": PowerState(instance.power_state).value,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": server_body_volumes(_volumes(instance), version=version),
     }
     if is_admin:
         hostname = instance.host.hostname if instance.host else None
         body["OS-EXT-SRV-ATTR:host"] = hostname
         body["OS-EXT-SRV-ATTR:hypervisor_hostname"] = hostname
         body["OS-EXT-SRV-ATTR:instance_name"] = domain_name(str(instance.id))
-    fault = next(iter(instance.faults.all()), None)  # newest first; prefetched by the views
-    if fault is not None and instance.vm_state in ("error", "deleted"):
-        body["fault"] = {"code": fault.code, "message": fault.message, "created": _time(fault.created_at)}
+        if in_span(version, "2.3"):
+            body.update(_extended_attributes(instance))
     return body
 
 
-def keypair_body(keypair, *, private_key: str | None = None, detail: bool = False) -> dict:
+def keypair_body(keypair, *, version: Version = BASE_VERSION, private_key: str | None = None,
+                 detail: bool = False, created: bool = False) -> dict:
+    """A key pair in a list (name, key, fingerprint), as created (+ user_id, the private key
+    once) or shown (+ user_id, times, id); its ``type`` from 2.2."""
     body = {"name": keypair.name, "public_key": keypair.public_key, "fingerprint": keypair.fingerprint}
-    if detail:
-        body.update({"user_id": keypair.user_id.hex, "created_at": _usage_time(keypair.created_at),
-                     "updated_at": None, "deleted_at": None, "deleted": False, "id": keypair.pk.int % (2**31)})
-    if private_key is not None:
+    if detail or created:
         body["user_id"] = keypair.user_id.hex
+    if detail:
+        body.update({"created_at": _usage_time(keypair.created_at), "updated_at": None, "deleted_at": None,
+                     "deleted": False, "id": keypair.pk.int % (2**31)})
+    if private_key is not None:
         body["private_key"] = private_key
+    if in_span(version, "2.2"):
+        body["type"] = keypair.type
     return body
+
+
+def interface_body(port) -> dict:
+    """Nova's interfaceAttachment of a server's port."""
+    return {
+        "port_state": port.status, "port_id": str(port.pk), "net_id": str(port.network_id),
+        "mac_addr": port.mac_address,
+        "fixed_ips": [{"subnet_id": str(a.subnet_id), "ip_address": a.ip_address} for a in port.fixed_ips.all()],
+    }
 
 
 def server_group_body(group) -> dict:

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from apps.instances.api import views
+from apps.volumes.api.views import ServerVolumeAttachmentViewSet as server_volumes
 
 flavors = views.FlavorViewSet
 servers = views.ServerViewSet
@@ -27,11 +28,19 @@ urlpatterns = [
     path("v2.1/servers/detail", servers.as_view({"get": "list_detail"})),
     path("v2.1/servers/<str:pk>", servers.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})),
     path("v2.1/servers/<str:pk>/action", servers.as_view({"post": "server_action"})),
+    path("v2.1/servers/<str:pk>/remote-consoles", servers.as_view({"post": "remote_console_create"})),
     path("v2.1/servers/<str:pk>/metadata",
          servers.as_view({"get": "metadata_list", "post": "metadata_update", "put": "metadata_replace"})),
     path("v2.1/servers/<str:pk>/metadata/<str:key>",
          servers.as_view({"get": "metadata_show", "put": "metadata_set_item", "delete": "metadata_delete_item"})),
+    path("v2.1/servers/<str:pk>/os-interface",
+         servers.as_view({"get": "interfaces_list", "post": "interface_attach"})),
+    path("v2.1/servers/<str:pk>/os-interface/<str:port_id>",
+         servers.as_view({"get": "interface_show", "delete": "interface_detach"})),
     path("v2.1/servers/<str:pk>/os-instance-actions", servers.as_view({"get": "actions_list"})),
+    path("v2.1/servers/<str:pk>/os-volume_attachments", server_volumes.as_view({"get": "list", "post": "create"})),
+    path("v2.1/servers/<str:pk>/os-volume_attachments/<str:volume_id>",
+         server_volumes.as_view({"get": "retrieve", "delete": "destroy"})),
     path("v2.1/servers/<str:pk>/os-instance-actions/<str:request_id>", servers.as_view({"get": "actions_show"})),
     path("v2.1/os-keypairs", keypairs.as_view({"get": "list", "post": "create"})),
     path("v2.1/os-keypairs/<str:pk>", keypairs.as_view({"get": "retrieve", "delete": "destroy"})),

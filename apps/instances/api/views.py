@@ -25,10 +25,13 @@ from apps.instances.selectors import (
     server_group_get,
     server_group_list,
 )
+from apps.networks.selectors import server_addresses, server_port_get, server_ports
 from apps.tenants.models import Project, Quota
 from apps.tenants.selectors import is_cloud_admin
 from apps.tenants.services import quota_set
-from cloudmgr.api.microversions import MicroversionMixin, Version
+from apps.volumes.api.serializers import block_device_mapping_v2, resolve_block_devices
+from apps.volumes.selectors import servers_volumes
+from cloudmgr.api.microversions import MicroversionMixin, Version, supports
 from cloudmgr.api.pagination import paginate, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet
@@ -36,7 +39,8 @@ from cloudmgr.exceptions import NotFound, PermissionDenied, ValidationError
 from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
-MAX_VERSION = Version(2, 1)  # raised feature by feature: the SDK uses the maximum advertised
+# Raised only when every change up to it is honoured (docs/compute.md): the SDK uses the maximum.
+MAX_VERSION = Version(2, 10)
 
 
 def _version_v21() -> dict:
@@ -87,6 +91,29 @@ class EmptyAcceptNegotiation(DefaultContentNegotiation):
         if not request.META.get("HTTP_ACCEPT", "").strip():
             request.META["HTTP_ACCEPT"] = "*/*"
         return super().select_renderer(request, renderers, format_suffix)
+
+
+# Nova's remote console schema (2.6); 2.8 adds mks/webmks. Guests serve VNC only: the others are
+# valid requests that the console service refuses with a 400 (as Nova with them disabled).
+REMOTE_CONSOLE_PROTOCOLS = ("vnc", "spice", "serial", "rdp")
+REMOTE_CONSOLE_TYPES = ("novnc", "xvpvnc", "spice-html5", "serial", "rdp-html5")
+
+
+def _console_field(body, field: str, allowed: tuple[str, ...], key: str, others: tuple[str, ...] = ()) -> str:
+    """``body[field]``, one of ``allowed``; 400 with Nova's schema messages otherwise."""
+    if not isinstance(body, dict):
+        raise ValidationError(f"Invalid input for field/attribute {key}: it must be an object.")
+    unknown = sorted(set(body) - {field, *others})
+    if unknown:
+        raise ValidationError(f"Invalid input for field/attribute {key}. "
+                              f"Additional properties are not allowed ({', '.join(map(repr, unknown))} were unexpected)")
+    if field not in body:
+        raise ValidationError(f"Invalid input for field/attribute {key}. '{field}' is a required property")
+    value = body[field]
+    if value not in allowed:
+        raise ValidationError(f"Invalid input for field/attribute {field}. Value: {value}. "
+                              f"{value!r} is not one of {list(allowed)}")
+    return value
 
 
 class ComputeViewSet(MicroversionMixin, ProjectScopedViewSet):
@@ -150,15 +177,16 @@ class FlavorViewSet(ComputeViewSet):
         return Response(status=status.HTTP_202_ACCEPTED)
 
     def _access_body(self, flavor):
-        if flavor.is_public:
-            raise NotFound("Access list not available for public flavors.")
         return Response({"flavor_access": [{"flavor_id": flavor.id, "tenant_id": p.pk.hex}
                                            for p in flavor.projects.all()]})
 
     def access_list(self, request, pk):
         if not is_cloud_admin(user=self.user):
             raise PermissionDenied("Policy does not allow this operation to be performed.")
-        return self._access_body(self._admin_flavor(pk))
+        flavor = self._admin_flavor(pk)
+        if flavor.is_public:
+            raise NotFound("Access list not available for public flavors.")
+        return self._access_body(flavor)
 
     def flavor_action(self, request, pk):
         flavor = self._admin_flavor(pk)
@@ -172,7 +200,8 @@ class FlavorViewSet(ComputeViewSet):
         if project is None:
             raise ValidationError(f"Project {args.get('tenant')} could not be found.")
         if name == "addTenantAccess":
-            services.flavor_access_add(flavor=flavor, project=project)
+            # 2.7: access to a public flavor is a conflict (before, it was recorded to no effect)
+            services.flavor_access_add(flavor=flavor, project=project, refuse_public=supports(request, "2.7"))
         else:
             services.flavor_access_remove(flavor=flavor, project=project)
         return self._access_body(flavor)
@@ -206,6 +235,8 @@ class FlavorViewSet(ComputeViewSet):
 
 
 class ServerViewSet(ComputeViewSet):
+    action_versions = {"remote_console_create": ("2.6", None)}
+
     def _instances(self):
         params = self.request.query_params
         changes_since = None
@@ -213,6 +244,8 @@ class ServerViewSet(ComputeViewSet):
             changes_since = parse_datetime(params["changes-since"])
             if changes_since is None:
                 raise ValidationError(f"Invalid changes-since value: {params['changes-since']}")
+        # Before 2.5 Nova silently dropped a non-admin's ip6 filter (an admin's always applies).
+        ip6_allowed = supports(self.request, "2.5") or is_cloud_admin(user=self.user)
         return instance_list(
             user=self.user,
             project=self.project,
@@ -221,6 +254,9 @@ class ServerViewSet(ComputeViewSet):
             all_projects=bool(query_flag(params, "all_tenants")),
             changes_since=changes_since,
             project_id=params.get("project_id") or params.get("tenant_id"),
+            reservation_id=params.get("reservation_id"),
+            ip=params.get("ip"),
+            ip6=params.get("ip6") if ip6_allowed else None,
         ).prefetch_related(Prefetch("faults", queryset=InstanceFault.objects.order_by("-created_at")))
 
     def _get(self, pk):
@@ -277,12 +313,19 @@ class ServerViewSet(ComputeViewSet):
 
     def list_detail(self, request):
         page, links = self._page(request)
+        addresses = server_addresses(device_ids=[str(i.pk) for i in page])
+        volumes = servers_volumes(instance_ids=[i.pk for i in page])
+        for instance in page:
+            instance.network_addresses = addresses[str(instance.pk)]
+            instance.attached_volumes = volumes[str(instance.pk)]
         admin = is_cloud_admin(user=self.user)
-        return Response({"servers": [s.server_detail(i, is_admin=admin) for i in page], **links})
+        return Response({"servers": [s.server_detail(i, is_admin=admin, version=request.api_version) for i in page],
+                         **links})
 
     def retrieve(self, request, pk):
         instance = self._get(pk)
-        return Response({"server": s.server_detail(instance, is_admin=is_cloud_admin(user=self.user))})
+        return Response({"server": s.server_detail(instance, is_admin=is_cloud_admin(user=self.user),
+                                                   version=request.api_version)})
 
     def create(self, request):
         parsed = s.ServerCreateSerializer(data=self.body("server"))
@@ -292,6 +335,11 @@ class ServerViewSet(ComputeViewSet):
         group = None
         if isinstance(hints, dict) and hints.get("group"):
             group = server_group_get(user=self.user, project=self.project, group_id=str(hints["group"]))
+        block_devices = None
+        if data.get("block_device_mapping_v2") is not None:
+            block_devices = resolve_block_devices(user=self.user, project=self.project,
+                                                  block_devices=block_device_mapping_v2(data["block_device_mapping_v2"]),
+                                                  count=data.get("max_count") or data.get("min_count") or 1)
         instances = services.instances_create(
             min_count=data.get("min_count") or 1,
             max_count=data.get("max_count") or data.get("min_count") or 1,
@@ -299,16 +347,20 @@ class ServerViewSet(ComputeViewSet):
             project=self.project,
             name=data["name"],
             flavor=flavor_get(user=self.user, name_or_id=data["flavorRef"], project=self.project),
-            image=image_get(user=self.user, project=self.project, name_or_id=data["imageRef"]),
+            image=image_get(user=self.user, project=self.project, name_or_id=data["imageRef"]) if data["imageRef"]
+            else None,
+            block_devices=block_devices,
             request_id=self.request_id,
             key_name=data.get("key_name"),
             user_data=data.get("user_data") or "",
             metadata=data.get("metadata") or {},
             availability_zone=data.get("availability_zone") or None,
             server_group=group,
+            networks=data.get("networks"),
+            security_groups=data.get("security_groups"),
         )
         if data.get("return_reservation_id"):
-            return Response({"reservation_id": f"r-{instances[0].pk.hex[:8]}"}, status=status.HTTP_202_ACCEPTED)
+            return Response({"reservation_id": instances[0].reservation_id}, status=status.HTTP_202_ACCEPTED)
         body = {**{k: v for k, v in s.server_summary(instances[0]).items() if k != "name"},
                 "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]}
         return Response({"server": body}, status=status.HTTP_202_ACCEPTED)
@@ -319,7 +371,7 @@ class ServerViewSet(ComputeViewSet):
         if unknown:
             raise ValidationError(f"Additional properties are not allowed ({', '.join(sorted(unknown))}).")
         instance = services.instance_update(instance=self._get(pk), user=self.user, name=data.get("name"))
-        return Response({"server": s.server_detail(self._get(str(instance.pk)), is_admin=is_cloud_admin(user=self.user))})
+        return Response({"server": s.server_basic(self._get(str(instance.pk)), version=request.api_version)})
 
     # -- metadata --------------------------------------------------------------------------------
 
@@ -371,6 +423,40 @@ class ServerViewSet(ComputeViewSet):
             raise NotFound(f"Action for request_id {request_id} on instance {pk} not found.")
         return Response({"instanceAction": s.instance_action_body(action, events=True)})
 
+    # -- network interfaces (os-interface) -------------------------------------------------------
+
+    def interfaces_list(self, request, pk):
+        instance = self._get(pk)
+        ports = server_ports(device_ids=[str(instance.pk)])[str(instance.pk)]
+        return Response({"interfaceAttachments": [s.interface_body(port) for port in ports]})
+
+    def interface_show(self, request, pk, port_id):
+        instance = self._get(pk)
+        return Response({"interfaceAttachment": s.interface_body(server_port_get(device_id=str(instance.pk),
+                                                                                 port_id=port_id))})
+
+    def interface_attach(self, request, pk):
+        data = self.body("interfaceAttachment")
+        unknown = set(data) - {"net_id", "port_id", "fixed_ips", "tag"}
+        if unknown:
+            raise ValidationError(f"Additional properties are not allowed ({', '.join(sorted(unknown))}).")
+        fixed_ips = data.get("fixed_ips") or []
+        if not isinstance(fixed_ips, list) or len(fixed_ips) > 1 or not all(
+                isinstance(f, dict) and isinstance(f.get("ip_address"), str) for f in fixed_ips):
+            raise ValidationError("fixed_ips must be a list of at most one {ip_address}.")
+        instance = self._get(pk)
+        port = services.instance_interface_attach(
+            instance=instance, user=self.user, network_id=data.get("net_id"), port_id=data.get("port_id"),
+            fixed_ip=fixed_ips[0]["ip_address"] if fixed_ips else None, request_id=self.request_id)
+        return Response({"interfaceAttachment": s.interface_body(server_port_get(device_id=str(instance.pk),
+                                                                                 port_id=port.pk))})
+
+    def interface_detach(self, request, pk, port_id):
+        instance = self._get(pk)
+        services.instance_interface_detach(instance=instance, user=self.user, request_id=self.request_id,
+                                           port=server_port_get(device_id=str(instance.pk), port_id=port_id))
+        return Response(status=status.HTTP_202_ACCEPTED)
+
     def destroy(self, request, pk):
         services.instance_delete(instance=self._get(pk), user=self.user, request_id=self.request_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -383,6 +469,9 @@ class ServerViewSet(ComputeViewSet):
         handler = self.ACTIONS.get(name)
         if handler is None:
             raise ValidationError(f"There is no such action: {name}")
+        span = self.ACTION_VERSIONS.get(name)
+        if span is not None and not supports(request, *span):
+            raise NotFound("The resource could not be found.")  # the action does not exist at this version
         return handler(self, self._get(pk), args)
 
     def _console_output(self, instance, args):
@@ -427,7 +516,7 @@ class ServerViewSet(ComputeViewSet):
         instance = services.instance_rebuild(instance=instance, image=image, user=self.user, name=args.get("name"),
                                              request_id=self.request_id)
         instance = self._get(str(instance.id))
-        return Response({"server": s.server_detail(instance, is_admin=is_cloud_admin(user=self.user))},
+        return Response({"server": s.server_basic(instance, version=self.request.api_version)},
                         status=status.HTTP_202_ACCEPTED)
 
     def _create_image(self, instance, args):
@@ -440,10 +529,26 @@ class ServerViewSet(ComputeViewSet):
             return Response({"image_id": str(image.pk)}, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
         return Response(status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
-    def _vnc_console(self, instance, args):
-        kind = (args or {}).get("type", "novnc") if isinstance(args, dict) else "novnc"
-        url = services.instance_console_url(instance=instance, user=self.user, console_type=kind)
-        return Response({"console": {"type": kind, "url": url}})
+    def _old_console(protocol: str, types: tuple[str, ...]):
+        """The console actions of 2.1 to 2.5 (``{"os-getVNCConsole": {"type": "novnc"}}``)."""
+        def handler(self, instance, args):
+            kind = _console_field(args, "type", types, "console")
+            url = services.instance_console_url(instance=instance, user=self.user, protocol=protocol,
+                                                console_type=kind)
+            return Response({"console": {"type": kind, "url": url}})
+        return handler
+
+    def remote_console_create(self, request, pk):
+        """2.6: ``POST /servers/{id}/remote-consoles``, which replaced the console actions."""
+        console = self.body("remote_console")
+        protocols, types = REMOTE_CONSOLE_PROTOCOLS, REMOTE_CONSOLE_TYPES
+        if supports(request, "2.8"):
+            protocols, types = protocols + ("mks",), types + ("webmks",)
+        protocol = _console_field(console, "protocol", protocols, "remote_console", others=("type",))
+        kind = _console_field(console, "type", types, "remote_console", others=("protocol",))
+        url = services.instance_console_url(instance=self._get(pk), user=self.user, protocol=protocol,
+                                            console_type=kind)
+        return Response({"remote_console": {"protocol": protocol, "type": kind, "url": url}})
 
     def _rescue(self, instance, args):
         image = None
@@ -456,7 +561,10 @@ class ServerViewSet(ComputeViewSet):
         "os-getConsoleOutput": _console_output,
         "rescue": _rescue,
         "unrescue": _simple(services.instance_unrescue),
-        "os-getVNCConsole": _vnc_console,
+        "os-getVNCConsole": _old_console("vnc", ("novnc", "xvpvnc")),
+        "os-getSPICEConsole": _old_console("spice", ("spice-html5",)),
+        "os-getSerialConsole": _old_console("serial", ("serial",)),
+        "os-getRDPConsole": _old_console("rdp", ("rdp-html5",)),
         "createImage": _create_image,
         "os-start": _simple(services.instance_start),
         "os-stop": _simple(services.instance_stop),
@@ -472,13 +580,15 @@ class ServerViewSet(ComputeViewSet):
         "revertResize": _simple(services.instance_resize_revert),
         "rebuild": _rebuild,
     }
+    # Actions that exist only in a span of microversions; outside it they are 404, as in Nova.
+    ACTION_VERSIONS = {name: ("2.1", "2.5") for name in
+                       ("os-getVNCConsole", "os-getSPICEConsole", "os-getSerialConsole", "os-getRDPConsole")}
 
 
 class KeypairViewSet(ComputeViewSet):
-    """Per user (the token's user; an admin may name another with ``user_id``)."""
+    """Per user: the token's user; from 2.10 an admin may name another with ``user_id``."""
 
-    def _owner(self):
-        user_id = self.request.query_params.get("user_id")
+    def _owner(self, user_id: str | None):
         if user_id and user_id not in (self.user.pk.hex, str(self.user.pk)):
             if not is_cloud_admin(user=self.user):
                 raise PermissionDenied("Policy does not allow this operation to be performed.")
@@ -490,26 +600,46 @@ class KeypairViewSet(ComputeViewSet):
             return owner
         return self.user
 
+    def _query_owner(self):
+        # Before 2.10 Nova ignores the user_id query parameter (the token's user it is).
+        return self._owner(self.request.query_params.get("user_id") if supports(self.request, "2.10") else None)
+
     def list(self, request):
-        keypairs = keypair_list(user=self._owner())
-        return Response({"keypairs": [{"keypair": s.keypair_body(k)} for k in keypairs]})
+        keypairs = keypair_list(user=self._query_owner())
+        return Response({"keypairs": [{"keypair": s.keypair_body(k, version=request.api_version)} for k in keypairs]})
 
     def create(self, request):
-        parsed = s.KeypairCreateSerializer(data=self.body("keypair"))
+        data = self.body("keypair")
+        allowed = {"name", "public_key"} | ({"type"} if supports(request, "2.2") else set()) | (
+            {"user_id"} if supports(request, "2.10") else set())
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValidationError("Invalid input for field/attribute keypair. Additional properties are not allowed "
+                                  f"({', '.join(map(repr, unknown))} were unexpected)")
+        parsed = s.KeypairCreateSerializer(data=data)
         parsed.is_valid(raise_exception=True)
         d = parsed.validated_data
-        keypair, private_key = services.keypair_create(user=self.user, name=d["name"], public_key=d.get("public_key"),
+        owner = self.user
+        if data.get("user_id") is not None:
+            if not isinstance(data["user_id"], str):
+                raise ValidationError("Invalid input for field/attribute user_id: it must be a string.")
+            try:
+                owner = self._owner(data["user_id"])
+            except NotFound as exc:
+                raise ValidationError(exc.message) from exc  # a body field, not the URL's resource
+        keypair, private_key = services.keypair_create(user=owner, name=d["name"], public_key=d.get("public_key"),
                                                        key_type=d.get("type") or "ssh")
-        body = s.keypair_body(keypair, private_key=private_key)
-        body["user_id"] = keypair.user_id.hex
-        return Response({"keypair": body})  # 200 at 2.1 (201 from 2.2)
+        body = s.keypair_body(keypair, version=request.api_version, private_key=private_key, created=True)
+        created = status.HTTP_201_CREATED if supports(request, "2.2") else status.HTTP_200_OK
+        return Response({"keypair": body}, status=created)
 
     def retrieve(self, request, pk):
-        return Response({"keypair": s.keypair_body(keypair_get(user=self._owner(), name=pk), detail=True)})
+        keypair = keypair_get(user=self._query_owner(), name=pk)
+        return Response({"keypair": s.keypair_body(keypair, version=request.api_version, detail=True)})
 
     def destroy(self, request, pk):
-        services.keypair_delete(keypair=keypair_get(user=self._owner(), name=pk))
-        return Response(status=status.HTTP_202_ACCEPTED)  # 202 at 2.1 (204 from 2.2)
+        services.keypair_delete(keypair=keypair_get(user=self._query_owner(), name=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT if supports(request, "2.2") else status.HTTP_202_ACCEPTED)
 
 
 # Nova's quota-set keys at 2.1 that have no cloudmgr counterpart: fixed values.

@@ -61,6 +61,8 @@ _QUOTA_LABELS = {
     "ram": "RAM (MiB)",
     "volumes": "Volumes",
     "gigabytes": "Volume storage (GB)",
+    "snapshots": "Volume snapshots",
+    "backups": "Volume backups",
     "networks": "Networks",
     "ports": "Ports",
     "floating_ips": "Floating IPs",

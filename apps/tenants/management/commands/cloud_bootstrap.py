@@ -9,6 +9,7 @@ from apps.hosts.services import host_register
 from apps.images.models import Image, ImageStatus, Visibility
 from apps.images.services import image_import_file
 from apps.instances.services import flavor_ensure
+from apps.networks.services import network_bootstrap
 from apps.tenants.models import Role, User
 from apps.tenants.services import project_ensure, role_grant, user_create
 from cloudmgr.exceptions import ApplicationError
@@ -27,7 +28,8 @@ DEFAULT_FLAVORS = [
 class Command(BaseCommand):
     help = (
         "Prepare a new cloud, idempotently: the admin project and user (its random password is "
-        "printed once, on first run only), default flavors, the test image, this host."
+        "printed once, on first run only), default flavors, the test image, this host, the public "
+        "network and the admin project's private network and router."
     )
 
     def add_arguments(self, parser):
@@ -62,3 +64,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Registered image testvm ({image.id}).")
         host = host_register(hostname=settings.CLOUDMGR_HOSTNAME, virt_type=settings.CLOUDMGR_VIRT_TYPE)
         self.stdout.write(f"Host {host.hostname} is registered (queue {host.queue}).")
+        # After the host: it is the network host that runs the routers and DHCP servers.
+        networks = network_bootstrap(project=project)
+        self.stdout.write(f"Networks: public ({networks['public'].id}), private ({networks['private'].id}) "
+                          "with router1 to public.")

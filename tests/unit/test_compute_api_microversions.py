@@ -1,0 +1,363 @@
+"""Every Nova microversion change from 2.2 to the advertised maximum, asserted just below and at
+its version (docs/compute.md lists them), and POST /servers/{id}/remote-consoles (2.6)."""
+
+import base64
+from urllib.parse import unquote
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.instances.consoles import console_token_consume
+from apps.instances.models import Flavor
+from tests.unit.conftest import make_host
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+V = "/compute/v2.1"
+# Nova's admin-only server attributes of 2.3 (the EC2 API's).
+EXTENDED_23 = {"OS-EXT-SRV-ATTR:hostname", "OS-EXT-SRV-ATTR:reservation_id", "OS-EXT-SRV-ATTR:launch_index",
+               "OS-EXT-SRV-ATTR:kernel_id", "OS-EXT-SRV-ATTR:ramdisk_id", "OS-EXT-SRV-ATTR:root_device_name",
+               "OS-EXT-SRV-ATTR:user_data"}
+# Nova's update and rebuild responses (before 2.75): no extension attributes.
+BASIC_KEYS = {"id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
+              "updated", "addresses", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "progress", "links"}
+
+
+class Api:
+    """A client of one user that sends one microversion per call."""
+
+    def __init__(self, world, user, project=None):
+        self.client = APIClient()
+        self.client.credentials(HTTP_X_AUTH_TOKEN=world.token(user, project))
+
+    def __call__(self, method, path, version, body=None):
+        return getattr(self.client, method)(f"{V}{path}", body, format="json",
+                                            HTTP_OPENSTACK_API_VERSION=f"compute {version}")
+
+
+def boot(c, world, name="vm1", version="2.1", **extra):
+    resp = c("post", "/servers", version, {"server": {"name": name, "imageRef": str(world.image.id),
+                                                      "flavorRef": world.flavor.id, **extra}})
+    assert resp.status_code == 202, resp.content
+    return resp.json()["server"]["id"]
+
+
+def nova_error(resp, status):
+    assert resp.status_code == status, resp.content
+    (kind, body), = resp.json().items()
+    assert body["code"] == status and body["message"]
+    return kind, body["message"]
+
+
+def test_version_document_and_negotiation_up_to_2_10(world):
+    version = APIClient().get(f"{V}/").json()["version"]
+    assert (version["min_version"], version["version"]) == ("2.1", "2.10")
+    c = Api(world, world.member)
+    resp = c("get", "/flavors", "latest")
+    assert resp["OpenStack-API-Version"] == "compute 2.10" and resp["X-OpenStack-Nova-API-Version"] == "2.10"
+    assert c("get", "/flavors", "2.10").status_code == 200
+    assert c("get", "/flavors", "2.11").status_code == 406
+
+
+# -- 2.2: keypair type, create 201 and delete 204 ------------------------------------------------
+
+
+def test_2_2_keypair_type_and_status_codes(world):
+    c = Api(world, world.member)
+    resp = c("post", "/os-keypairs", "2.1", {"keypair": {"name": "old"}})
+    assert resp.status_code == 200
+    assert set(resp.json()["keypair"]) == {"name", "public_key", "fingerprint", "user_id", "private_key"}
+    _, message = nova_error(c("post", "/os-keypairs", "2.1", {"keypair": {"name": "typed", "type": "ssh"}}), 400)
+    assert "'type'" in message
+    assert "type" not in c("get", "/os-keypairs", "2.1").json()["keypairs"][0]["keypair"]
+    assert "type" not in c("get", "/os-keypairs/old", "2.1").json()["keypair"]
+
+    resp = c("post", "/os-keypairs", "2.2", {"keypair": {"name": "new"}})
+    assert resp.status_code == 201
+    assert set(resp.json()["keypair"]) == {"name", "public_key", "fingerprint", "user_id", "private_key", "type"}
+    assert resp.json()["keypair"]["type"] == "ssh"
+    assert [k["keypair"]["type"] for k in c("get", "/os-keypairs", "2.2").json()["keypairs"]] == ["ssh", "ssh"]
+    assert c("get", "/os-keypairs/old", "2.2").json()["keypair"]["type"] == "ssh"
+    nova_error(c("post", "/os-keypairs", "2.2", {"keypair": {"name": "k", "type": "dsa"}}), 400)
+
+    assert c("delete", "/os-keypairs/old", "2.1").status_code == 202
+    assert c("delete", "/os-keypairs/new", "2.2").status_code == 204
+    assert c("get", "/os-keypairs", "2.2").json()["keypairs"] == []
+
+
+def test_2_2_x509_keypairs_generated_and_imported(world):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    c = Api(world, world.member)
+    resp = c("post", "/os-keypairs", "2.2", {"keypair": {"name": "winrm", "type": "x509"}})
+    assert resp.status_code == 201, resp.content
+    kp = resp.json()["keypair"]
+    assert kp["type"] == "x509" and kp["public_key"].startswith("-----BEGIN CERTIFICATE-----")
+    cert = x509.load_pem_x509_certificate(kp["public_key"].encode())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == world.member.pk.hex
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    upn = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value[0]
+    assert upn.value.endswith(f"{world.member.pk.hex}@localhost".encode())
+    # The private key is the PKCS#12 bundle (no password) of the key and that certificate.
+    key, bundled, _ = pkcs12.load_key_and_certificates(base64.b64decode(kp["private_key"]), None)
+    assert bundled == cert and key.public_key().public_numbers() == cert.public_key().public_numbers()
+    sha1 = cert.fingerprint(hashes.SHA1()).hex()
+    assert kp["fingerprint"] == ":".join(sha1[i:i + 2] for i in range(0, 40, 2))
+
+    resp = c("post", "/os-keypairs", "2.2", {"keypair": {"name": "imported", "type": "x509",
+                                                         "public_key": kp["public_key"]}})
+    assert resp.status_code == 201 and "private_key" not in resp.json()["keypair"]
+    assert resp.json()["keypair"]["fingerprint"] == kp["fingerprint"]
+    _, message = nova_error(c("post", "/os-keypairs", "2.2", {"keypair": {"name": "bad", "type": "x509",
+                                                                          "public_key": "ssh-ed25519 AAAA"}}), 400)
+    assert "X.509" in message
+
+
+# -- 2.3: extended server attributes for admins --------------------------------------------------
+
+
+def test_2_3_extended_attributes_for_admins(world):
+    make_host()
+    member, admin = Api(world, world.member), Api(world, world.admin, world.project)
+    user_data = base64.b64encode(b"#!/bin/sh\necho hi\n").decode()
+    resp = member("post", "/servers", "2.3", {"server": {"name": "Web_Server.one", "imageRef": str(world.image.id),
+                                                         "flavorRef": "42", "min_count": 2, "max_count": 2,
+                                                         "user_data": user_data, "return_reservation_id": True}})
+    assert resp.status_code == 202
+    reservation = resp.json()["reservation_id"]
+    assert reservation.startswith("r-") and len(reservation) == 10
+
+    listed = admin("get", f"/servers/detail?reservation_id={reservation}", "2.3").json()["servers"]
+    assert len(listed) == 2
+    by_name = {srv["name"]: srv for srv in listed}
+    first, second = by_name["Web_Server.one-1"], by_name["Web_Server.one-2"]
+    assert first["OS-EXT-SRV-ATTR:reservation_id"] == second["OS-EXT-SRV-ATTR:reservation_id"] == reservation
+    assert (first["OS-EXT-SRV-ATTR:launch_index"], second["OS-EXT-SRV-ATTR:launch_index"]) == (0, 1)
+    assert first["OS-EXT-SRV-ATTR:hostname"] == "web-server-one-1"
+    assert first["OS-EXT-SRV-ATTR:user_data"] == user_data
+    assert first["OS-EXT-SRV-ATTR:root_device_name"] == "/dev/vda"
+    assert first["OS-EXT-SRV-ATTR:kernel_id"] == first["OS-EXT-SRV-ATTR:ramdisk_id"] == ""
+
+    sid = first["id"]
+    assert EXTENDED_23 <= set(admin("get", f"/servers/{sid}", "2.3").json()["server"])
+    below = admin("get", f"/servers/{sid}", "2.2").json()["server"]
+    assert "OS-EXT-SRV-ATTR:host" in below and not EXTENDED_23 & set(below)
+    assert not EXTENDED_23 & set(member("get", f"/servers/{sid}", "2.3").json()["server"])  # admins only
+    assert member("get", f"/servers?reservation_id={reservation}", "2.1").json()["servers"] != []
+    assert member("get", "/servers?reservation_id=r-00000000", "2.1").json()["servers"] == []
+
+    # Nova sets the host name at create: a rename keeps it.
+    assert member("put", f"/servers/{sid}", "2.3", {"server": {"name": "renamed"}}).status_code == 200
+    assert admin("get", f"/servers/{sid}", "2.3").json()["server"]["OS-EXT-SRV-ATTR:hostname"] == "web-server-one-1"
+    single = boot(member, world, name="***")
+    body = admin("get", f"/servers/{single}", "2.3").json()["server"]
+    assert body["OS-EXT-SRV-ATTR:hostname"] == f"Server-{single}"  # nothing usable in the name
+    assert body["OS-EXT-SRV-ATTR:launch_index"] == 0 and body["OS-EXT-SRV-ATTR:user_data"] is None
+    assert body["OS-EXT-SRV-ATTR:reservation_id"] not in ("", reservation)
+
+
+# -- 2.5: ip6 filter for non-admins --------------------------------------------------------------
+
+
+def test_2_5_ip6_filter_applies_to_non_admins(world):
+    make_host()
+    member, admin = Api(world, world.member), Api(world, world.admin, world.project)
+    sid = boot(member, world)
+    # Below 2.5 a non-admin's ip6 is dropped; an admin's applies. Instances have no addresses
+    # yet (no ports), so an address filter that applies matches nothing.
+    assert [s["id"] for s in member("get", "/servers?ip6=.*", "2.4").json()["servers"]] == [sid]
+    assert admin("get", "/servers?ip6=.*", "2.4").json()["servers"] == []
+    assert member("get", "/servers?ip6=.*", "2.5").json()["servers"] == []
+    assert member("get", "/servers/detail?ip=10%5C.", "2.1").json()["servers"] == []
+    nova_error(member("get", "/servers?ip6=(", "2.5"), 400)
+
+
+# -- 2.6 (and 2.8): remote consoles ----------------------------------------------------------------
+
+
+def console(c, sid, version, protocol="vnc", kind="novnc", **extra):
+    return c("post", f"/servers/{sid}/remote-consoles", version,
+             {"remote_console": {"protocol": protocol, "type": kind, **extra}})
+
+
+def test_2_6_remote_console_is_a_one_time_novnc_url(world, settings):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    kind, _ = nova_error(console(c, sid, "2.5"), 404)
+    assert kind == "itemNotFound"
+
+    resp = console(c, sid, "2.6")
+    assert resp.status_code == 200, resp.content
+    body = resp.json()["remote_console"]
+    assert set(body) == {"protocol", "type", "url"} and (body["protocol"], body["type"]) == ("vnc", "novnc")
+    assert body["url"].startswith(f"{settings.CLOUDMGR_CONSOLE_URL}/vnc_lite.html?path=")
+    token = unquote(body["url"]).split("token=")[1]
+    assert console_token_consume(token) == {"instance_id": sid, "host": "127.0.0.1", "port": 5900}
+    assert console_token_consume(token) is None  # one use only
+    assert console(c, sid, "latest").status_code == 200
+
+
+def test_2_6_old_console_actions_are_gone(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    resp = c("post", f"/servers/{sid}/action", "2.5", {"os-getVNCConsole": {"type": "novnc"}})
+    assert resp.status_code == 200 and resp.json()["console"]["type"] == "novnc"
+    _, message = nova_error(c("post", f"/servers/{sid}/action", "2.5", {"os-getVNCConsole": {}}), 400)
+    assert "'type' is a required property" in message
+    _, message = nova_error(c("post", f"/servers/{sid}/action", "2.5", {"os-getVNCConsole": {"type": "xvpvnc"}}), 400)
+    assert "Invalid console type xvpvnc" in message
+    for action, kind in [("os-getSPICEConsole", "spice-html5"), ("os-getSerialConsole", "serial"),
+                         ("os-getRDPConsole", "rdp-html5")]:
+        _, message = nova_error(c("post", f"/servers/{sid}/action", "2.5", {action: {"type": kind}}), 400)
+        assert "Unavailable console type" in message
+    for action, kind in [("os-getVNCConsole", "novnc"), ("os-getSPICEConsole", "spice-html5"),
+                         ("os-getSerialConsole", "serial"), ("os-getRDPConsole", "rdp-html5")]:
+        kind_, _ = nova_error(c("post", f"/servers/{sid}/action", "2.6", {action: {"type": kind}}), 404)
+        assert kind_ == "itemNotFound"
+    assert c("post", f"/servers/{sid}/action", "2.6", {"os-getConsoleOutput": {}}).status_code == 200
+
+
+@pytest.mark.parametrize(("protocol", "kind", "expected"), [
+    ("spice", "spice-html5", "Unavailable console type spice"),
+    ("serial", "serial", "Unavailable console type serial"),
+    ("rdp", "rdp-html5", "Unavailable console type rdp"),
+    ("vnc", "xvpvnc", "Invalid console type xvpvnc"),
+    ("vnc", "spice-html5", "Invalid console type spice-html5"),
+    ("telnet", "novnc", "'telnet' is not one of"),
+    ("vnc", "vnc_lite", "'vnc_lite' is not one of"),
+])
+def test_remote_console_bad_protocol_or_type_is_400_with_a_message(world, protocol, kind, expected):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    kind_, message = nova_error(console(c, sid, "2.6", protocol, kind), 400)
+    assert kind_ == "badRequest" and expected in message
+
+
+def test_remote_console_malformed_bodies_are_400(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    path = f"/servers/{sid}/remote-consoles"
+    for body, expected in [({}, "'remote_console' object"), ({"remote_console": "vnc"}, "'remote_console' object"),
+                           ({"remote_console": {"protocol": "vnc"}}, "'type' is a required property"),
+                           ({"remote_console": {"type": "novnc"}}, "'protocol' is a required property"),
+                           ({"remote_console": {"protocol": "vnc", "type": "novnc", "port": 1}}, "'port'")]:
+        _, message = nova_error(c("post", path, "2.6", body), 400)
+        assert expected in message, (body, message)
+
+
+def test_2_8_mks_is_a_valid_but_unavailable_console(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    _, message = nova_error(console(c, sid, "2.7", "mks", "webmks"), 400)
+    assert "'mks' is not one of" in message
+    _, message = nova_error(console(c, sid, "2.8", "mks", "webmks"), 400)
+    assert "Unavailable console type mks" in message
+
+
+def test_remote_console_needs_a_running_server(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    assert c("post", f"/servers/{sid}/action", "2.6", {"os-stop": None}).status_code == 202
+    assert c("get", f"/servers/{sid}", "2.6").json()["server"]["status"] == "SHUTOFF"
+    kind, message = nova_error(console(c, sid, "2.6"), 409)
+    assert kind == "conflictingRequest" and "not ready for a console" in message and "stopped" in message
+    assert c("post", f"/servers/{sid}/action", "2.6", {"os-start": None}).status_code == 202
+    assert console(c, sid, "2.6").status_code == 200
+
+
+def test_remote_console_tenancy_and_roles(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    kind, _ = nova_error(console(Api(world, world.outsider, world.other_project), sid, "2.6"), 404)
+    assert kind == "itemNotFound"
+    nova_error(console(Api(world, world.reader), sid, "2.6"), 403)
+    nova_error(console(c, "0" * 32, "2.6"), 404)
+    assert APIClient().post(f"{V}/servers/{sid}/remote-consoles", {}, format="json",
+                            HTTP_OPENSTACK_API_VERSION="compute 2.6").status_code == 401
+
+
+# -- 2.7: no tenant access to a public flavor ------------------------------------------------------
+
+
+def test_2_7_access_to_a_public_flavor_is_a_conflict(world):
+    admin = Api(world, world.admin)
+    body = {"addTenantAccess": {"tenant": world.project.pk.hex}}
+    resp = admin("post", "/flavors/42/action", "2.6", body)
+    assert resp.status_code == 200
+    assert resp.json()["flavor_access"] == [{"flavor_id": "42", "tenant_id": world.project.pk.hex}]
+    assert Flavor.objects.get(pk="42").is_public  # recorded, to no effect: it stays public
+    Flavor.objects.get(pk="42").projects.clear()
+    kind, message = nova_error(admin("post", "/flavors/42/action", "2.7", body), 409)
+    assert kind == "conflictingRequest" and "public flavor" in message
+    assert not Flavor.objects.get(pk="42").projects.exists()
+
+
+# -- 2.9: locked ---------------------------------------------------------------------------------
+
+
+def test_2_9_locked_in_show_detail_update_and_rebuild(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    assert "locked" not in c("get", f"/servers/{sid}", "2.8").json()["server"]
+    assert c("get", f"/servers/{sid}", "2.9").json()["server"]["locked"] is False
+    assert c("post", f"/servers/{sid}/action", "2.9", {"lock": None}).status_code == 202
+    assert c("get", f"/servers/{sid}", "2.9").json()["server"]["locked"] is True
+    assert [s["locked"] for s in c("get", "/servers/detail", "2.9").json()["servers"]] == [True]
+    assert "locked" not in c("get", "/servers/detail", "2.8").json()["servers"][0]
+
+    updated = c("put", f"/servers/{sid}", "2.8", {"server": {"name": "vm2"}}).json()["server"]
+    assert set(updated) == BASIC_KEYS  # Nova's update answer has no extension attributes
+    updated = c("put", f"/servers/{sid}", "2.9", {"server": {"name": "vm3"}}).json()["server"]
+    assert set(updated) == BASIC_KEYS | {"locked"} and updated["locked"] is True and updated["name"] == "vm3"
+
+    assert c("post", f"/servers/{sid}/action", "2.9", {"unlock": None}).status_code == 202
+    rebuild = {"rebuild": {"imageRef": str(world.image.id)}}
+    resp = c("post", f"/servers/{sid}/action", "2.8", rebuild)
+    assert resp.status_code == 202 and set(resp.json()["server"]) == BASIC_KEYS
+    resp = c("post", f"/servers/{sid}/action", "2.9", rebuild)
+    assert resp.status_code == 202 and resp.json()["server"]["locked"] is False
+
+
+# -- 2.10: key pairs of other users, for admins ----------------------------------------------------
+
+
+def test_2_10_admins_manage_other_users_keypairs(world):
+    admin, member = Api(world, world.admin), Api(world, world.member)
+    other = world.member.pk.hex
+    _, message = nova_error(admin("post", "/os-keypairs", "2.9", {"keypair": {"name": "k", "user_id": other}}), 400)
+    assert "'user_id'" in message
+    resp = admin("post", "/os-keypairs", "2.10", {"keypair": {"name": "for-alice", "user_id": other}})
+    assert resp.status_code == 201 and resp.json()["keypair"]["user_id"] == other
+    assert [k["keypair"]["name"] for k in member("get", "/os-keypairs", "2.10").json()["keypairs"]] == ["for-alice"]
+
+    # Below 2.10 the user_id query parameter is ignored: the admin sees their own key pairs.
+    assert admin("get", f"/os-keypairs?user_id={other}", "2.9").json()["keypairs"] == []
+    nova_error(admin("get", f"/os-keypairs/for-alice?user_id={other}", "2.9"), 404)
+    listed = admin("get", f"/os-keypairs?user_id={other}", "2.10").json()["keypairs"]
+    assert [k["keypair"]["name"] for k in listed] == ["for-alice"]
+    shown = admin("get", f"/os-keypairs/for-alice?user_id={other}", "2.10").json()["keypair"]
+    assert shown["user_id"] == other and shown["type"] == "ssh"
+
+    # Members may not act for others, in the body or the query.
+    nova_error(member("post", "/os-keypairs", "2.10", {"keypair": {"name": "x", "user_id": world.admin.pk.hex}}), 403)
+    nova_error(member("get", f"/os-keypairs?user_id={world.admin.pk.hex}", "2.10"), 403)
+    _, message = nova_error(admin("post", "/os-keypairs", "2.10", {"keypair": {"name": "x", "user_id": "f" * 32}}),
+                            400)
+    assert "could not be found" in message
+
+    assert admin("delete", f"/os-keypairs/for-alice?user_id={other}", "2.9").status_code == 404
+    assert admin("delete", f"/os-keypairs/for-alice?user_id={other}", "2.10").status_code == 204
+    assert member("get", "/os-keypairs", "2.10").json()["keypairs"] == []
+

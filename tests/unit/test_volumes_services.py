@@ -1,0 +1,452 @@
+"""The block storage services with the agents in-process on fake drivers: lifecycles, allow-lists,
+quotas, failures that leave a visible status with a reason, and the compute side (attach,
+detach, boot from volume, delete on termination)."""
+
+import pytest
+
+from agents.storage.volumes import reset_volume_driver
+from agents.storage.volumes.fake import FakeVolumeDriver
+from apps.instances import services as compute
+from apps.instances.models import Instance
+from apps.instances.states import VmState
+from apps.tenants.models import Quota
+from apps.tenants.services import quota_set
+from apps.volumes import selectors, services
+from apps.volumes.models import Attachment, Backup, Message, Snapshot, Transfer, Volume
+from apps.volumes.states import AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus
+from cloudmgr.exceptions import InvalidState, NotFound, PermissionDenied, QuotaExceeded, ValidationError
+from tests.unit.conftest import make_host
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def storage():
+    """The storage agent in-process on the fake backend; node1 is storage and compute host."""
+    driver = FakeVolumeDriver(hostname="node1")
+    reset_volume_driver(driver)
+    yield driver
+    reset_volume_driver()
+
+
+@pytest.fixture
+def host(world):
+    return make_host("node1")
+
+
+def fresh(obj):
+    return type(obj).objects.get(pk=obj.pk)
+
+
+def usage(project) -> dict[str, int]:
+    return {q.resource: q.in_use for q in Quota.objects.filter(project=project)}
+
+
+def make(world, size=1, **kwargs) -> Volume:
+    return fresh(services.volume_create(user=world.member, project=world.project, size=size, **kwargs))
+
+
+def server(world, name="vm1") -> Instance:
+    instance = compute.instance_create(user=world.member, project=world.project, name=name, flavor=world.flavor,
+                                       image=world.image)
+    return Instance.objects.select_related("host", "project").get(pk=instance.pk)
+
+
+def messages(obj) -> list[str]:
+    return list(Message.objects.filter(resource_uuid=obj.pk).values_list("user_message", flat=True))
+
+
+# --- create, delete ---------------------------------------------------------------------------
+
+
+def test_an_empty_volume_is_created_on_the_storage_host_and_counted(world, host, storage):
+    volume = make(world, size=2, name="data", metadata={"k": "v"})
+    assert volume.status == VolumeStatus.AVAILABLE
+    assert volume.host == host and volume.backend == "file" and volume.volume_type.name == "__DEFAULT__"
+    assert storage.volumes[str(volume.pk)].size_gb == 2
+    assert usage(world.project)["volumes"] == 1 and usage(world.project)["gigabytes"] == 2
+    services.volume_delete(volume=volume, user=world.member)
+    assert not Volume.objects.filter(pk=volume.pk).exists()
+    assert str(volume.pk) not in storage.volumes
+    assert usage(world.project)["volumes"] == 0 and usage(world.project)["gigabytes"] == 0
+
+
+def test_a_volume_from_an_image_is_bootable_and_keeps_the_images_metadata(world, host, storage):
+    world.image.properties = {"os_distro": "busybox"}
+    world.image.save()
+    volume = make(world, image=world.image)  # 64 MiB virtual: 1 GiB
+    assert volume.status == VolumeStatus.AVAILABLE and volume.bootable and volume.size == 1
+    assert volume.image_metadata["image_id"] == str(world.image.pk)
+    assert volume.image_metadata["os_distro"] == "busybox"
+    assert storage.volumes[str(volume.pk)].source == f"image:{world.image.pk}"
+
+
+def test_an_image_larger_than_the_volume_is_refused(world, host):
+    world.image.virtual_size = 3 * 1024**3
+    world.image.save()
+    with pytest.raises(ValidationError, match="Image virtual size is 3GB and doesn't fit in a volume of size 2GB"):
+        make(world, size=2, image=world.image)
+    assert usage(world.project)["volumes"] == 0
+
+
+def test_a_failed_create_ends_in_error_with_the_reason_and_keeps_its_quota_until_deleted(world, host, storage):
+    storage.fail_next("volume_create", "the pool is full")
+    volume = make(world, size=3)
+    assert volume.status == VolumeStatus.ERROR
+    assert messages(volume) == ["create volume: the pool is full"]
+    assert str(volume.pk) not in storage.volumes
+    assert usage(world.project)["gigabytes"] == 3
+    services.volume_delete(volume=volume, user=world.member)
+    assert not Volume.objects.filter(pk=volume.pk).exists() and usage(world.project)["gigabytes"] == 0
+
+
+def test_without_a_storage_host_the_volume_is_in_error_saying_so(world):
+    volume = make(world)
+    assert volume.status == VolumeStatus.ERROR and volume.host is None
+    assert "No valid backend was found" in messages(volume)[0]
+    services.volume_delete(volume=volume, user=world.member)  # nothing on any host: gone at once
+    assert usage(world.project)["volumes"] == 0
+
+
+def test_a_delete_that_fails_leaves_error_deleting_and_can_be_retried(world, host, storage):
+    volume = make(world)
+    storage.fail_next("volume_delete", "device busy")
+    services.volume_delete(volume=volume, user=world.member)
+    assert fresh(volume).status == VolumeStatus.ERROR_DELETING
+    assert "delete volume: device busy" in messages(volume)
+    with pytest.raises(InvalidState):
+        services.volume_delete(volume=fresh(volume), user=world.member)
+    with pytest.raises(PermissionDenied):
+        services.volume_delete(volume=fresh(volume), user=world.member, force=True)
+    services.volume_delete(volume=fresh(volume), user=world.admin, force=True)
+    assert not Volume.objects.filter(pk=volume.pk).exists()
+
+
+def test_quotas_refuse_what_would_exceed_them(world, host):
+    quota_set(project=world.project, resource="gigabytes", limit=5)
+    make(world, size=4)
+    with pytest.raises(QuotaExceeded, match="gigabytes"):
+        make(world, size=2)
+    quota_set(project=world.project, resource="volumes", limit=1)
+    with pytest.raises(QuotaExceeded, match="volumes"):
+        make(world, size=1)
+
+
+# --- snapshots, clones ------------------------------------------------------------------------
+
+
+def test_snapshots_and_volumes_made_from_them_and_from_volumes(world, host, storage):
+    volume = make(world, size=2)
+    snapshot = fresh(services.snapshot_create(volume=volume, user=world.member, name="s1"))
+    assert snapshot.status == SnapshotStatus.AVAILABLE and snapshot.size == 2
+    assert usage(world.project)["snapshots"] == 1 and usage(world.project)["gigabytes"] == 4
+    from_snapshot = make(world, size=None, snapshot=snapshot)
+    assert from_snapshot.size == 2 and from_snapshot.snapshot_id == snapshot.pk
+    assert storage.volumes[str(from_snapshot.pk)].source == f"snapshot:{snapshot.pk}"
+    with pytest.raises(ValidationError, match="cannot be smaller than the snapshot size 2GB"):
+        make(world, size=1, snapshot=snapshot)
+    clone = make(world, size=3, source_volume=volume)
+    assert clone.status == VolumeStatus.AVAILABLE and storage.volumes[str(clone.pk)].source == f"volume:{volume.pk}"
+    with pytest.raises(ValidationError, match="at most one source"):
+        make(world, snapshot=snapshot, source_volume=volume)
+
+
+def test_deleting_a_volume_with_snapshots_needs_cascade(world, host, storage):
+    volume = make(world)
+    snapshot = services.snapshot_create(volume=volume, user=world.member)
+    with pytest.raises(InvalidState, match="have snapshots"):
+        services.volume_delete(volume=volume, user=world.member)
+    services.volume_delete(volume=fresh(volume), user=world.member, cascade=True)
+    assert not Volume.objects.filter(pk=volume.pk).exists() and not Snapshot.objects.filter(pk=snapshot.pk).exists()
+    assert storage.snapshots == {} and storage.volumes == {}
+    assert usage(world.project)["snapshots"] == 0
+    assert usage(world.project)["gigabytes"] == 0
+
+
+def test_a_failed_snapshot_is_in_error_with_the_reason(world, host, storage):
+    volume = make(world)
+    storage.fail_next("snapshot_create", "no space for the snapshot")
+    snapshot = fresh(services.snapshot_create(volume=volume, user=world.member))
+    assert snapshot.status == SnapshotStatus.ERROR
+    assert messages(snapshot) == ["create snapshot: no space for the snapshot"]
+    services.snapshot_delete(snapshot=snapshot, user=world.member)
+    assert usage(world.project)["snapshots"] == 0
+
+
+# --- attach, detach ---------------------------------------------------------------------------
+
+
+def test_attach_and_detach_through_the_one_service(world, host, storage, fake_driver):
+    vm = server(world)
+    volume = make(world)
+    attachment = services.volume_attach(volume=volume, instance=vm, user=world.member)
+    attachment = fresh(attachment)
+    assert attachment.status == AttachStatus.ATTACHED and attachment.device == "/dev/vdb"
+    assert attachment.connection == {"driver": "file", "path": f"/fake/volumes/volume-{volume.pk}.qcow2",
+                                     "format": "qcow2", "host": None, "port": None, "export": None}
+    assert fresh(volume).status == VolumeStatus.IN_USE
+    assert fake_driver.attached_volumes[str(vm.pk)] == {str(volume.pk): "vdb"}
+    # The server's domain spec now has the volume (a resize or rebuild keeps it attached).
+    spec = compute._domain_spec(Instance.objects.select_related("host").get(pk=vm.pk))
+    assert [(d.name, d.device) for d in spec.disks] == [("root", None), (str(volume.pk), "vdb")]
+    with pytest.raises(InvalidState, match="attached"):
+        services.volume_delete(volume=fresh(volume), user=world.member)
+    services.volume_detach(attachment=attachment, user=world.member)
+    assert fresh(volume).status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
+    assert fake_driver.attached_volumes[str(vm.pk)] == {}
+    assert ("volume_unexport", str(volume.pk)) in storage.calls
+
+
+def test_the_next_attachment_takes_the_next_device(world, host):
+    vm = server(world)
+    first, second = make(world), make(world)
+    services.volume_attach(volume=first, instance=vm, user=world.member)
+    assert services.volume_attach(volume=second, instance=vm, user=world.member).device == "/dev/vdc"
+    with pytest.raises(InvalidState, match="already attached"):
+        services.volume_attach(volume=fresh(first), instance=vm, user=world.member)
+
+
+def test_a_failed_hot_plug_leaves_the_volume_available_with_the_reason(world, host, fake_driver):
+    vm = server(world)
+    volume = make(world)
+    fake_driver.fail_next("volume_attach", "libvirt said no")
+    services.volume_attach(volume=volume, instance=vm, user=world.member)
+    assert fresh(volume).status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
+    assert messages(volume) == [f"attach volume: server {vm.pk}: libvirt said no"]
+
+
+def test_a_guest_that_keeps_the_disk_leaves_it_attached_with_the_reason(world, host, fake_driver):
+    vm = server(world)
+    volume = make(world)
+    attachment = services.volume_attach(volume=volume, instance=vm, user=world.member)
+    fake_driver.fail_next("volume_detach", "the guest did not release vdb within 30 s")
+    services.volume_detach(attachment=fresh(attachment), user=world.member)
+    assert fresh(volume).status == VolumeStatus.IN_USE and fresh(attachment).status == AttachStatus.ATTACHED
+    assert "did not release vdb" in messages(volume)[0]
+
+
+def test_multiattach_only_when_the_type_allows_it(world, host):
+    one, two = server(world, "vm1"), server(world, "vm2")
+    volume = make(world)
+    services.volume_attach(volume=volume, instance=one, user=world.member)
+    with pytest.raises(InvalidState, match="multiattach"):
+        services.volume_attach(volume=fresh(volume), instance=two, user=world.member)
+    shared = services.volume_type_create(name="shared", extra_specs={"multiattach": "<is> True"})
+    volume = make(world, volume_type=shared)
+    assert volume.multiattach
+    services.volume_attach(volume=volume, instance=one, user=world.member)
+    services.volume_attach(volume=fresh(volume), instance=two, user=world.member)
+    assert fresh(volume).status == VolumeStatus.IN_USE and volume.attachments.count() == 2
+    services.volume_detach(attachment=Attachment.objects.get(volume=volume, instance=one), user=world.member)
+    assert fresh(volume).status == VolumeStatus.IN_USE  # still on vm2
+
+
+def test_attach_needs_a_server_in_a_state_that_allows_it(world, host):
+    vm = server(world)
+    compute.instance_pause(instance=vm, user=world.member)
+    compute.instance_suspend(instance=Instance.objects.select_related("host").get(pk=vm.pk), user=world.member)
+    with pytest.raises(InvalidState, match="vm_state suspended"):
+        services.volume_attach(volume=make(world), instance=Instance.objects.select_related("host").get(pk=vm.pk),
+                               user=world.member)
+
+
+# --- extend -----------------------------------------------------------------------------------
+
+
+def test_extend_an_available_and_an_attached_volume(world, host, storage, fake_driver):
+    volume = make(world)
+    with pytest.raises(ValidationError, match="must be greater than current size"):
+        services.volume_extend(volume=volume, user=world.member, new_size=1)
+    services.volume_extend(volume=volume, user=world.member, new_size=2)
+    assert (fresh(volume).size, fresh(volume).status) == (2, VolumeStatus.AVAILABLE)
+    vm = server(world)
+    services.volume_attach(volume=fresh(volume), instance=vm, user=world.member)
+    with pytest.raises(InvalidState, match="in-use"):
+        services.volume_extend(volume=fresh(volume), user=world.member, new_size=3)  # before 3.42
+    services.volume_extend(volume=fresh(volume), user=world.member, new_size=3, in_use=True)
+    assert (fresh(volume).size, fresh(volume).status) == (3, VolumeStatus.IN_USE)
+    assert ("volume_resized", str(vm.pk)) in fake_driver.calls  # the guest is told
+    assert storage.volumes[str(volume.pk)].size_gb == 3 and usage(world.project)["gigabytes"] == 3
+
+
+def test_a_failed_extend_gives_back_the_quota(world, host, storage):
+    volume = make(world)
+    storage.fail_next("volume_extend", "the pool is full")
+    services.volume_extend(volume=volume, user=world.member, new_size=4)
+    assert (fresh(volume).size, fresh(volume).status) == (1, VolumeStatus.ERROR_EXTENDING)
+    assert usage(world.project)["gigabytes"] == 1 and messages(volume) == ["extend volume: the pool is full"]
+
+
+# --- backups ----------------------------------------------------------------------------------
+
+
+def test_full_and_incremental_backups_restore_and_delete(world, host, storage):
+    volume = make(world, size=2)
+    with pytest.raises(InvalidState, match="No backups available"):
+        services.backup_create(volume=volume, user=world.member, incremental=True)
+    full = fresh(services.backup_create(volume=volume, user=world.member, name="full"))
+    assert full.status == BackupStatus.AVAILABLE and fresh(volume).status == VolumeStatus.AVAILABLE
+    incremental = fresh(services.backup_create(volume=fresh(volume), user=world.member, incremental=True))
+    assert incremental.parent_id == full.pk
+    assert storage.backups[str(incremental.pk)]["parent_id"] == str(full.pk)
+    assert usage(world.project)["backups"] == 2
+    with pytest.raises(InvalidState, match="Incremental backups exist"):
+        services.backup_delete(backup=full, user=world.member)
+    # Restore into a new volume, then into an existing one.
+    restored = fresh(services.backup_restore(backup=incremental, user=world.member, project=world.project))
+    assert restored.status == VolumeStatus.AVAILABLE and restored.size == 2
+    assert storage.volumes[str(restored.pk)].size_gb == 2 and usage(world.project)["volumes"] == 2
+    services.backup_restore(backup=fresh(full), user=world.member, project=world.project, volume=restored)
+    assert fresh(restored).status == VolumeStatus.AVAILABLE and fresh(full).status == BackupStatus.AVAILABLE
+    small = make(world, size=1)
+    with pytest.raises(InvalidState, match="too small"):
+        services.backup_restore(backup=fresh(full), user=world.member, project=world.project, volume=small)
+    services.backup_delete(backup=fresh(incremental), user=world.member)
+    services.backup_delete(backup=fresh(full), user=world.member)
+    assert not Backup.objects.exists() and storage.backups == {} and usage(world.project)["backups"] == 0
+
+
+def test_an_attached_volume_is_backed_up_from_a_temporary_snapshot(world, host, storage):
+    vm = server(world)
+    volume = make(world)
+    services.volume_attach(volume=volume, instance=vm, user=world.member)
+    with pytest.raises(InvalidState, match="force"):
+        services.backup_create(volume=fresh(volume), user=world.member)
+    backup = fresh(services.backup_create(volume=fresh(volume), user=world.member, force=True))
+    assert backup.status == BackupStatus.AVAILABLE and fresh(volume).status == VolumeStatus.IN_USE
+    assert [op for op, _ in storage.calls[-3:]] == ["snapshot_create", "backup_create", "snapshot_delete"]
+    assert not Snapshot.objects.exists() and storage.snapshots == {}
+    assert usage(world.project)["snapshots"] == 0
+
+
+def test_a_failed_backup_says_why_and_the_volume_is_back(world, host, storage):
+    volume = make(world)
+    storage.fail_next("backup_create", "the backup store is full")
+    backup = fresh(services.backup_create(volume=volume, user=world.member))
+    assert backup.status == BackupStatus.ERROR and backup.fail_reason == "the backup store is full"
+    assert fresh(volume).status == VolumeStatus.AVAILABLE
+
+
+def test_a_failed_restore_leaves_error_restoring(world, host, storage):
+    volume = make(world)
+    backup = services.backup_create(volume=volume, user=world.member)
+    storage.fail_next("backup_restore", "a chunk is corrupt")
+    services.backup_restore(backup=fresh(backup), user=world.member, project=world.project, volume=fresh(volume))
+    assert fresh(volume).status == VolumeStatus.ERROR_RESTORING
+    assert "a chunk is corrupt" in messages(volume)[0]
+    assert fresh(backup).status == BackupStatus.AVAILABLE
+
+
+def test_revert_to_the_latest_snapshot_copies_it_back_through_a_temporary_backup(world, host, storage):
+    volume = make(world)
+    old = services.snapshot_create(volume=volume, user=world.member)
+    latest = services.snapshot_create(volume=fresh(volume), user=world.member)
+    with pytest.raises(InvalidState, match="not the latest"):
+        services.volume_revert(volume=fresh(volume), snapshot=fresh(old), user=world.member)
+    services.volume_revert(volume=fresh(volume), snapshot=fresh(latest), user=world.member)
+    assert fresh(volume).status == VolumeStatus.AVAILABLE
+    assert [op for op, _ in storage.calls[-3:]] == ["backup_create", "backup_restore", "backup_delete"]
+    assert not Backup.objects.exists() and usage(world.project)["backups"] == 0
+
+
+# --- transfers --------------------------------------------------------------------------------
+
+
+def test_a_transfer_moves_the_volume_and_its_quota(world, host):
+    volume = make(world, size=2)
+    services.snapshot_create(volume=volume, user=world.member)
+    transfer, key = services.transfer_create(volume=fresh(volume), user=world.member, name="gift")
+    assert fresh(volume).status == VolumeStatus.AWAITING_TRANSFER
+    assert key not in fresh(transfer).key_hash and len(key) == 16
+    with pytest.raises(ValidationError, match="invalid auth key"):
+        services.transfer_accept(transfer=transfer, auth_key="wrong", user=world.outsider,
+                                 project=world.other_project)
+    services.transfer_accept(transfer=transfer, auth_key=key, user=world.outsider, project=world.other_project)
+    moved = fresh(volume)
+    assert moved.project == world.other_project and moved.status == VolumeStatus.AVAILABLE
+    assert Snapshot.objects.get(volume=moved).project == world.other_project
+    assert usage(world.project)["volumes"] == 0 and usage(world.project)["gigabytes"] == 0
+    assert (usage(world.other_project)["volumes"], usage(world.other_project)["gigabytes"],
+            usage(world.other_project)["snapshots"]) == (1, 4, 1)
+    assert not Transfer.objects.exists()
+    with pytest.raises(NotFound):
+        selectors.volume_get(user=world.member, project=world.project, volume_id=volume.pk)
+
+
+def test_a_deleted_transfer_gives_the_volume_back(world, host):
+    volume = make(world)
+    transfer, _ = services.transfer_create(volume=volume, user=world.member)
+    services.transfer_delete(transfer=transfer)
+    assert fresh(volume).status == VolumeStatus.AVAILABLE
+
+
+# --- boot from volume -------------------------------------------------------------------------
+
+
+def bfv(world, delete_on_termination: bool, name="bfv") -> Instance:
+    devices = [{"source_type": "image", "source": world.image, "boot_index": 0, "volume_size": 1,
+                "delete_on_termination": delete_on_termination, "device_name": None, "volume_type": None}]
+    instance = compute.instance_create(user=world.member, project=world.project, name=name, flavor=world.flavor,
+                                       image=None, block_devices=devices)
+    return Instance.objects.select_related("host", "project").get(pk=instance.pk)
+
+
+@pytest.mark.parametrize("delete_on_termination", [True, False])
+def test_boot_from_a_volume_made_from_an_image(world, host, storage, fake_driver, delete_on_termination):
+    vm = bfv(world, delete_on_termination)
+    assert vm.vm_state == VmState.ACTIVE and vm.image_id is None and vm.root_gb == 0
+    volume = selectors.server_boot_volume(instance=vm)
+    assert volume.status == VolumeStatus.IN_USE and volume.bootable
+    root = fake_driver.specs[str(vm.pk)].disks[0]
+    assert root.name == "root" and root.image is None and root.connection.path.endswith(f"{volume.pk}.qcow2")
+    assert selectors.servers_volumes(instance_ids=[vm.pk]) == {str(vm.pk): [(str(volume.pk), delete_on_termination)]}
+    with pytest.raises(ValidationError, match="root device"):
+        services.volume_detach(attachment=Attachment.objects.get(volume=volume), user=world.member)
+    with pytest.raises(InvalidState, match="boots from a volume"):
+        compute.instance_rebuild(instance=vm, image=world.image, user=world.member)
+    compute.instance_delete(instance=vm, user=world.member)
+    if delete_on_termination:
+        assert not Volume.objects.filter(pk=volume.pk).exists() and str(volume.pk) not in storage.volumes
+    else:
+        assert fresh(volume).status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
+
+
+def test_a_boot_volume_that_cannot_be_made_fails_the_server_with_the_reason(world, host, storage):
+    storage.fail_next("volume_create", "the image is corrupt")
+    vm = bfv(world, True)
+    assert vm.vm_state == VmState.ERROR
+    assert "the image is corrupt" in vm.faults.first().message
+
+
+def test_deleting_a_server_keeps_its_hot_attached_volumes(world, host):
+    vm = server(world)
+    volume = make(world)
+    services.volume_attach(volume=volume, instance=vm, user=world.member)
+    compute.instance_delete(instance=vm, user=world.member)
+    assert fresh(volume).status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
+
+
+# --- types ------------------------------------------------------------------------------------
+
+
+def test_types_name_a_backend_and_cannot_change_under_their_volumes(world, host):
+    with pytest.raises(ValidationError, match="volume_backend_name"):
+        services.volume_type_create(name="bad", extra_specs={"volume_backend_name": "ceph"})
+    lvm = services.volume_type_create(name="thin", extra_specs={"volume_backend_name": "lvm"})
+    volume = make(world, volume_type=lvm)
+    assert volume.backend == "lvm"
+    with pytest.raises(ValidationError, match="cannot change"):
+        services.volume_type_extra_specs_set(vtype=lvm, specs={"volume_backend_name": "file"})
+    with pytest.raises(ValidationError, match="still in use"):
+        services.volume_type_delete(vtype=lvm)
+    with pytest.raises(ValidationError, match="Default volume type"):
+        services.volume_type_delete(vtype=services.volume_type_default_ensure())
+
+
+def test_reset_status_sets_the_record_only(world, host, storage):
+    storage.fail_next("volume_create", "boom")
+    volume = make(world)
+    services.volume_reset_status(volume=volume, status="available")
+    assert fresh(volume).status == VolumeStatus.AVAILABLE
+    with pytest.raises(ValidationError):
+        services.volume_reset_status(volume=volume, status="bogus")
