@@ -2,16 +2,21 @@
 """Image transfer benchmark: upload and download of a 1 GiB and a 4 GiB file through the image
 API, beside a plain `cp` of the same file on the same disk, and the web server's RSS.
 
-For each size it prints the throughput of `cp`, of `PUT /image/v2/images/{id}/file` (the server
-streams, MD5- and SHA-512-hashes, inspects, fsyncs and publishes the file) and of `GET .../file`
-(sendfile), each as a ratio to `cp`, and the web server's (gunicorn's) RSS when idle and at its
-peak during the transfers. Targets: >= 0.8x cp; peak RSS < 100 MB above idle.
+For each size it prints the throughput of `PUT /image/v2/images/{id}/file` (the server streams,
+MD5- and SHA-512-hashes, inspects, writes with direct I/O, fsyncs and publishes the file) and of
+`GET .../file` (the client writes what it receives to disk, as `cp` does), each beside a `cp`
+timed just before it and as a ratio to that `cp`, the machine's load average and CPU busy share
+during the transfer, and the web server's CPU seconds (an upload costs at least ~2.3 CPU seconds
+per GiB of hashing: MD5 alone is one core's work at ~650 MiB/s). Then the web server's (gunicorn's)
+RSS when idle and at its peak during the transfers. Targets: >= 0.8x cp; peak RSS < 100 MB above
+idle. The machine is shared: --repeat runs the transfers several times, and the summary gives the
+range.
 
 By default it starts a private cloud (the same way `make run` runs one, in its own data dir,
 Redis database and host name; no image quotas) and removes it and every file afterwards;
---url/--password target a running one (its RSS is then not measured).
+--url/--password target a running one (its RSS and CPU are then not measured).
 
-    .venv/bin/python bench/images.py [--sizes 1,4]
+    .venv/bin/python bench/images.py [--sizes 1,4] [--repeat 1]
 """
 
 import argparse
@@ -30,6 +35,7 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.stats import percentile  # noqa: E402
 from tests.e2e.cloud import Cloud, make_cloud  # noqa: E402
 
 GiB = 1 << 30
@@ -80,6 +86,40 @@ class WebRss(threading.Thread):
         while not self.stop_event.is_set():
             self.sample()
             time.sleep(0.05)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class Machine:
+    """What the machine and the web server did during one transfer."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self.start = (machine_jiffies(), cpu_seconds(pids))
+
+    def report(self) -> str:
+        (busy0, total0), web0 = self.start
+        busy1, total1 = machine_jiffies()
+        text = f"load {os.getloadavg()[0]:4.1f}, {100 * (busy1 - busy0) / max(total1 - total0, 1):3.0f}% busy"
+        if self.pids:
+            text += f", web {cpu_seconds(self.pids) - web0:4.1f} CPU s"
+        return text
 
 
 def make_file(path: Path, size: int) -> None:
@@ -164,6 +204,7 @@ def rate(size: int, seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,4", help="file sizes in GiB, comma-separated (default 1,4)")
+    parser.add_argument("--repeat", type=int, default=1, help="transfers of each size (default 1)")
     parser.add_argument("--url", help="a running cloud's base URL (default: start a private one)")
     parser.add_argument("--password", help="with --url: admin's password")
     args = parser.parse_args()
@@ -184,30 +225,46 @@ def main() -> None:
         cloud.start(image)
         sampler = WebRss(cloud.process.pid)
         workdir = cloud.data_dir
+    ratios: dict[tuple[str, int], list[float]] = {}
     try:
         token = cloud.token("admin", args.password)
-        idle = 0
+        idle, web_pids = 0, []
         if sampler:
             time.sleep(1)
             idle = sampler.sample()
             sampler.peak = idle
+            web_pids = sampler._gunicorn_pids()
             sampler.start()
-        print(f"{'size':>6}  {'cp':>13}  {'upload (API)':>24}  {'download (API)':>24}")
+        print(f"{'size':>6}  {'cp':>9}  {'upload (API)':>24}  {'':38}  {'cp':>9}  {'download (API)':>24}")
         for size in sizes:
             src, out = workdir / f"bench-{size}.raw", workdir / f"bench-{size}.out"
             make_file(src, size)
             try:
-                cp = timed_cp(src, workdir / f"bench-{size}.cp")
-                image_id = create_image(cloud, token, f"bench-{size // GiB}g")
-                up = upload(cloud, token, image_id, src)
-                down = download(cloud, token, image_id, out)
-                ok = out.stat().st_size == size and md5(out) == md5(src)
-                cloud.request("DELETE", f"/image/v2/images/{image_id}", token=token)
+                for _ in range(args.repeat):
+                    cp_up = timed_cp(src, workdir / f"bench-{size}.cp")
+                    image_id = create_image(cloud, token, f"bench-{size // GiB}g")
+                    machine = Machine(web_pids)
+                    up = upload(cloud, token, image_id, src)
+                    up_machine = machine.report()
+                    cp_down = timed_cp(src, workdir / f"bench-{size}.cp")
+                    machine = Machine(web_pids)
+                    down = download(cloud, token, image_id, out)
+                    down_machine = machine.report()
+                    ok = out.stat().st_size == size and md5(out) == md5(src)
+                    out.unlink()
+                    cloud.request("DELETE", f"/image/v2/images/{image_id}", token=token)
+                    ratios.setdefault(("upload", size), []).append(cp_up / up)
+                    ratios.setdefault(("download", size), []).append(cp_down / down)
+                    print(f"{size // GiB:>4} GiB  {rate(size, cp_up)}  {rate(size, up)} ({cp_up / up:4.2f}x cp)  "
+                          f"[{up_machine}]  {rate(size, cp_down)}  {rate(size, down)} ({cp_down / down:4.2f}x cp)  "
+                          f"[{down_machine}]  {'bytes match' if ok else 'BYTES DIFFER'}", flush=True)
             finally:
                 for path in (src, out):
                     path.unlink(missing_ok=True)
-            print(f"{size // GiB:>4} GiB  {rate(size, cp)}  {rate(size, up)} ({cp / up:4.2f}x cp)  "
-                  f"{rate(size, down)} ({cp / down:4.2f}x cp)  {'bytes match' if ok else 'BYTES DIFFER'}", flush=True)
+        if args.repeat > 1:
+            for (what, size), values in ratios.items():
+                print(f"{what:>8} {size // GiB} GiB: {min(values):.2f}x .. {max(values):.2f}x cp "
+                      f"(median {percentile(values, 50):.2f}x over {len(values)})")
         if sampler:
             sampler.sample()
             print(f"web server RSS: idle {idle / MiB:.0f} MiB, peak during the transfers {sampler.peak / MiB:.0f} MiB "

@@ -506,7 +506,7 @@ def _stream_to_store(
         room(declared_size)  # refuse at once what cannot fit, before reading a byte
     declared = image.disk_format or None
     with get_store().writer(str(image.id), staging=staging) as writer:
-        streamed = stream_into(chunks, write=writer.write, disk_format=declared, ensure_room=room)
+        streamed = stream_into(chunks, writer=writer, disk_format=declared, ensure_room=room)
         if declared_size is not None and streamed.size != declared_size:
             raise ValidationError(f"The upload has {streamed.size} bytes, not the {declared_size} announced.")
         if staging:

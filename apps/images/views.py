@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.images import selectors, services
 from apps.images.forms import ImageCreateForm, ImageEditForm, MemberAddForm
 from apps.images.models import ImageStatus, MemberStatus
-from apps.images.uploads import UploadInterrupted, request_body
+from apps.images.uploads import CHUNK, UploadInterrupted, request_body
 from apps.portal.decorators import portal_view
 from apps.tenants.selectors import is_cloud_admin, project_by_name_or_id
 from cloudmgr.exceptions import ApplicationError, NotFound
@@ -154,6 +154,7 @@ def image_download(request, *, project, image_id):
         return _back(image_id)
     response = FileResponse(data.file, as_attachment=True, filename=f"{image_id}.img",
                             content_type="application/octet-stream")
+    response.block_size = CHUNK  # the store's reader has no fileno (no sendfile): read in large chunks
     response["Content-MD5"] = data.checksum
     return response
 

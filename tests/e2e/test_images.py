@@ -245,6 +245,8 @@ def test_crafted_file_refused_through_the_cli(live_cloud, tmp_path):
 
 
 def test_chunked_upload_arrives_whole(live_cloud):
+    """Also the store's direct-I/O writer (two full blocks and an unaligned end) and the download
+    through gunicorn without sendfile."""
     token = live_cloud.token()
     image = create_image(live_cloud, token, disk_format="raw")
     pieces = [os.urandom(size) for size in (1, 4096, 3 * MiB + 7, 65536, 5 * MiB, 12345)]
@@ -255,6 +257,13 @@ def test_chunked_upload_arrives_whole(live_cloud):
     assert shown["status"] == "active" and shown["size"] == len(data)
     assert shown["checksum"] == hashlib.md5(data).hexdigest()
     assert shown["os_hash_value"] == hashlib.sha512(data).hexdigest()
+    parts = urlsplit(live_cloud.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.request("GET", f"/image/v2/images/{image['id']}/file", headers={"X-Auth-Token": token})
+    resp = conn.getresponse()
+    assert resp.status == 200 and int(resp.getheader("Content-Length")) == len(data)
+    assert resp.getheader("Content-MD5") == shown["checksum"] and resp.read() == data
+    conn.close()
     live_cloud.request("DELETE", f"/image/v2/images/{image['id']}", token=token)
 
 

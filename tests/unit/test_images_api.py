@@ -3,12 +3,14 @@ sharing and visibility, data upload/download, format safety."""
 
 import hashlib
 import json
+import os
 
 import pytest
 from rest_framework.test import APIClient
 
 from apps.images.models import Image, ImageStatus, Visibility
 from apps.images.stores import get_store
+from apps.images.uploads import CHUNK
 from apps.tenants.models import Role
 from apps.tenants.services import role_grant
 from tests.unit import test_images_crafted as crafted
@@ -110,6 +112,19 @@ def test_create_upload_show_download_delete(world, image_store, tmp_path):
     assert c.delete(f"/image/v2/images/{body['id']}").status_code == 204
     assert c.get(f"/image/v2/images/{body['id']}").status_code == 404
     assert store_files(image_store) == []
+
+
+def test_download_is_sent_in_large_chunks(world, image_store):
+    """The store's reader has no fileno (no sendfile): the response must read it in CHUNK pieces,
+    not FileResponse's 4 KiB ones (a million writes for a 4 GiB image)."""
+    c = client(world.token(world.member))
+    data = os.urandom(3 * crafted.MiB + 5)
+    image = create(c, disk_format="raw")
+    assert upload(c, image["id"], data).status_code == 204
+    resp = c.get(f"/image/v2/images/{image['id']}/file")
+    pieces = list(resp.streaming_content)
+    assert [len(p) for p in pieces] == [CHUNK, CHUNK, CHUNK, 5] and b"".join(pieces) == data
+    assert resp["Content-MD5"] == hashlib.md5(data).hexdigest() and int(resp["Content-Length"]) == len(data)
 
 
 def test_upload_needs_formats_and_octet_stream(world):

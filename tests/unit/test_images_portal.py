@@ -58,6 +58,7 @@ def test_browser_upload_flow(client, world, tmp_path):
     page = client.get(created["detail_url"]).content.decode()
     assert "active" in page and image.checksum in page
     resp = client.get(f"/images/{image.pk}/download/")
+    assert int(resp["Content-Length"]) == len(data) and "attachment" in resp["Content-Disposition"]
     assert b"".join(resp.streaming_content) == data
 
 

@@ -1,8 +1,8 @@
 """Glance v2 over the service layer. Each view parses, calls the selectors/one service, renders.
 
 The data views (upload, stage, download) never touch `request.data`: the body is a stream that
-apps/images/uploads.py reads in chunks, and a download is a FileResponse (sendfile under
-gunicorn), so memory never grows with an image's size.
+apps/images/uploads.py reads in chunks, and a download is a FileResponse that sends the store's
+reader in CHUNK pieces, so memory never grows with an image's size.
 """
 
 from django.http import FileResponse, HttpResponse
@@ -16,7 +16,7 @@ from apps.images import selectors, services
 from apps.images.api import serializers as s
 from apps.images import tickets
 from apps.images.api.authentication import ImageTicket, ImageTicketAuthentication, TicketOrProjectRole
-from apps.images.uploads import UploadInterrupted, request_body
+from apps.images.uploads import CHUNK, UploadInterrupted, request_body
 from cloudmgr.api.authentication import TokenAuthentication
 from cloudmgr.api.versions import UPDATED, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet
@@ -236,6 +236,7 @@ class ImageDataViewSet(ImageAPIViewSet):
         if data.file is None:
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
         response = FileResponse(data.file, content_type="application/octet-stream")
+        response.block_size = CHUNK  # the store's reader has no fileno (no sendfile): read in large chunks
         response["Content-Length"] = str(data.size)
         if data.checksum:
             response["Content-MD5"] = data.checksum
