@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from agents import names
 from agents.compute.driver import ComputeError, get_driver
 from agents.config import get_config
-from agents.specs import POWER_NOSTATE, DomainSpec, InstanceRef, OperationSpec, SpecVersionError
+from agents.network import NetworkError
+from agents.network.driver import get_network_driver
+from agents.specs import POWER_NOSTATE, DomainSpec, InstanceRef, OperationSpec, SpecVersionError, VolumeAttachSpec
 from agents.storage import StorageError, image_cache
 from agents.worker import app
 
-__all__ = ["MAX_RETRIES", "OPERATION_TASKS", "console_log", "destroy", "image_cache_prune", "operate", "spawn"]
+__all__ = ["MAX_RETRIES", "OPERATION_TASKS", "console_log", "destroy", "image_cache_prune", "operate", "spawn",
+           "sync_interfaces", "volume_attach", "volume_detach", "volume_resized"]
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +116,25 @@ def _operate(task, verb: str, instance_id: str, operation, *, cleanup: bool = Fa
 
 @app.task(name=names.TASK_SPAWN, bind=True, max_retries=MAX_RETRIES)
 def spawn(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
-    """Create and start an instance from a ``DomainSpec.to_dict()``; a failed spawn is cleaned up."""
+    """Create and start an instance from a ``DomainSpec.to_dict()``; a failed spawn is cleaned up.
+
+    The result also carries ``timings``: when this agent began and finished (epoch seconds) and
+    the seconds each stage of the driver's spawn took; the callback logs them for the boot
+    benchmark's breakdown."""
+    received_at = time.time()
     spec, failure = _parse(DomainSpec, spec_dict, "instance spec")
     if failure:
         return failure
-    return _operate(
-        self, "spawn", spec.instance_id, lambda d: d.spawn(spec).get("power_state", POWER_NOSTATE), cleanup=True
-    )
+    stages: dict[str, float] = {}
+
+    def operation(driver) -> int:
+        out = driver.spawn(spec)
+        stages.update(out.get("stages") or {})
+        return out.get("power_state", POWER_NOSTATE)
+
+    out = _operate(self, "spawn", spec.instance_id, operation, cleanup=True)
+    out["timings"] = {"received_at": received_at, "finished_at": time.time(), "stages": stages}
+    return out
 
 
 @app.task(name=names.TASK_DESTROY, bind=True, max_retries=MAX_RETRIES)
@@ -245,3 +261,80 @@ def image_cache_prune(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "removed": [], "kept": 0, "freed_bytes": 0, "error": f"{type(exc).__name__}: {exc}"}
     return {"ok": True, "removed": pruned.removed, "kept": len(pruned.kept), "freed_bytes": pruned.freed_bytes,
             "error": None}
+
+
+@app.task(name=names.TASK_SYNC_INTERFACES, bind=True, max_retries=MAX_RETRIES, ignore_result=False)
+def sync_interfaces(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """Plug the NICs of a ``DomainSpec`` into their bridges and attach/detach them so that the
+    domain has exactly those (os-interface). A synchronous call: its result is stored."""
+    spec, failure = _parse(DomainSpec, spec_dict, "instance spec")
+    if failure:
+        return failure
+
+    def operation(driver) -> int:
+        try:
+            get_network_driver().plug_nics(spec.nics)
+        except NetworkError as exc:
+            raise ComputeError(f"cannot plug the network interfaces: {exc}") from None
+        return driver.sync_interfaces(spec)
+
+    return _operate(self, "interface change", spec.instance_id, operation)
+
+
+# -- volumes: hot-plug on the compute host (results go to names.CALLBACK_VOLUME_DONE) --------
+
+
+def _volume_result(task: str, data: Any, ok: bool, error: str | None = None, **details: Any) -> dict[str, Any]:
+    """The storage agent's result shape (``agents.storage.tasks``) plus the instance and device."""
+    fields = data if isinstance(data, dict) else {}
+    volume_id = str(fields.get("volume_id") or "")
+    return {"task": task, "kind": "attachment", "id": volume_id, "volume_id": volume_id,
+            "instance_id": str(fields.get("instance_id") or ""), "device": fields.get("device"),
+            "host": get_config().hostname, "ok": ok, "error": error, **details}
+
+
+def _volume_operation(task, name: str, spec_dict: dict[str, Any], call) -> dict[str, Any]:
+    """Run one volume operation of the compute driver: transient errors are retried, every other
+    failure is ``ok: False`` with a readable reason."""
+    try:
+        spec = VolumeAttachSpec.from_dict(spec_dict)
+    except SpecVersionError as exc:
+        return _volume_result(name, spec_dict, False, str(exc))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return _volume_result(name, spec_dict, False, f"invalid attachment spec: {exc}")
+    try:
+        driver = get_driver()
+        details = call(driver, spec)
+    except Exception as exc:
+        if _should_retry(task, exc):
+            log.warning("%s of volume %s failed transiently (%s); retrying", name, spec.volume_id, exc)
+            raise task.retry(exc=exc, countdown=_retry_countdown(task.request.retries))
+        if isinstance(exc, OPERATION_ERRORS):
+            log.warning("%s of volume %s failed: %s", name, spec.volume_id, exc)
+            message = str(exc)
+        else:
+            log.exception("%s of volume %s failed unexpectedly", name, spec.volume_id)
+            message = f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"
+        return _volume_result(name, spec_dict, False, message)
+    return _volume_result(name, spec_dict, True, None, **details)
+
+
+@app.task(name=names.TASK_VOLUME_ATTACH, bind=True, max_retries=MAX_RETRIES)
+def volume_attach(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """Hot-plug a volume (``VolumeAttachSpec`` with its connection) into an instance."""
+    return _volume_operation(self, names.TASK_VOLUME_ATTACH, spec_dict,
+                             lambda driver, spec: {"power_state": driver.volume_attach(spec)})
+
+
+@app.task(name=names.TASK_VOLUME_DETACH, bind=True, max_retries=MAX_RETRIES)
+def volume_detach(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """Unplug a volume, waiting up to ``timeout`` s for the guest to release it."""
+    return _volume_operation(self, names.TASK_VOLUME_DETACH, spec_dict,
+                             lambda driver, spec: {"power_state": driver.volume_detach(spec)})
+
+
+@app.task(name=names.TASK_VOLUME_RESIZED, bind=True, max_retries=MAX_RETRIES)
+def volume_resized(self, spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """Tell an instance that an attached volume grew; ``size`` is the bytes the guest now sees."""
+    return _volume_operation(self, names.TASK_VOLUME_RESIZED, spec_dict,
+                             lambda driver, spec: {"size": driver.volume_resized(spec)})

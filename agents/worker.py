@@ -2,7 +2,10 @@
 
 Start one agent per host (it consumes only its host's queue, ``agents.names.host_queue(hostname)``)::
 
-    celery -A agents.worker worker -Q host.<hostname> -P threads -c 4
+    celery -A agents.worker worker -Q host.<hostname> -P threads -c 16
+
+Sixteen threads, because most tasks wait (on libvirtd, qemu-img, the network lock): with four,
+five concurrent boots queued their spawns behind each other's destroys and network syncs.
 
 Configuration comes from the environment only (see :mod:`agents.config`): ``CELERY_BROKER_URL``,
 ``CLOUDMGR_HOSTNAME``, ``CLOUDMGR_DATA_DIR``, ``CLOUDMGR_COMPUTE_DRIVER``, ...
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from celery import Celery
@@ -54,13 +58,16 @@ def make_app(config: AgentConfig | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,  # only console_log stores its result (it overrides this)
         result_expires=3600,
-        imports=("agents.tasks",),
+        imports=("agents.tasks", "agents.network.tasks", "agents.storage.tasks"),
         task_routes={"apps.*": {"queue": config.control_queue}},
     )
     return celery_app
 
 
 app = make_app()
+
+# When this process started: heartbeats carry it, so the control plane sees a restart.
+STARTED_AT = time.time()
 
 
 def build_host_report(driver: ComputeDriver | None = None, config: AgentConfig | None = None) -> HostReport:
@@ -78,6 +85,7 @@ def build_host_report(driver: ComputeDriver | None = None, config: AgentConfig |
         disk_gb=int(capacity["disk_gb"]),
         agent_version=AGENT_VERSION,
         domains={str(k): int(v) for k, v in domains.items()},
+        started_at=STARTED_AT,
     )
 
 

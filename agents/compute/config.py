@@ -41,7 +41,7 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 @dataclass
 class GuestDisk(ConfigObject):
-    """A file-backed disk: ``<disk type='file' device='disk'>``."""
+    """A file-backed disk: ``<disk type='file' device='disk'>`` (or ``'cdrom'``, read-only)."""
 
     source_path: str
     target_dev: str
@@ -49,15 +49,18 @@ class GuestDisk(ConfigObject):
     driver_format: str = "qcow2"
     driver_cache: str | None = "none"
     serial: str | None = None
+    device: str = "disk"
     root_name = "disk"
 
     def format_dom(self) -> ET.Element:
-        disk = ET.Element("disk", type="file", device="disk")
+        disk = ET.Element("disk", type="file", device=self.device)
         driver = _sub(disk, "driver", name="qemu", type=self.driver_format)
         if self.driver_cache:
             driver.set("cache", self.driver_cache)
         _sub(disk, "source", file=self.source_path)
         _sub(disk, "target", dev=self.target_dev, bus=self.target_bus)
+        if self.device == "cdrom":
+            _sub(disk, "readonly")
         if self.serial:
             _sub(disk, "serial", self.serial)
         return disk
@@ -65,20 +68,20 @@ class GuestDisk(ConfigObject):
 
 @dataclass
 class GuestInterface(ConfigObject):
-    """A NIC plugged into a Linux bridge through a tap named ``target_dev``."""
+    """A NIC on the tap ``target_dev``, which the network agent made (IPv6 off) and plugged into
+    its network's bridge before the domain starts: ``managed='no'``, libvirt neither creates,
+    plugs nor deletes it."""
 
     mac_address: str
-    bridge: str
     target_dev: str
     model: str = "virtio"
     mtu: int | None = None
     root_name = "interface"
 
     def format_dom(self) -> ET.Element:
-        iface = ET.Element("interface", type="bridge")
+        iface = ET.Element("interface", type="ethernet")
         _sub(iface, "mac", address=self.mac_address)
-        _sub(iface, "source", bridge=self.bridge)
-        _sub(iface, "target", dev=self.target_dev)
+        _sub(iface, "target", dev=self.target_dev, managed="no")
         _sub(iface, "model", type=self.model)
         if self.mtu:
             _sub(iface, "mtu", size=str(self.mtu))
@@ -286,3 +289,41 @@ class Guest(ConfigObject):
         for device in self.devices:
             devices.append(device.format_dom())
         return domain
+
+
+@dataclass
+class GuestVolumeDisk(ConfigObject):
+    """A volume's disk: a ``file`` (qcow2 in the storage pool), a ``block`` device (an LV), or a
+    ``network`` disk (``nbd``: ``host``/``port``/``export`` of a storage host). ``discard='unmap'``
+    lets a guest's TRIM return space to thin storage."""
+
+    source_type: str
+    target_dev: str
+    serial: str
+    driver_format: str = "raw"
+    driver_cache: str | None = "none"
+    source_path: str | None = None
+    nbd_host: str | None = None
+    nbd_port: int | None = None
+    nbd_export: str | None = None
+    target_bus: str = "virtio"
+    read_only: bool = False
+    root_name = "disk"
+
+    def format_dom(self) -> ET.Element:
+        disk = ET.Element("disk", type=self.source_type, device="disk")
+        driver = _sub(disk, "driver", name="qemu", type=self.driver_format, discard="unmap")
+        if self.driver_cache:
+            driver.set("cache", self.driver_cache)
+        if self.source_type == "network":
+            source = _sub(disk, "source", protocol="nbd", name=self.nbd_export or "")
+            _sub(source, "host", name=self.nbd_host or "", port=str(self.nbd_port))
+        elif self.source_type == "block":
+            _sub(disk, "source", dev=self.source_path or "")
+        else:
+            _sub(disk, "source", file=self.source_path or "")
+        _sub(disk, "target", dev=self.target_dev, bus=self.target_bus)
+        if self.read_only:
+            _sub(disk, "readonly")
+        _sub(disk, "serial", self.serial)
+        return disk

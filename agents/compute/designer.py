@@ -12,10 +12,10 @@ import string
 from agents import names
 from agents.compute import config as vconfig
 from agents.compute.driver import ComputeError
-from agents.config import ROOT_DISK, VIRT_TYPES, InstancePaths
-from agents.specs import DomainSpec
+from agents.config import ROOT_DISK, VIRT_TYPES, InstancePaths, safe_component
+from agents.specs import DomainSpec, VolumeAttachSpec, VolumeConnection
 
-__all__ = ["BUS_PREFIXES", "VIRT_TYPES", "design_guest"]
+__all__ = ["BUS_PREFIXES", "VIRT_TYPES", "design_guest", "design_volume_disk"]
 
 BUS_PREFIXES = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
@@ -94,29 +94,45 @@ def design_guest(
     )
 
     # The root disk comes first: <boot dev='hd'/> boots the first disk.
-    per_bus: dict[str, int] = {}
     ordered = roots + [d for d in spec.disks if d.name != ROOT_DISK]
     if spec.rescue:  # the rescue disk boots; the instance's root disk is the second disk
         ordered = rescue + roots + [d for d in spec.disks if d.name not in (ROOT_DISK, RESCUE_DISK)]
+    # Attached volumes keep the device they were attached as; the other disks take the free names.
+    recorded = {d.device for d in ordered if d.connection is not None and d.device}
+    taken: set[str] = set()
     for disk in ordered:
         if disk.bus not in BUS_PREFIXES:
             raise _invalid(f"disk bus {disk.bus!r} is not one of {', '.join(BUS_PREFIXES)}")
+        if disk.connection is not None and disk.device and disk.device not in taken:
+            target = disk.device
+        else:
+            target = next(_target_dev(disk.bus, i) for i in range(len(string.ascii_lowercase) + 1)
+                          if _target_dev(disk.bus, i) not in taken | recorded)
+        taken.add(target)
+        if disk.connection is not None:  # a volume (boot from volume, or attached before a redefine)
+            guest.devices.append(_connection_disk(disk.connection, target, _volume_serial(disk.name),
+                                                  disk_cache_mode, bus=disk.bus))
+            continue
         try:
             source = paths.disk_path(disk.name)
         except ValueError as exc:
             raise _invalid(str(exc)) from None
-        index = per_bus.get(BUS_PREFIXES[disk.bus], 0)
-        per_bus[BUS_PREFIXES[disk.bus]] = index + 1
         guest.devices.append(
             vconfig.GuestDisk(
                 source_path=str(source),
-                target_dev=_target_dev(disk.bus, index),
+                target_dev=target,
                 target_bus=disk.bus,
                 driver_format="qcow2",
                 driver_cache=disk_cache_mode,
                 serial=disk.name[:VIRTIO_SERIAL_MAX],
             )
         )
+
+    if spec.config_drive is not None:
+        # Nova's place for it on a "pc" machine: the last IDE slot, a read-only CD-ROM.
+        guest.devices.append(vconfig.GuestDisk(source_path=str(paths.config_drive), target_dev="hdd",
+                                               target_bus="ide", driver_format="raw", driver_cache=None,
+                                               device="cdrom"))
 
     for nic in spec.nics:
         mac = nic.mac_address.lower()
@@ -129,7 +145,6 @@ def design_guest(
         guest.devices.append(
             vconfig.GuestInterface(
                 mac_address=mac,
-                bridge=nic.bridge,
                 target_dev=names.tap_name(nic.port_id),
                 model=nic.model,
                 mtu=nic.mtu,
@@ -145,3 +160,53 @@ def design_guest(
         vconfig.GuestRng(backend="/dev/urandom"),
     ]
     return guest
+
+
+_VOLUME_DEVICE = re.compile(r"^vd[a-z]{1,2}$")
+VOLUME_SOURCES = {"file": "file", "block": "block", "nbd": "network"}
+
+
+def _volume_serial(volume_id: str) -> str:
+    try:
+        return safe_component(volume_id, "volume id")
+    except ValueError as exc:
+        raise ComputeError(str(exc)) from None
+
+
+def _connection_disk(connection: VolumeConnection, target_dev: str, serial: str, disk_cache_mode: str, *,
+                     bus: str = "virtio", read_only: bool = False) -> vconfig.GuestVolumeDisk:
+    """A disk whose source is a volume's connection (a file, a block device or an NBD export)."""
+    if connection.driver not in VOLUME_SOURCES:
+        raise ComputeError(f"unknown volume connection {connection.driver!r} "
+                           f"(known: {', '.join(VOLUME_SOURCES)})")
+    if connection.format not in ("raw", "qcow2"):
+        raise ComputeError(f"unsupported volume format {connection.format!r}")
+    disk = vconfig.GuestVolumeDisk(
+        source_type=VOLUME_SOURCES[connection.driver],
+        target_dev=target_dev,
+        target_bus=bus,
+        serial=serial,
+        driver_format=connection.format,
+        driver_cache=disk_cache_mode,
+        read_only=read_only,
+    )
+    if connection.driver == "nbd":
+        if not connection.host or not connection.port or not connection.export:
+            raise ComputeError("an NBD volume connection needs a host, a port and an export name")
+        disk.nbd_host, disk.nbd_port, disk.nbd_export = connection.host, int(connection.port), connection.export
+    else:
+        if not connection.path or not connection.path.startswith("/"):
+            raise ComputeError(f"a {connection.driver} volume connection needs an absolute path")
+        disk.source_path = connection.path
+    return disk
+
+
+def design_volume_disk(spec: VolumeAttachSpec, *, disk_cache_mode: str = "none") -> vconfig.GuestVolumeDisk:
+    """The virtio disk that hot-plugs ``spec``'s volume: its connection decides the source, the
+    volume id is the serial (the guest's ``/dev/disk/by-id/virtio-<first 20 characters>``)."""
+    if spec.connection is None:
+        raise ComputeError("attaching a volume needs its connection")
+    if not _VOLUME_DEVICE.match(spec.device or "") or spec.device == "vda":
+        raise ComputeError(f"invalid volume device {spec.device!r}: a virtio disk name after vda (vdb, vdc ...)")
+    return _connection_disk(spec.connection, spec.device, _volume_serial(spec.volume_id), disk_cache_mode,
+                            read_only=spec.read_only)

@@ -11,7 +11,7 @@ import abc
 import threading
 from typing import Any
 
-from agents.specs import DomainSpec
+from agents.specs import DomainSpec, VolumeAttachSpec
 
 __all__ = ["ComputeDriver", "ComputeError", "HypervisorUnavailable", "get_driver", "reset_driver"]
 
@@ -115,6 +115,26 @@ class ComputeDriver(abc.ABC):
         """Copy the root disk (flattened qcow2; a running guest is paused meanwhile) and upload it
         with ``PUT upload_url``."""
         self._unsupported("snapshot instances")
+
+    def sync_interfaces(self, spec: DomainSpec) -> int:
+        """Attach and detach NICs (by MAC address) so that the domain has exactly ``spec.nics``
+        (Nova's os-interface): live if it runs, and in its definition."""
+        self._unsupported("attach interfaces")
+
+    def volume_attach(self, spec: VolumeAttachSpec) -> int:
+        """Hot-plug the volume (``spec.connection``) as virtio disk ``spec.device``, live if the
+        guest runs and in its definition; attached already is fine."""
+        self._unsupported("attach volumes")
+
+    def volume_detach(self, spec: VolumeAttachSpec) -> int:
+        """Unplug the volume and wait up to ``spec.timeout`` s for the guest to release it (a
+        ``ComputeError`` says so if it does not); not attached is fine."""
+        self._unsupported("detach volumes")
+
+    def volume_resized(self, spec: VolumeAttachSpec) -> int:
+        """Tell the guest the attached volume's new size (``spec.size_gb``, or its source's size
+        if 0); returns the size in bytes the guest now sees."""
+        self._unsupported("resize volumes")
 
 
 _driver: ComputeDriver | None = None

@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agents.compute.designer import design_guest
+from agents.compute.designer import design_guest, design_volume_disk
 from agents.compute.driver import ComputeDriver, ComputeError, HypervisorUnavailable
 from agents.config import InstancePaths, safe_component
-from agents.specs import POWER_NOSTATE, POWER_PAUSED, POWER_RUNNING, POWER_SHUTDOWN, DomainSpec
+from agents.specs import POWER_NOSTATE, POWER_PAUSED, POWER_RUNNING, POWER_SHUTDOWN, DomainSpec, VolumeAttachSpec
 
 __all__ = ["BOOT_MARKER", "FakeDriver"]
 
@@ -39,6 +39,8 @@ class FakeDriver(ComputeDriver):
         self._op_failures: dict[str, list[str]] = {}
         self.saved: set[str] = set()  # instances with a managed save (suspended)
         self.boots: dict[str, int] = {}  # instance id -> times started
+        self.attached_volumes: dict[str, dict[str, str]] = {}  # instance id -> {volume id: device}
+        self.volume_sizes: dict[str, int] = {}  # volume id -> bytes volume_resized reports
 
     # -- test hooks --------------------------------------------------------------------------
 
@@ -66,6 +68,8 @@ class FakeDriver(ComputeDriver):
             self._op_failures.clear()
             self.saved.clear()
             self.boots.clear()
+            self.attached_volumes.clear()
+            self.volume_sizes.clear()
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -203,6 +207,13 @@ class FakeDriver(ComputeDriver):
         self.upload_tokens.append(upload_token)
         return self._op("snapshot", instance_id, lambda i: None)
 
+    def sync_interfaces(self, spec: DomainSpec) -> int:
+        design_guest(spec, InstancePaths(Path("/nonexistent/instances") / spec.instance_id))
+
+        def change(i):
+            self.specs[i] = copy.deepcopy(spec)
+        return self._op("interfaces", spec.instance_id, change)
+
     def power_state(self, instance_id: str) -> int:
         with self._lock:
             return self.domains.get(instance_id, POWER_NOSTATE)
@@ -232,3 +243,31 @@ class FakeDriver(ComputeDriver):
     def host_capacity(self) -> dict[str, int]:
         with self._lock:
             return dict(self.capacity)
+
+    # -- volumes -----------------------------------------------------------------------------
+
+    def volume_attach(self, spec: VolumeAttachSpec) -> int:
+        design_volume_disk(spec)  # the real driver's validation
+
+        def change(i):
+            attached = self.attached_volumes.setdefault(i, {})
+            if spec.volume_id in attached:
+                return
+            if spec.device in attached.values():
+                raise ComputeError(f"device {spec.device} of instance {i} is already used by another disk")
+            attached[spec.volume_id] = spec.device
+        return self._op("volume_attach", spec.instance_id, change)
+
+    def volume_detach(self, spec: VolumeAttachSpec) -> int:
+        def change(i):
+            self.attached_volumes.get(i, {}).pop(spec.volume_id, None)
+        return self._op("volume_detach", spec.instance_id, change)
+
+    def volume_resized(self, spec: VolumeAttachSpec) -> int:
+        def change(i):
+            if spec.volume_id not in self.attached_volumes.get(i, {}):
+                raise ComputeError(f"volume {spec.volume_id} is not attached to running instance {i}")
+        self._op("volume_resized", spec.instance_id, change)
+        if spec.size_gb:
+            self.volume_sizes[spec.volume_id] = spec.size_gb << 30
+        return self.volume_sizes.get(spec.volume_id, 0)

@@ -1,10 +1,16 @@
 """The real compute driver: libvirt (QEMU/KVM) through libvirt-python.
 
-One libvirt connection per process, shared by the worker's threads (libvirt connections are
-thread-safe); it is reopened when found dead. A connection failure raises
-:class:`~agents.compute.driver.HypervisorUnavailable` (``transient``: the task retries); every other
-libvirt, qemu-img or filesystem failure raises :class:`~agents.compute.driver.ComputeError` (or
-``StorageError`` from the image cache) with a message a user can read.
+One libvirt connection per worker thread, reopened when found dead: libvirtd serves at most
+``max_client_requests`` (5) calls of one connection at a time, and a domain start takes seconds
+(about 400 QMP round trips for the guest CPU alone), so on one shared connection five concurrent
+spawns stalled every other call of the agent (a lookup, a heartbeat) for seconds.
+
+A connection failure raises :class:`~agents.compute.driver.HypervisorUnavailable` (``transient``:
+the task retries); every other libvirt, qemu-img or filesystem failure raises
+:class:`~agents.compute.driver.ComputeError` (or ``StorageError`` from the image cache) with a
+message a user can read.
+
+A started domain keeps a quarter of the CPU weight it started with (``RUNNING_WEIGHT_DIVISOR``).
 
 ``spawn`` and ``destroy`` of one instance never run at the same time in one process (a per-instance
 lock); both are idempotent.
@@ -21,6 +27,7 @@ import platform
 import shutil
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +35,14 @@ from typing import Any
 import libvirt
 
 from agents import names
-from agents.compute.designer import design_guest
+from agents.compute import config as vconfig
+from agents.compute.designer import design_guest, design_volume_disk
 from agents.compute.driver import ComputeDriver, ComputeError, HypervisorUnavailable
 from agents.config import AgentConfig, InstancePaths
 from agents.locks import KeyedLocks
+from agents.network import NetworkError
+from agents.network.driver import get_network_driver
+from agents.network.metadata_configdrive import build_config_drive
 from agents.specs import (
     POWER_CRASHED,
     POWER_NOSTATE,
@@ -41,6 +52,7 @@ from agents.specs import (
     POWER_SUSPENDED,
     DiskSpec,
     DomainSpec,
+    VolumeAttachSpec,
 )
 from agents.storage import image_cache, qemu_img
 
@@ -76,12 +88,33 @@ CONSOLE_MAX_BYTES = 1 << 20
 
 DESTROY_ATTEMPTS = 6
 
+# A started domain keeps 1/RUNNING_WEIGHT_DIVISOR of the CPU weight it started with, so a domain
+# being started (libvirt's ~400 QMP round trips for its guest CPU) outweighs each running guest 4
+# to 1 instead of waiting its turn behind their busy vCPUs; guests still share equally among
+# themselves, and an idle host gives them all of it.
+RUNNING_WEIGHT_DIVISOR = 4
+VOLUME_POLL_SECONDS = 0.1
+
 
 def _ignore_libvirt_errors(_ctx: Any, _err: Any) -> None:
     """libvirt prints every error to stderr by default; we report them ourselves."""
 
 
 libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
+
+
+class Stages:
+    """Seconds spent in each named stage of one operation (the boot benchmark prints them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, stage: str) -> None:
+        """The time since the previous lap (or the start) was spent in ``stage``."""
+        now = time.monotonic()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 4)
+        self._last = now
 
 
 def _is_connection_error(exc: libvirt.libvirtError) -> bool:
@@ -103,46 +136,61 @@ class LibvirtDriver(ComputeDriver):
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self._conn: libvirt.virConnect | None = None
-        self._conn_lock = threading.Lock()
+        self._local = threading.local()  # .conn: this thread's connection
+        self._conns: set[libvirt.virConnect] = set()  # every thread's, for close()
+        self._conns_lock = threading.Lock()
         self._instance_locks = KeyedLocks()
         self._cache_mode: str | None = None
+        self._weight_warned = False
         self.arch = platform.machine() or "x86_64"
 
     # -- connection --------------------------------------------------------------------------
 
     def _connection(self) -> libvirt.virConnect:
-        with self._conn_lock:
-            conn = self._conn
-            if conn is not None:
+        """This thread's connection (opened on first use, and again when found dead)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with self._conns_lock:
+                closed = conn not in self._conns  # by close()
+            if not closed:
                 try:
                     if conn.isAlive():
                         return conn
                 except libvirt.libvirtError:
                     pass
                 log.warning("libvirt connection to %s is dead; reconnecting", self.config.libvirt_uri)
-                self._drop(conn)
-            try:
-                self._conn = libvirt.open(self.config.libvirt_uri)
-            except libvirt.libvirtError as exc:
-                raise HypervisorUnavailable(
-                    f"cannot connect to the hypervisor ({self.config.libvirt_uri}): {_message(exc)}"
-                ) from None
-            return self._conn
+            self._drop(conn)
+        try:
+            conn = libvirt.open(self.config.libvirt_uri)
+        except libvirt.libvirtError as exc:
+            raise HypervisorUnavailable(
+                f"cannot connect to the hypervisor ({self.config.libvirt_uri}): {_message(exc)}"
+            ) from None
+        self._local.conn = conn
+        with self._conns_lock:
+            self._conns.add(conn)
+        return conn
 
     def _drop(self, conn: libvirt.virConnect | None = None) -> None:
-        """Forget ``conn`` (default: the current connection) so the next call reconnects."""
+        """Forget ``conn`` (default: this thread's connection) so the next call reconnects."""
         if conn is None:
-            conn = self._conn
-        if conn is self._conn:
-            self._conn = None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+            conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._conns_lock:
+            self._conns.discard(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def close(self) -> None:
-        with self._conn_lock:
-            self._drop()
+        """Close every thread's connection; each thread opens a new one on its next call."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     @contextlib.contextmanager
     def _libvirt(self, action: str) -> Iterator[None]:
@@ -151,8 +199,7 @@ class LibvirtDriver(ComputeDriver):
             yield
         except libvirt.libvirtError as exc:
             if _is_connection_error(exc):
-                with self._conn_lock:
-                    self._drop()
+                self._drop()
                 raise HypervisorUnavailable(
                     f"lost the connection to the hypervisor while {action}: {_message(exc)}"
                 ) from None
@@ -205,8 +252,9 @@ class LibvirtDriver(ComputeDriver):
             self._cache_mode = mode
         return self._cache_mode
 
-    def _ensure_disk(self, disk: DiskSpec, path: Path) -> None:
+    def _ensure_disk(self, disk: DiskSpec, path: Path, stages: Stages | None = None) -> None:
         """Create ``path`` if it does not exist (never touches an existing disk)."""
+        stages = stages or Stages()
         if path.exists():
             return
         size = max(int(disk.size_gb), 0) * GiB
@@ -216,13 +264,15 @@ class LibvirtDriver(ComputeDriver):
         try:
             if disk.image is not None:
                 base = image_cache.ensure_image(disk.image, self.config.image_cache_dir)
-                image_size = qemu_img.virtual_size(base, disk.image.disk_format)
+                image_size = image_cache.virtual_size(base, disk.image.disk_format)
+                stages.lap("image")
                 qemu_img.create_overlay(tmp, base, disk.image.disk_format, max(size, image_size))
             else:
                 if size <= 0:
                     raise ComputeError(f"disk {disk.name} has neither an image nor a size")
                 qemu_img.create(tmp, "qcow2", size)
             os.replace(tmp, path)
+            stages.lap("disk")
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -233,22 +283,37 @@ class LibvirtDriver(ComputeDriver):
     # -- operations --------------------------------------------------------------------------
 
     def spawn(self, spec: DomainSpec) -> dict[str, Any]:
+        """Also returns ``stages``: the seconds each step took (see :class:`Stages`)."""
         paths = self._paths(spec.instance_id)
+        stages = Stages()
         with self._instance_locks(spec.instance_id):
+            stages.lap("lock")
             conn = self._connection()  # fail fast (and retry) before creating anything
             guest = design_guest(spec, paths, disk_cache_mode=self._disk_cache_mode(), arch=self.arch)
             try:
                 paths.instance_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
             except OSError as exc:
                 raise ComputeError(f"cannot create the instance directory: {exc.strerror}") from None
+            stages.lap("prepare")
             for disk in spec.disks:
-                self._ensure_disk(disk, paths.disk_path(disk.name))
+                if disk.connection is None:  # a volume's disk exists already, on its storage host
+                    self._ensure_disk(disk, paths.disk_path(disk.name), stages)
+            if spec.config_drive is not None:
+                build_config_drive(paths.config_drive, spec.config_drive)
+                stages.lap("config_drive")
+            if spec.nics:
+                try:  # the taps exist before the domain: it opens them (managed='no')
+                    get_network_driver().plug_nics(spec.nics)
+                except NetworkError as exc:
+                    raise ComputeError(f"cannot plug the network interfaces: {exc}") from None
+                stages.lap("plug")
 
             with self._libvirt("defining the domain"):
                 dom = self._lookup(conn, spec.instance_id)
                 if dom is None:
                     log.info("defining domain %s", guest.name)
                     dom = conn.defineXML(guest.to_xml())
+            stages.lap("define")
             with self._libvirt("starting the instance"):
                 state = dom.state()[0]
                 if state == libvirt.VIR_DOMAIN_PAUSED:
@@ -257,8 +322,10 @@ class LibvirtDriver(ComputeDriver):
                     dom.pMWakeup(0)
                 elif not dom.isActive():
                     log.info("starting domain %s", guest.name)
-                    dom.create()
-                return {"power_state": self._state(dom)}
+                    self._create(dom)
+                power_state = self._state(dom)
+            stages.lap("start")
+            return {"power_state": power_state, "stages": stages.seconds}
 
     def _destroy_domain(self, dom: libvirt.virDomain) -> None:
         for attempt in range(1, DESTROY_ATTEMPTS + 1):
@@ -385,6 +452,22 @@ class LibvirtDriver(ComputeDriver):
             log.warning("domain %s did not shut down within %s s; destroying it", dom.name(), timeout)
             self._destroy_domain(dom)
 
+    def _create(self, dom: libvirt.virDomain) -> None:
+        """Start ``dom`` (a new QEMU process), then lower its CPU weight (RUNNING_WEIGHT_DIVISOR)."""
+        dom.create()
+        try:
+            shares = dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE).get("cpu_shares")
+            if shares:
+                dom.setSchedulerParametersFlags({"cpu_shares": max(2, shares // RUNNING_WEIGHT_DIVISOR)},
+                                                libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:  # no cgroup CPU controller: the guest runs all the same
+            if _is_connection_error(exc):
+                raise
+            if not self._weight_warned:
+                self._weight_warned = True
+                log.warning("cannot lower the CPU weight of started domains (%s): starts may wait behind "
+                            "running guests", _message(exc))
+
     def _start(self, dom: libvirt.virDomain) -> None:
         state = dom.state()[0]
         if state == libvirt.VIR_DOMAIN_PAUSED:
@@ -392,7 +475,7 @@ class LibvirtDriver(ComputeDriver):
         elif state == libvirt.VIR_DOMAIN_PMSUSPENDED:
             dom.pMWakeup(0)
         elif not dom.isActive():
-            dom.create()  # restores a managed save if there is one
+            self._create(dom)  # restores a managed save if there is one
 
     def _operation(self, instance_id: str, action: str, body) -> int:
         with self._instance_locks(instance_id):
@@ -423,10 +506,10 @@ class LibvirtDriver(ComputeDriver):
                     self._destroy_domain(dom)
                 if dom.hasManagedSaveImage(0):
                     dom.managedSaveRemove(0)
-                dom.create()
+                self._create(dom)
                 return
             self._clean_shutdown(dom, timeout)
-            dom.create()
+            self._create(dom)
 
         return self._operation(instance_id, "rebooting the instance", body)
 
@@ -472,7 +555,7 @@ class LibvirtDriver(ComputeDriver):
                             qemu_img.resize(path, "qcow2", disk.size_gb * GiB)
                 dom = conn.defineXML(guest.to_xml())  # same name and uuid: replaces the definition
                 if start:
-                    dom.create()
+                    self._create(dom)
                 return self._state(dom)
 
     def rescue(self, spec: DomainSpec, timeout: int = 60) -> int:
@@ -490,7 +573,7 @@ class LibvirtDriver(ComputeDriver):
                     self._ensure_disk(disk, paths.disk_path(disk.name))
             with self._libvirt("rescuing the instance"):
                 dom = conn.defineXML(guest.to_xml())
-                dom.create()
+                self._create(dom)
                 return self._state(dom)
 
     def unrescue(self, spec: DomainSpec) -> int:
@@ -505,7 +588,7 @@ class LibvirtDriver(ComputeDriver):
                 paths.disk_path("rescue").unlink()
             with self._libvirt("unrescuing the instance"):
                 dom = conn.defineXML(guest.to_xml())
-                dom.create()
+                self._create(dom)
                 return self._state(dom)
 
     def vnc_address(self, instance_id: str) -> tuple[str, int]:
@@ -564,6 +647,27 @@ class LibvirtDriver(ComputeDriver):
                 tmp.unlink()
         return state
 
+    def sync_interfaces(self, spec: DomainSpec) -> int:
+        guest = design_guest(spec, self._paths(spec.instance_id), arch=self.arch)
+        wanted = {d.mac_address: d for d in guest.devices if isinstance(d, vconfig.GuestInterface)}
+
+        def body(dom):
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            defined = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            present = {mac.get("address", "").lower() for mac in defined.findall("./devices/interface/mac")}
+            for mac in sorted(present - set(wanted)):
+                log.info("detaching NIC %s from domain %s", mac, guest.name)
+                device = ET.Element("interface", type="ethernet")
+                ET.SubElement(device, "mac", address=mac)
+                dom.detachDeviceFlags(ET.tostring(device, encoding="unicode"), flags)
+            for mac in sorted(set(wanted) - present):
+                log.info("attaching NIC %s (%s) to domain %s", mac, wanted[mac].target_dev, guest.name)
+                dom.attachDeviceFlags(wanted[mac].to_xml(), flags)
+
+        return self._operation(spec.instance_id, "changing the instance's network interfaces", body)
+
     def rebuild(self, spec: DomainSpec, timeout: int = 60) -> int:
         with self._instance_locks(spec.instance_id):
             conn = self._connection()
@@ -573,6 +677,119 @@ class LibvirtDriver(ComputeDriver):
                     self._clean_shutdown(dom, min(timeout, 10))
         self.destroy(spec.instance_id)
         return self.spawn(spec)["power_state"]
+
+    # -- volumes -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _volume_disk(xml: str, serial: str) -> ET.Element | None:
+        """The ``<disk>`` whose serial is the volume id, in a domain's XML."""
+        for disk in ET.fromstring(xml).findall("./devices/disk"):
+            if (disk.findtext("serial") or "") == serial:
+                return disk
+        return None
+
+    @staticmethod
+    def _check_target_free(xml: str, device: str, serial: str, instance_id: str) -> None:
+        for disk in ET.fromstring(xml).findall("./devices/disk"):
+            target = disk.find("target")
+            if target is not None and target.get("dev") == device and (disk.findtext("serial") or "") != serial:
+                raise ComputeError(f"device {device} of instance {instance_id} is already used by another disk")
+
+    def volume_attach(self, spec: VolumeAttachSpec) -> int:
+        disk = design_volume_disk(spec, disk_cache_mode=self._disk_cache_mode())
+
+        def body(dom):
+            flags = 0
+            views = []
+            if dom.isActive():
+                views.append((libvirt.VIR_DOMAIN_AFFECT_LIVE, dom.XMLDesc(0)))
+            if dom.isPersistent():
+                views.append((libvirt.VIR_DOMAIN_AFFECT_CONFIG, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+            for flag, xml in views:
+                if self._volume_disk(xml, disk.serial) is None:
+                    self._check_target_free(xml, spec.device, disk.serial, spec.instance_id)
+                    flags |= flag
+            if flags:
+                log.info("attaching volume %s as %s to domain %s", spec.volume_id, spec.device, dom.name())
+                dom.attachDeviceFlags(disk.to_xml(), flags)
+
+        return self._operation(spec.instance_id, "attaching the volume", body)
+
+    def _released(self, dom: libvirt.virDomain, serial: str, timeout: float) -> bool:
+        """Wait until the running guest has given the disk back (QEMU removed the device)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not dom.isActive() or self._volume_disk(dom.XMLDesc(0), serial) is None:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(VOLUME_POLL_SECONDS)
+
+    def volume_detach(self, spec: VolumeAttachSpec) -> int:
+        serial = spec.volume_id
+
+        def body(dom):
+            live = self._volume_disk(dom.XMLDesc(0), serial) if dom.isActive() else None
+            if live is not None:
+                device = live.find("target").get("dev")
+                log.info("detaching volume %s (%s) from domain %s", serial, device, dom.name())
+                try:
+                    dom.detachDeviceFlags(ET.tostring(live, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                except libvirt.libvirtError as exc:
+                    # A detach asked before (a retry) is still pending in the guest: wait for it.
+                    if _is_connection_error(exc) or "unplug" not in _message(exc).lower():
+                        raise
+                if not self._released(dom, serial, spec.timeout):
+                    raise ComputeError(
+                        f"the guest did not release volume {serial} ({device}) within {spec.timeout} s, so it is "
+                        "still attached: the guest may be using it or may ignore hot-unplug; unmount it in the "
+                        "guest and detach again, or stop the instance first")
+            if dom.isPersistent():
+                defined = self._volume_disk(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), serial)
+                if defined is not None:
+                    dom.detachDeviceFlags(ET.tostring(defined, encoding="unicode"),
+                                          libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+        return self._operation(spec.instance_id, "detaching the volume", body)
+
+    @staticmethod
+    def _volume_source_size(disk: ET.Element) -> int | None:
+        """The size of an attached volume's source as this host sees it (None for NBD)."""
+        source = disk.find("source")
+        if disk.get("type") == "file":
+            fmt = disk.find("driver").get("type", "raw")
+            return qemu_img.virtual_size(source.get("file"), fmt)
+        if disk.get("type") == "block":
+            try:
+                fd = os.open(source.get("dev"), os.O_RDONLY)
+            except OSError as exc:
+                raise ComputeError(f"cannot open the volume's device: {exc.strerror}") from None
+            try:
+                return os.lseek(fd, 0, os.SEEK_END)
+            finally:
+                os.close(fd)
+        return None
+
+    def volume_resized(self, spec: VolumeAttachSpec) -> int:
+        with self._instance_locks(spec.instance_id):
+            conn = self._connection()
+            with self._libvirt("resizing the volume"):
+                dom = self._domain(conn, spec.instance_id)
+                disk = self._volume_disk(dom.XMLDesc(0), spec.volume_id) if dom.isActive() else None
+                if disk is None:
+                    raise ComputeError(f"volume {spec.volume_id} is not attached to running instance "
+                                       f"{spec.instance_id}")
+                device = disk.find("target").get("dev")
+                capacity = dom.blockInfo(device)[0]
+                size = spec.size_gb * GiB if spec.size_gb else self._volume_source_size(disk)
+                if disk.get("type") == "network" and (size is None or size > capacity):
+                    raise ComputeError("the volume is attached over NBD, and QEMU cannot grow an NBD disk while it "
+                                       "is attached: detach it and attach it again to see the new size")
+                if size > capacity:
+                    log.info("telling domain %s that %s grew to %d bytes", dom.name(), device, size)
+                    dom.blockResize(device, size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                    capacity = dom.blockInfo(device)[0]
+                return capacity
 
 
 def read_console_log(path: Path, length: int | None = None, max_bytes: int = CONSOLE_MAX_BYTES) -> str:

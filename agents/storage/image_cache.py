@@ -40,7 +40,7 @@ from agents.config import safe_component
 from agents.specs import ImageRef
 from agents.storage import StorageError, qemu_img
 
-__all__ = ["StorageError", "ensure_image", "image_lock", "images_in_use", "prune"]
+__all__ = ["StorageError", "ensure_image", "image_lock", "images_in_use", "prune", "virtual_size"]
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +257,26 @@ def ensure_image(image: ImageRef, cache_dir: Path) -> Path:
         return dest
 
 
-# --- pruning ----------------------------------------------------------------------------------
-
 QCOW2_MAGIC = b"QFI\xfb"
+
+
+def virtual_size(path: Path, disk_format: str) -> int:
+    """The virtual size of an image ``ensure_image`` returned: a qcow2 header's size field, or a raw
+    file's length. Its format was checked with ``qemu-img info`` when it was cached, so a spawn
+    need not run qemu-img (a process under prlimit, slow on a busy host) to learn it again."""
+    try:
+        if disk_format == "raw":
+            return path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(32)
+    except OSError as exc:
+        raise StorageError(f"cannot read the cached image {path.name}: {exc.strerror or exc}") from exc
+    if len(header) < 32 or header[:4] != QCOW2_MAGIC:
+        raise StorageError(f"the cached image {path.name} is not a qcow2 image")
+    return struct.unpack(">Q", header[24:32])[0]
+
+
+# --- pruning ----------------------------------------------------------------------------------
 
 
 def _backing_file(disk: Path) -> str | None:

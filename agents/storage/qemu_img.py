@@ -17,7 +17,8 @@ from typing import Any
 
 from agents.storage import StorageError
 
-__all__ = ["QEMU_IMG", "StorageError", "create", "create_overlay", "info", "resize", "virtual_size"]
+__all__ = ["QEMU_IMG", "StorageError", "convert", "create", "create_overlay", "info", "rebase", "resize",
+           "virtual_size"]
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +98,25 @@ def create_overlay(path: str | Path, backing_file: str | Path, backing_fmt: str,
 def resize(path: str | Path, fmt: str, size_bytes: int) -> None:
     """Grow (never shrink) an image to ``size_bytes``."""
     _run(["resize", "-q", "-f", _check_format(fmt), str(path), str(int(size_bytes))])
+
+
+def convert(src: str | Path, src_fmt: str, dst: str | Path, dst_fmt: str, *, target_exists: bool = False,
+            timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Copy ``src`` (its backing chain flattened) into ``dst``; ``target_exists`` writes into an
+    existing ``dst`` (a block device) instead of creating it."""
+    args = ["convert", "-q", "-f", _check_format(src_fmt), "-O", _check_format(dst_fmt)]
+    if target_exists:
+        args.append("-n")
+    _run([*args, str(src), str(dst)], timeout=timeout)
+
+
+def rebase(path: str | Path, fmt: str, backing_file: str | Path | None, backing_fmt: str | None,
+           *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Make ``path`` an overlay of ``backing_file`` (or standalone if None) with the same
+    guest-visible contents: the data that only the old backing chain had is copied into it."""
+    args = ["rebase", "-q", "-f", _check_format(fmt)]
+    if backing_file is None:
+        args += ["-b", ""]
+    else:
+        args += ["-F", _check_format(backing_fmt or ""), "-b", str(backing_file)]
+    _run([*args, str(path)], timeout=timeout)

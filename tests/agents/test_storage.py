@@ -58,6 +58,27 @@ def test_explicit_formats_are_enforced(tmp_path, base_image):
     assert qemu_img.info(base_image, "raw")["format"] == "raw"
 
 
+def test_virtual_size_of_a_cached_image_needs_no_qemu_img(tmp_path, base_image, monkeypatch):
+    raw = tmp_path / "disk.raw"
+    qemu_img.create(raw, "raw", 3 * MiB)
+    grown = tmp_path / "grown.qcow2"
+    qemu_img.create_overlay(grown, base_image, "qcow2", 96 * MiB)
+    expected = {path: qemu_img.virtual_size(path, fmt) for path, fmt in
+                [(base_image, "qcow2"), (grown, "qcow2"), (raw, "raw")]}
+
+    def no_qemu_img(*args, **kwargs):
+        raise AssertionError("qemu-img ran")
+
+    monkeypatch.setattr(subprocess, "run", no_qemu_img)
+    assert image_cache.virtual_size(base_image, "qcow2") == expected[base_image] == 64 * MiB
+    assert image_cache.virtual_size(grown, "qcow2") == expected[grown] == 96 * MiB
+    assert image_cache.virtual_size(raw, "raw") == expected[raw] == 3 * MiB
+    with pytest.raises(StorageError, match="is not a qcow2 image"):
+        image_cache.virtual_size(raw, "qcow2")
+    with pytest.raises(StorageError, match="cannot read the cached image"):
+        image_cache.virtual_size(tmp_path / "missing", "qcow2")
+
+
 def test_cache_file_image(tmp_path, base_image):
     cache = tmp_path / "cache"
     image = ImageRef(id="img-1", source=base_image.as_uri(), sha512=sha512(base_image), size=base_image.stat().st_size)

@@ -42,7 +42,11 @@ def test_tasks_are_registered_under_the_contract_names():
 def test_spawn_ok(fake_driver):
     spec = spec_dict()
     result = tasks.spawn(spec)
+    timings = result.pop("timings")
     assert result == {"instance_id": spec["instance_id"], "ok": True, "error": None, "power_state": POWER_RUNNING}
+    # When the agent began and finished (the callback logs them for bench/boot.py).
+    assert 0 < timings["received_at"] <= timings["finished_at"]
+    assert timings["stages"] == {}  # the fake driver has no stages
     assert fake_driver.list_domains() == {spec["instance_id"]: POWER_RUNNING}
     assert tasks.spawn(spec)["ok"]  # redelivery is harmless
 
@@ -51,7 +55,7 @@ def test_spawn_failure_is_a_result_not_an_exception_and_cleans_up(fake_driver):
     spec = spec_dict()
     fake_driver.fail_next_spawn("not enough memory on the host")
     result = tasks.spawn(spec)
-    assert set(result) == RESULT_KEYS
+    assert set(result) == RESULT_KEYS | {"timings"}
     assert result["ok"] is False
     assert result["error"] == "not enough memory on the host"
     assert result["instance_id"] == spec["instance_id"]
@@ -142,7 +146,8 @@ def test_results_are_json_serialisable(fake_driver, task):
 
     spec = spec_dict()
     arg = spec if task is tasks.spawn else ref(spec["instance_id"])
-    assert json.loads(json.dumps(task(arg))) == task(arg)
+    out = task(arg)
+    assert json.loads(json.dumps(out)) == out
 
 
 def test_celery_settings():

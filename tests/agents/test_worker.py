@@ -39,7 +39,9 @@ def test_build_host_report(fake_driver, config):
         disk_gb=500,
         agent_version=AGENT_VERSION,
         domains={spec.instance_id: POWER_RUNNING},
+        started_at=worker.STARTED_AT,  # this process's start: the control plane sees a restart by it
     )
+    assert 0 < worker.STARTED_AT <= time.time()
     assert HostReport.from_dict(report.to_dict()) == report
 
 

@@ -130,7 +130,11 @@ class Cloud:
     def kill_agent(self, sig: int = signal.SIGKILL) -> None:
         if self.agent and self.agent.poll() is None:
             os.killpg(self.agent.pid, sig)
-            self.agent.wait(timeout=30)
+            try:
+                self.agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.agent.pid, signal.SIGKILL)
+                self.agent.wait()
 
     def stop(self) -> None:
         self.kill_agent(signal.SIGTERM)
