@@ -22,8 +22,10 @@ log line (agent and callback clocks) and the client's own clock:
 
     api        POST sent -> 202 received (quota, scheduler claim, records, the on_commit send)
     to agent   202 received -> the agent task began (negative: it began before the 202 arrived)
-    lock .. start   the agent's stages: instance lock, spec and directory, image cache lookup
-               (no re-hash: the digest is recorded), qcow2 overlay, network, domain define, start
+    lock, prepare, image, disk, (config_drive,) (plug,) define, start
+               the agent's stages: instance lock; spec and directory; image cache lookup (no
+               re-hash: the digest is recorded); qcow2 overlay; taps (behind the network agent's
+               lock); libvirt define; libvirt start
     result     agent finished -> the control worker's callback began (broker round trip)
     callback   the callback's database update to ACTIVE
     seen       callback finished -> the client's poll saw ACTIVE
@@ -33,9 +35,13 @@ busy share, and the CPU seconds the cloud's processes and libvirtd used, so a re
 busy machine from a slow cloud (the machine is shared: run it several times and report the
 range). Finally the peak RSS of the control-plane processes (web server, control worker, beat).
 
+--networks none boots servers without ports: the compute path alone. With the default networks
+each boot also waits for the network agent's syncs (docs/compute.md, "Boot performance").
+
 By default it starts a private cloud (the same way `make run` runs one, in its own data dir,
-Redis database and host name) and removes it afterwards; --url/--password target a running one
-(then neither the breakdown nor the RSS is measured).
+Redis database and host name) and removes it afterwards (if a round fails, its log is kept and
+its path printed); --url/--password target a running one (then only the client's figures are
+printed).
 
     .venv/bin/python bench/boot.py [-n 20] [-c 5] [--poll 0.05] [--markers 5] [--networks none]
 """
@@ -132,13 +138,13 @@ def _libvirtd() -> Path | None:
 class CpuMeter:
     """CPU used during a round: the machine's busy share, and the seconds of the cloud's processes."""
 
-    def __init__(self, root_pid: int | None):
+    def __init__(self, root_pid: int):
         self.root_pid = root_pid
         self.start = self._snapshot()
 
     def _snapshot(self) -> dict:
         snap = {"machine": _machine_jiffies(), "load": os.getloadavg()[0], "roles": {}}
-        procs = _cloud_processes(self.root_pid) if self.root_pid else []
+        procs = _cloud_processes(self.root_pid)
         libvirtd = _libvirtd()
         if libvirtd:
             procs.append(("libvirtd", libvirtd))
@@ -158,7 +164,7 @@ class CpuMeter:
             for role, seconds in sorted(end["roles"].items())
         )
         return (f"  machine: {os.cpu_count()} CPUs {100 * busy / max(total, 1):.0f}% busy, load average "
-                f"{self.start['load']:.1f} -> {end['load']:.1f}; CPU seconds: {roles or 'not measured'}")
+                f"{self.start['load']:.1f} -> {end['load']:.1f}; CPU seconds: {roles}")
 
 
 class RssSampler(threading.Thread):
@@ -296,7 +302,7 @@ def breakdown(boots: list[Boot], timings: dict[str, dict[str, float]]) -> list[t
 
 def run_round(cloud, token, label, n, concurrency, server, poll, markers, root_pid):
     rnd = Round(label=label, concurrency=concurrency)
-    meter = CpuMeter(root_pid)
+    meter = CpuMeter(root_pid) if root_pid else None  # a --url cloud may run elsewhere
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         rnd.boots = list(pool.map(
@@ -311,8 +317,8 @@ def run_round(cloud, token, label, n, concurrency, server, poll, markers, root_p
     if marker:
         print(f"  accept->marker   p50 {statistics.median(marker):6.2f} s   p95 {percentile(marker, 95):6.2f} s"
               f"   max {max(marker):6.2f} s   (first {len(marker)} boots)")
-    print(meter.report())
-    if root_pid:
+    if meter:
+        print(meter.report())
         time.sleep(0.5)  # the log line of the last callback
         rows = breakdown(rnd.boots, read_timings(cloud))
         if rows:
