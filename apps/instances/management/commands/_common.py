@@ -1,9 +1,18 @@
-"""What the instance commands share: finding the acting user and project."""
+"""What the commands of every app share: finding the acting user and project, and an object by
+name or id among those the actor sees."""
 
 from django.core.management.base import CommandError
 
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import role_on_project
+from cloudmgr.models import first_by_name_or_id
+
+
+def find(queryset, name_or_id: str, what: str):
+    found = first_by_name_or_id(queryset, name_or_id)
+    if found is None:
+        raise CommandError(f"{what} {name_or_id} could not be found.")
+    return found
 
 
 def add_actor_arguments(parser) -> None:

@@ -5,18 +5,10 @@ import time
 
 from django.core.management.base import CommandError
 
-from apps.instances.management.commands._common import actor, add_actor_arguments
+from apps.instances.management.commands._common import actor, add_actor_arguments, find
 from apps.volumes import selectors
-from cloudmgr.models import first_by_name_or_id
 
 __all__ = ["actor", "add_actor_arguments", "add_wait_arguments", "find", "wait"]
-
-
-def find(queryset, name_or_id: str, what: str):
-    found = first_by_name_or_id(queryset, name_or_id)
-    if found is None:
-        raise CommandError(f"{what} {name_or_id} could not be found.")
-    return found
 
 
 def add_wait_arguments(parser) -> None:
