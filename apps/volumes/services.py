@@ -458,18 +458,30 @@ def _boot_volume_ready(volume: Volume) -> None:
 
 def volume_update(*, volume: Volume, user: User | None, name: str | None = None, description: str | None = None,
                   metadata: dict | None = None) -> Volume:
+    fields = _name_fields(name, description)
+    if metadata is not None:
+        fields["metadata"] = check_metadata(metadata)
+    _update_fields(volume, fields)
+    return volume
+
+
+def _name_fields(name: str | None, description: str | None) -> dict[str, str]:
+    """The checked name and description of an update, those given only."""
     fields = {}
     if name is not None:
         fields["name"] = _check_name(name)
     if description is not None:
         fields["description"] = _check_description(description)
-    if metadata is not None:
-        fields["metadata"] = check_metadata(metadata)
+    return fields
+
+
+def _update_fields(obj, fields: dict) -> None:
+    """Write ``fields`` in one UPDATE, not save(): a callback changing the status meanwhile must
+    not be overwritten with the status this copy was read with."""
     if fields:
-        Volume.objects.filter(pk=volume.pk).update(updated_at=timezone.now(), **fields)
+        type(obj).objects.filter(pk=obj.pk).update(updated_at=timezone.now(), **fields)
         for field, value in fields.items():
-            setattr(volume, field, value)
-    return volume
+            setattr(obj, field, value)
 
 
 def metadata_etag(metadata: dict) -> str:
@@ -986,15 +998,7 @@ def _snapshot_create_done(result: dict) -> None:
 
 
 def snapshot_update(*, snapshot: Snapshot, name: str | None = None, description: str | None = None) -> Snapshot:
-    fields = {}
-    if name is not None:
-        fields["name"] = _check_name(name)
-    if description is not None:
-        fields["description"] = _check_description(description)
-    if fields:
-        Snapshot.objects.filter(pk=snapshot.pk).update(updated_at=timezone.now(), **fields)
-        for field, value in fields.items():
-            setattr(snapshot, field, value)
+    _update_fields(snapshot, _name_fields(name, description))
     return snapshot
 
 
@@ -1158,15 +1162,7 @@ def _backup_create_done(result: dict) -> None:
 
 
 def backup_update(*, backup: Backup, name: str | None = None, description: str | None = None) -> Backup:
-    fields = {}
-    if name is not None:
-        fields["name"] = _check_name(name)
-    if description is not None:
-        fields["description"] = _check_description(description)
-    if fields:
-        Backup.objects.filter(pk=backup.pk).update(updated_at=timezone.now(), **fields)
-        for field, value in fields.items():
-            setattr(backup, field, value)
+    _update_fields(backup, _name_fields(name, description))
     return backup
 
 
