@@ -49,6 +49,18 @@ def _not_found(request, exc: NotFound, back: str):
     return render(request, "networks/not_found.html", {"message": exc.message, "back": back}, status=404)
 
 
+def _attempt(request, action, success) -> bool:
+    """Run one service call; its refusal, or ``success`` (a message, or a function of the call's
+    result giving one), shows on the next page. True if the service did it."""
+    try:
+        result = action()
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return False
+    messages.success(request, success(result) if callable(success) else success)
+    return True
+
+
 def _name(obj) -> str:
     return obj.name or str(obj.pk)
 
@@ -114,12 +126,9 @@ def network_delete(request, *, project, network_id):
         network = ps.network_portal_get(user=request.user, project=project, network_id=network_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:list")
-    try:
-        services.network_delete(network=network, user=request.user, project=project)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
+    if not _attempt(request, lambda: services.network_delete(network=network, user=request.user, project=project),
+                    f"Network {_name(network)} deleted."):
         return _go(request, "networks:detail", network.pk)
-    messages.success(request, f"Network {_name(network)} deleted.")
     return _go(request, "networks:list")
 
 
@@ -150,12 +159,8 @@ def subnet_delete(request, *, project, subnet_id):
         subnet = ps.subnet_portal_get(user=request.user, project=project, subnet_id=subnet_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:list")
-    try:
-        services.subnet_delete(subnet=subnet, user=request.user, project=project)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Subnet {subnet.cidr} deleted.")
+    _attempt(request, lambda: services.subnet_delete(subnet=subnet, user=request.user, project=project),
+             f"Subnet {subnet.cidr} deleted.")
     return _go(request, "networks:detail", subnet.network_id)
 
 
@@ -238,13 +243,8 @@ def router_gateway(request, *, project, router_id):
             return _go(request, "networks:router-detail", router.pk)
         network = form.cleaned_data["external_network"]
         info, done = {"network_id": str(network.pk)}, f"Router {_name(router)} has its gateway on {_name(network)}."
-    try:
-        services.router_update(router=router, user=request.user, project=project,
-                               changes={"external_gateway_info": info})
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, done)
+    _attempt(request, lambda: services.router_update(router=router, user=request.user, project=project,
+                                                     changes={"external_gateway_info": info}), done)
     return _go(request, "networks:router-detail", router.pk)
 
 
@@ -275,12 +275,10 @@ def router_interface_remove(request, *, project, router_id, port_id):
         router = _router(request, project, router_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:routers")
-    try:
-        info = services.router_interface_remove(router=router, user=request.user, project=project, port_id=port_id)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Router {_name(router)} is no longer on subnet {info['subnet_id']}.")
+    _attempt(request,
+             lambda: services.router_interface_remove(router=router, user=request.user, project=project,
+                                                      port_id=port_id),
+             lambda info: f"Router {_name(router)} is no longer on subnet {info['subnet_id']}.")
     return _go(request, "networks:router-detail", router.pk)
 
 
@@ -291,12 +289,9 @@ def router_delete(request, *, project, router_id):
         router = _router(request, project, router_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:routers")
-    try:
-        services.router_delete(router=router, user=request.user, project=project)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
+    if not _attempt(request, lambda: services.router_delete(router=router, user=request.user, project=project),
+                    f"Router {_name(router)} deleted."):
         return _go(request, "networks:router-detail", router.pk)
-    messages.success(request, f"Router {_name(router)} deleted.")
     return _go(request, "networks:routers")
 
 
@@ -353,13 +348,9 @@ def floating_ip_associate(request, *, project, floating_ip_id):
     if not form.is_valid():
         messages.error(request, f"Choose the instance address that {fip.floating_ip_address} should lead to.")
         return _go(request, "networks:floatingips")
-    try:
-        services.floating_ip_update(fip=fip, user=request.user, project=project, changes=form.cleaned_data["target"])
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Floating IP {fip.floating_ip_address} is associated with "
-                                  f"{form.cleaned_data['target']['fixed_ip_address']}.")
+    target = form.cleaned_data["target"]
+    _attempt(request, lambda: services.floating_ip_update(fip=fip, user=request.user, project=project, changes=target),
+             f"Floating IP {fip.floating_ip_address} is associated with {target['fixed_ip_address']}.")
     return _go(request, "networks:floatingips")
 
 
@@ -370,12 +361,10 @@ def floating_ip_disassociate(request, *, project, floating_ip_id):
         fip = _fip(request, project, floating_ip_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:floatingips")
-    try:
-        services.floating_ip_update(fip=fip, user=request.user, project=project, changes={"port_id": None})
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Floating IP {fip.floating_ip_address} is disassociated.")
+    _attempt(request,
+             lambda: services.floating_ip_update(fip=fip, user=request.user, project=project,
+                                                 changes={"port_id": None}),
+             f"Floating IP {fip.floating_ip_address} is disassociated.")
     return _go(request, "networks:floatingips")
 
 
@@ -386,12 +375,8 @@ def floating_ip_release(request, *, project, floating_ip_id):
         fip = _fip(request, project, floating_ip_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:floatingips")
-    try:
-        services.floating_ip_delete(fip=fip, user=request.user, project=project)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Floating IP {fip.floating_ip_address} released.")
+    _attempt(request, lambda: services.floating_ip_delete(fip=fip, user=request.user, project=project),
+             f"Floating IP {fip.floating_ip_address} released.")
     return _go(request, "networks:floatingips")
 
 
@@ -457,12 +442,9 @@ def security_group_delete(request, *, project, group_id):
         group = _group(request, project, group_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:securitygroups")
-    try:
-        services.security_group_delete(group=group, user=request.user, project=project)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
+    if not _attempt(request, lambda: services.security_group_delete(group=group, user=request.user, project=project),
+                    f"Security group {group.name} deleted."):
         return _go(request, "networks:securitygroup-detail", group.pk)
-    messages.success(request, f"Security group {group.name} deleted.")
     return _go(request, "networks:securitygroups")
 
 
@@ -494,12 +476,8 @@ def security_group_rule_delete(request, *, project, rule_id):
         rule = ps.security_group_rule_portal_get(user=request.user, project=project, rule_id=rule_id)
     except NotFound as exc:
         return _not_found(request, exc, "networks:securitygroups")
-    try:
-        services.security_group_rule_delete(rule=rule, user=request.user, project=project)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Rule deleted from {rule.security_group.name}.")
+    _attempt(request, lambda: services.security_group_rule_delete(rule=rule, user=request.user, project=project),
+             f"Rule deleted from {rule.security_group.name}.")
     return _go(request, "networks:securitygroup-detail", rule.security_group_id)
 
 
