@@ -1,4 +1,4 @@
-"""Process-level locks keyed by a string (an instance id, an image id)."""
+"""Process-level locks: keyed by a string (an instance id, an image id), and shared/exclusive."""
 
 from __future__ import annotations
 
@@ -31,3 +31,43 @@ class KeyedLocks:
     def __len__(self) -> int:
         with self._guard:
             return len(self._locks)
+
+
+class SharedExclusiveLock:
+    """Many holders in shared mode, or one in exclusive mode; a waiting exclusive holder goes
+    before new shared ones. The exclusive holder's thread may take shared mode again inside."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._shared = 0
+        self._owner: int | None = None  # the thread holding exclusive mode
+        self._waiting = 0  # threads waiting for exclusive mode
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        if self._owner == threading.get_ident():
+            yield
+            return
+        with self._condition:
+            self._condition.wait_for(lambda: self._owner is None and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._shared -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting += 1
+            self._condition.wait_for(lambda: self._owner is None and not self._shared)
+            self._waiting -= 1
+            self._owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._owner = None
+                self._condition.notify_all()

@@ -58,6 +58,7 @@ TASK_PORT_SYNC = "agents.network.port_sync"              # PortSpec: tap + filte
 TASK_PORT_DELETE = "agents.network.port_delete"          # {"port_id", "network_id"}
 TASK_ROUTER_SYNC = "agents.network.router_sync"          # RouterSpec: namespace, legs, NAT
 TASK_ROUTER_DELETE = "agents.network.router_delete"      # {"router_id"}
+TASK_SECURITY_GROUP_MEMBERS = "agents.network.security_group_members"  # SecurityGroupMembersSpec
 TASK_HOST_NETWORK_RESYNC = "agents.network.resync"       # HostNetworkState: converge, drop the rest
 CALLBACK_NETWORK_DONE = "apps.networks.tasks.network_task_done"
 

@@ -353,6 +353,26 @@ class RouterSpec:
 
 
 @dataclass
+class SecurityGroupMembersSpec:
+    """The addresses of one security group's ports (fixed IPs and allowed address pairs): what
+    the remote-group rules naming it match. Sent when the group gains or loses an address, to the
+    hosts whose filters name it; the ports' rules are unchanged."""
+
+    id: str  # the security group
+    members: list[str] = field(default_factory=list)
+    generation: int = 0  # see NetworkSpec
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SecurityGroupMembersSpec:
+        _check_version(data)
+        return cls(**data)
+
+
+@dataclass
 class HostNetworkState:
     """Everything of the data plane one host should have; the agent removes what is not here."""
 

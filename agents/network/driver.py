@@ -5,9 +5,15 @@ changes nothing, and :meth:`NetworkDriver.resync` after an agent restart is the 
 everything plus the removal of this agent's leftovers.
 
 Other parts of the data plane (security groups, metadata) plug in as :class:`NetworkExtension`\\ s:
-the driver calls each extension's hooks under its lock, with the same spec (a sync hook after
+the driver calls each extension's hooks under its locks, with the same spec (a sync hook after
 the driver's own step, a delete hook before it). An extension registers itself by its dotted
 path in :data:`EXTENSIONS`.
+
+Locking: the agent runs many tasks at once (a boot storm sends each host a network, port and
+security group message per server). Kernel objects are made create-or-reuse, so steps on
+different objects run in parallel: a network's steps (its DHCP namespace and dnsmasq) hold that
+network's lock, a router's its own, a port's its own, and the spawn path's tap plugging none. A
+resync holds the driver exclusively, so that it never races the steps it converges with.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from agents import names
 from agents.config import safe_component
+from agents.locks import KeyedLocks, SharedExclusiveLock
 from agents.network import NetworkError, dhcp, l2, linux, router
 from agents.network.config import NetworkConfig, get_network_config
-from agents.specs import HostNetworkState, NetworkSpec, NicSpec, PortSpec, RouterSpec
+from agents.specs import HostNetworkState, NetworkSpec, NicSpec, PortSpec, RouterSpec, SecurityGroupMembersSpec
 
 __all__ = [
     "EXTENSIONS",
@@ -72,6 +79,9 @@ class NetworkExtension:
     def port_delete(self, port_id: str, network_id: str) -> None:
         """The port's tap is about to go."""
 
+    def security_group_members(self, spec: SecurityGroupMembersSpec) -> None:
+        """A security group's members changed (the rules naming it match other addresses now)."""
+
     def resync(self, state: HostNetworkState) -> None:
         """Everything in ``state`` was synced; remove this extension's things that are not in it."""
 
@@ -97,6 +107,10 @@ class NetworkDriver(abc.ABC):
     @abc.abstractmethod
     def port_delete(self, port_id: str, network_id: str) -> None:
         """Remove the port's tap; a missing one is fine."""
+
+    @abc.abstractmethod
+    def security_group_members(self, spec: SecurityGroupMembersSpec) -> dict[str, Any]:
+        """The group's members into every filter whose rules name it: ``{}``."""
 
     @abc.abstractmethod
     def router_sync(self, spec: RouterSpec) -> None:
@@ -146,9 +160,18 @@ class LinuxNetworkDriver(NetworkDriver):
         if extensions is None:
             extensions = [_import(path)(config) for path in EXTENSIONS]
         self.extensions = list(extensions)
-        # One agent thread changes the data plane at a time: syncs touch shared bridges, and a
-        # resync must not race the syncs it converges with. Each step takes milliseconds.
-        self._lock = threading.RLock()
+        self._resync_lock = SharedExclusiveLock()  # shared by every step, exclusive for a resync
+        self._object_locks = KeyedLocks()
+
+    @contextlib.contextmanager
+    def _holding(self, key: str | None = None) -> Iterator[None]:
+        """The driver in shared mode, and the lock of one object (``"network:<id>"``) if given."""
+        with self._resync_lock.shared():
+            if key is None:
+                yield
+            else:
+                with self._object_locks(key):
+                    yield
 
     def _extension(self, extension: NetworkExtension, hook: str, *args) -> None:
         try:
@@ -201,7 +224,7 @@ class LinuxNetworkDriver(NetworkDriver):
 
     def network_sync(self, spec: NetworkSpec) -> dict[str, Any]:
         _check_ids(spec.id, *([spec.dhcp_port.id] if spec.dhcp_port else []))
-        with self._lock:
+        with self._holding(f"network:{spec.id}"):
             with _kernel(f"syncing network {spec.id}"), linux.iproute() as ipr:
                 bridge = l2.ensure_network_bridge(ipr, self.config, spec)
                 if spec.dhcp_port is None:
@@ -214,7 +237,7 @@ class LinuxNetworkDriver(NetworkDriver):
 
     def network_delete(self, network_id: str) -> None:
         _check_ids(network_id)
-        with self._lock:
+        with self._holding(f"network:{network_id}"):
             self._extensions("network_delete", network_id)
             with _kernel(f"deleting network {network_id}"), linux.iproute() as ipr:
                 self._remove_dhcp(network_id)
@@ -225,7 +248,7 @@ class LinuxNetworkDriver(NetworkDriver):
     def port_sync(self, spec: PortSpec) -> dict[str, Any]:
         _check_ids(spec.id, spec.network_id)
         device = None
-        with self._lock:
+        with self._holding(f"port:{spec.id}"):
             if not spec.device_owner.startswith("network:"):
                 with _kernel(f"plugging port {spec.id}"), linux.iproute() as ipr:
                     device = l2.plug_tap(ipr, self.config, bridge=names.bridge_name(spec.network_id), port_id=spec.id,
@@ -235,7 +258,7 @@ class LinuxNetworkDriver(NetworkDriver):
 
     def port_delete(self, port_id: str, network_id: str) -> None:
         _check_ids(port_id, network_id)
-        with self._lock:
+        with self._holding(f"port:{port_id}"):
             self._extensions("port_delete", port_id, network_id)
             with _kernel(f"unplugging port {port_id}"), linux.iproute() as ipr:
                 msg = linux.link(ipr, names.tap_name(port_id))
@@ -244,22 +267,28 @@ class LinuxNetworkDriver(NetworkDriver):
 
     def plug_nics(self, nics: Sequence[NicSpec]) -> None:
         _check_ids(*(nic.port_id for nic in nics))
-        with self._lock, _kernel("plugging the instance's NICs"), linux.iproute() as ipr:
+        with self._holding(), _kernel("plugging the instance's NICs"), linux.iproute() as ipr:
             for nic in nics:
                 l2.plug_tap(ipr, self.config, bridge=nic.bridge, port_id=nic.port_id, mac=nic.mac_address,
                             mtu=nic.mtu)
+
+    def security_group_members(self, spec: SecurityGroupMembersSpec) -> dict[str, Any]:
+        _check_ids(spec.id)
+        with self._holding(f"security_group:{spec.id}"):
+            self._extensions("security_group_members", spec)
+        return {}
 
     # -- routers -----------------------------------------------------------------------------
 
     def router_sync(self, spec: RouterSpec) -> None:
         legs = [*spec.interfaces, *([spec.gateway] if spec.gateway else [])]
         _check_ids(spec.id, *(leg.port_id for leg in legs), *(leg.network_id for leg in legs))
-        with self._lock, _kernel(f"syncing router {spec.id}"), linux.iproute() as ipr:
+        with self._holding(f"router:{spec.id}"), _kernel(f"syncing router {spec.id}"), linux.iproute() as ipr:
             router.ensure_router(ipr, self.config, spec)
 
     def router_delete(self, router_id: str) -> None:
         _check_ids(router_id)
-        with self._lock, _kernel(f"deleting router {router_id}"):
+        with self._holding(f"router:{router_id}"), _kernel(f"deleting router {router_id}"):
             router.remove_router(self.config, router_id)
 
     # -- resync ------------------------------------------------------------------------------
@@ -326,7 +355,7 @@ class LinuxNetworkDriver(NetworkDriver):
                 log.exception("resync: %s failed", what)
                 errors.append(f"{what} failed: {exc.__class__.__name__}: {exc}")
 
-        with self._lock:
+        with self._resync_lock.exclusive():
             removed: list[str] = []
 
             def remove() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from agents import names
 from agents.network import NetworkError
 from agents.network.driver import NetworkDriver
-from agents.specs import HostNetworkState, NetworkSpec, NicSpec, PortSpec, RouterSpec
+from agents.specs import HostNetworkState, NetworkSpec, NicSpec, PortSpec, RouterSpec, SecurityGroupMembersSpec
 
 __all__ = ["FakeNetworkDriver"]
 
@@ -34,6 +34,7 @@ class FakeNetworkDriver(NetworkDriver):
         self.ports: dict[str, PortSpec] = {}
         self.routers: dict[str, RouterSpec] = {}
         self.plugged: dict[str, NicSpec] = {}  # tap name -> NIC, from the compute spawn path
+        self.group_members: dict[str, list[str]] = {}  # security group id -> its members' addresses
         self.calls: list[tuple[str, str]] = []  # (operation, object id), for assertions
         self._failures: dict[str, list[str]] = {}
 
@@ -48,6 +49,7 @@ class FakeNetworkDriver(NetworkDriver):
             self.ports.clear()
             self.routers.clear()
             self.plugged.clear()
+            self.group_members.clear()
             self.calls.clear()
             self._failures.clear()
 
@@ -89,6 +91,12 @@ class FakeNetworkDriver(NetworkDriver):
         with self._lock:
             self._call("router_delete", router_id)
             self.routers.pop(router_id, None)
+
+    def security_group_members(self, spec: SecurityGroupMembersSpec) -> dict[str, Any]:
+        with self._lock:
+            self._call("security_group_members", spec.id)
+            self.group_members[spec.id] = list(spec.members)
+        return {}
 
     def plug_nics(self, nics: Sequence[NicSpec]) -> None:
         with self._lock:

@@ -40,6 +40,14 @@ every change of a port is one ``nft -f`` transaction. A digest of the port's rul
 comment of its ingress chain's first rule: re-applying an unchanged port does nothing, and a
 changed filter also deletes the port's conntrack entries, so that a removed rule cuts the
 connections it allowed (an allowed TCP connection is picked up again by the next packet).
+
+The digest covers the rules and the names of the sets, not their members: when a group gains or
+loses a port, :meth:`Firewall.update_group_members` refills that group's sets of every tap in one
+transaction (``security_group_members`` task), without rewriting any chain. A boot that adds a
+port to the default group so costs its host one set update, not a re-sync of every other port in
+the group. A member that leaves also loses the connections it had with the ports it was allowed
+to reach. Messages race on the agent's threads, so each set remembers the generation of the
+state it holds and never goes back to an older one.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ from agents import names
 from agents.locks import KeyedLocks
 from agents.network import NetworkError
 from agents.network.driver import NetworkExtension
-from agents.specs import HostNetworkState, PortSpec, SecurityRuleSpec
+from agents.specs import HostNetworkState, PortSpec, SecurityGroupMembersSpec, SecurityRuleSpec
 
 __all__ = ["Firewall", "FirewallError", "SecurityGroupExtension", "link_local_address", "table_name"]
 
@@ -158,6 +166,7 @@ class _State:
     maps: dict[str, dict] = field(default_factory=dict)  # "<family>:<map>" -> {key: value}
     chains: set[str] = field(default_factory=set)  # "<family>:<chain>"
     sets: set[str] = field(default_factory=set)  # inet set names
+    elements: dict[str, tuple] = field(default_factory=dict)  # set name -> its members as _intervals
     digests: dict[str, str] = field(default_factory=dict)  # tap -> digest of its filter
     tables: set[str] = field(default_factory=set)  # the families whose table exists
 
@@ -199,6 +208,8 @@ def _parse_state(documents: Iterable[dict]) -> _State:
                 state.maps[f"{m['family']}:{m['name']}"] = entries
             elif "set" in item:
                 state.sets.add(item["set"]["name"])
+                state.elements[item["set"]["name"]] = _intervals(
+                    _kernel_interval(_elem_value(e)) for e in item["set"].get("elem", []))
             elif "chain" in item:
                 state.chains.add(f"{item['chain']['family']}:{item['chain']['name']}")
             elif "rule" in item:
@@ -207,6 +218,54 @@ def _parse_state(documents: Iterable[dict]) -> _State:
                 if rule["family"] == "inet" and rule["chain"].startswith("in_") and comment.startswith(DIGEST_PREFIX):
                     state.digests[rule["chain"][3:]] = comment[len(DIGEST_PREFIX):]
     return state
+
+
+def _kernel_interval(value) -> tuple[int, int]:
+    """A set element as nft -j prints it (an address, a prefix or a range) as (first, last)."""
+    if isinstance(value, dict) and "prefix" in value:
+        net = ipaddress.ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}", strict=False)
+        return int(net.network_address), int(net.broadcast_address)
+    if isinstance(value, dict) and "range" in value:
+        first, last = value["range"]
+        return int(ipaddress.ip_address(first)), int(ipaddress.ip_address(last))
+    address = int(ipaddress.ip_address(value))
+    return address, address
+
+
+def _intervals(pairs: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Address intervals merged where they touch: how nft's auto-merge stores them, so that the
+    kernel's elements and the wanted members compare equal whatever their spelling."""
+    merged: list[list[int]] = []
+    for first, last in sorted(pairs):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return tuple((first, last) for first, last in merged)
+
+
+def _member_intervals(members: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    """Members (addresses, prefixes, or ``first-last`` ranges as the kernel keeps them) as _intervals."""
+    pairs = []
+    for member in members:
+        if "-" in member:
+            first, last = member.split("-", 1)
+            pairs.append((int(ipaddress.ip_address(first)), int(ipaddress.ip_address(last))))
+        else:
+            net = ipaddress.ip_network(member, strict=False)
+            pairs.append((int(net.network_address), int(net.broadcast_address)))
+    return _intervals(pairs)
+
+
+def _interval_text(pair: tuple[int, int], version: int) -> str:
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    first, last = pair
+    return str(make(first)) if first == last else f"{make(first)}-{make(last)}"
+
+
+def _interval_networks(first: int, last: int, version: int) -> list:
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return list(ipaddress.summarize_address_range(make(first), make(last)))
 
 
 def _free_number(used: Iterable[int], start: int, limit: int, what: str) -> int:
@@ -294,16 +353,24 @@ def _port_value(value: int | None, what: str, limit: int) -> int | None:
     return value
 
 
-def _set_name(tap: str, group_id: str, version: int) -> str:
-    """``rg4_<tap>_<group>``: a group id as nft can name it (hex), whatever its spelling."""
+def _group_key(group_id: str) -> str:
+    """A group id as nft can name it (hex), whatever its spelling."""
     try:
-        key = uuid.UUID(str(group_id)).hex
+        return uuid.UUID(str(group_id)).hex
     except ValueError:
-        key = hashlib.sha256(str(group_id).encode()).hexdigest()[:32]
-    return f"rg{version}_{tap}_{key}"
+        return hashlib.sha256(str(group_id).encode()).hexdigest()[:32]
 
 
-def _rule_text(rule: SecurityRuleSpec, tap: str, known_groups: Iterable[str]) -> str | None:
+def _set_name(tap: str, group_id: str, version: int) -> str:
+    """``rg4_<tap>_<group>``."""
+    return f"rg{version}_{tap}_{_group_key(group_id)}"
+
+
+def _set_tap(name: str) -> str:
+    return name.split("_")[1]
+
+
+def _rule_text(rule: SecurityRuleSpec, tap: str) -> str | None:
     """One security group rule as an nft rule (without verdict), or None if it can never match."""
     version = FAMILY.get(rule.ethertype)
     if version is None:
@@ -323,8 +390,6 @@ def _rule_text(rule: SecurityRuleSpec, tap: str, known_groups: Iterable[str]) ->
         if prefix.prefixlen:
             parts.append(f"{remote} {prefix}")
     if rule.remote_group_id:
-        if rule.remote_group_id not in known_groups:
-            return None  # a group without members (on this IP version) matches nobody
         parts.append(f"{remote} @{_set_name(tap, rule.remote_group_id, version)}")
     protocol = _protocol(rule, version)
     low = _port_value(rule.port_range_min, "port_range_min", 65535)
@@ -347,7 +412,9 @@ def _rule_text(rule: SecurityRuleSpec, tap: str, known_groups: Iterable[str]) ->
 
 
 def _group_sets(spec: PortSpec, tap: str) -> dict[str, list[str]]:
-    """Named set -> its elements, per remote group referenced by a rule and IP version."""
+    """Named set -> its elements, per remote group referenced by a rule and IP version. Every
+    referenced group has both sets, empty or not: its members may come later, and only the sets
+    are refilled then (an empty set matches nobody)."""
     wanted = {rule.remote_group_id for rule in spec.security_rules if rule.remote_group_id}
     sets: dict[str, list[str]] = {}
     for group_id in sorted(wanted):
@@ -358,9 +425,8 @@ def _group_sets(spec: PortSpec, tap: str) -> dict[str, list[str]]:
     return sets
 
 
-def _chain_rules(spec: PortSpec, tap: str, sets: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+def _chain_rules(spec: PortSpec, tap: str) -> tuple[list[str], list[str]]:
     """(egress rules, ingress rules) of a port: state first, what IP needs, the group's rules, drop."""
-    filled = {name for name, members in sets.items() if members}
     egress = [
         "ct state invalid drop",
         "ct state established,related return",
@@ -376,9 +442,7 @@ def _chain_rules(spec: PortSpec, tap: str, sets: dict[str, list[str]]) -> tuple[
         f"icmpv6 type {{ {ICMPV6_INGRESS} }} return",
     ]
     for rule in spec.security_rules:
-        version = FAMILY.get(rule.ethertype)
-        groups = [g for g in spec.remote_groups if _set_name(tap, g, version or 4) in filled]
-        text = _rule_text(rule, tap, groups)
+        text = _rule_text(rule, tap)
         if text is not None:
             (ingress if rule.direction == "ingress" else egress).append(f"{text} return")
     egress.append("drop")
@@ -404,6 +468,8 @@ class Firewall:
         self.tag = 0x80000000 | ((digest & 0x3FFFF) << (INDEX_BITS + 1))
         self.zone_start = (digest >> 18) % MAX_ZONE + 1
         self._nft = shutil.which("nft") or "/usr/sbin/nft"
+        # set name -> the generation of the member state it holds (see the module's docstring)
+        self._generations: dict[str, int] = {}
 
     def mark_from(self, index: int) -> int:
         return self.tag | index
@@ -510,9 +576,9 @@ class Firewall:
         bridge = names.bridge_name(spec.network_id)
         addresses = _Addresses.of(spec)
         sets = _group_sets(spec, tap)
-        egress, ingress = _chain_rules(spec, tap, sets)
+        egress, ingress = _chain_rules(spec, tap)
         spoof = _spoof_rules(addresses)
-        digest = hashlib.sha256(json.dumps([bridge, spoof, egress, ingress, sorted(sets.items())]).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([bridge, spoof, egress, ingress, sorted(sets)]).encode()).hexdigest()
         t = self.table
 
         with self._locked():
@@ -522,19 +588,17 @@ class Firewall:
             zone = zones.get(bridge) or _free_number(zones.values(), self.zone_start, MAX_ZONE, "conntrack zone")
             old_zone = state.map("inet", "tap_zones").get(tap)
             if state.digests.get(tap) == digest and old_zone == zone:
-                return False
+                return self._refill_sets(state, tap, sets, spec.generation, zone)
             self._ensure_bridge_netfilter()
             script = self._base() + self._replace_chain("bridge", f"spoof_{tap}", spoof)
             # The chains are emptied before their old sets go, and filled once the new sets exist.
             script += [f"add chain inet {t} eg_{tap}", f"flush chain inet {t} eg_{tap}",
                        f"add chain inet {t} in_{tap}", f"flush chain inet {t} in_{tap}"]
             script += [f"delete set inet {t} {name}" for name in state.port_sets(tap) if name not in sets]
-            for name, members in sets.items():
+            for name, members in self._newest_members(state, tap, sets, spec.generation).items():
                 kind = "ipv4_addr" if name.startswith("rg4_") else "ipv6_addr"
-                script += [f"add set inet {t} {name} {{ type {kind}; flags interval; auto-merge; }}",
-                           f"flush set inet {t} {name}"]
-                if members:
-                    script.append(f"add element inet {t} {name} {_elements(members)}")
+                script.append(f"add set inet {t} {name} {{ type {kind}; flags interval; auto-merge; }}")
+                script += self._fill(name, members)
             ingress = [f'{ingress[0]} comment "{DIGEST_PREFIX}{digest}"'] + ingress[1:]
             script += [f"add rule inet {t} eg_{tap} {rule}" for rule in egress]
             script += [f"add rule inet {t} in_{tap} {rule}" for rule in ingress]
@@ -551,12 +615,103 @@ class Firewall:
                 f'add element inet {t} tap_zones {{ "{tap}" : {zone} }}',
             ]
             self._apply(script)
+            self._remember(tap, sets, spec.generation)
             updated = tap in state.digests
         log.info("port %s: filter %s (%d egress, %d ingress rules)", spec.id, "updated" if updated else "applied",
                  len(egress), len(ingress))
         # Connections that the old filter (or no filter) let through must not outlive it.
         self._forget_connections(zone, [net for net, _ in addresses.pairs])
         return True
+
+    # -- remote group members ---------------------------------------------------------------
+
+    def _fill(self, name: str, members: list[str]) -> list[str]:
+        script = [f"flush set inet {self.table} {name}"]
+        if members:
+            script.append(f"add element inet {self.table} {name} {_elements(members)}")
+        return script
+
+    def _newest_members(self, state: _State, tap: str, sets: dict[str, list[str]], generation: int) -> dict:
+        """``sets`` with the kernel's members kept where a newer member update than ``generation``
+        already filled them (a port's message can be older than its group's)."""
+        newest = {}
+        for name, members in sets.items():
+            if name in state.sets and generation and generation < self._generations.get(name, 0):
+                version = 4 if name.startswith("rg4_") else 6
+                newest[name] = [_interval_text(pair, version) for pair in state.elements.get(name, ())]
+            else:
+                newest[name] = members
+        return newest
+
+    def _remember(self, tap: str, sets: Iterable[str], generation: int) -> None:
+        """Note the generation of the members ``tap``'s sets now hold; forget its other sets."""
+        sets = set(sets)
+        for name in sets:
+            if generation > self._generations.get(name, 0):
+                self._generations[name] = generation
+        for name in [n for n in self._generations if _set_tap(n) == tap and n not in sets]:
+            del self._generations[name]
+
+    def _refill_sets(self, state: _State, tap: str, sets: dict[str, list[str]], generation: int, zone: int) -> bool:
+        """An unchanged filter whose sets' members may differ: refill only those."""
+        wanted = self._newest_members(state, tap, sets, generation)
+        changed = {name: members for name, members in wanted.items()
+                   if state.elements.get(name, ()) != _member_intervals(members)}
+        if not changed:
+            self._remember(tap, sets, generation)
+            return False
+        self._apply([line for name, members in changed.items() for line in self._fill(name, members)])
+        self._remember(tap, sets, generation)
+        log.info("port %s: remote group members refilled (%d sets)", tap, len(changed))
+        self._forget_removed(state, {name: _member_intervals(m) for name, m in changed.items()}, {tap: zone})
+        return True
+
+    def update_group_members(self, group_id: str, members: Iterable[str], generation: int = 0) -> list[str]:
+        """Refill the sets of ``group_id`` in every tap's filter with ``members`` (its ports'
+        addresses), in one transaction; a set that holds a newer state is left alone. Returns
+        the taps whose sets changed."""
+        nets = [_network(m, f"member of remote group {group_id}") for m in members]
+        by_version = {v: [str(n) for n in ipaddress.collapse_addresses(n for n in nets if n.version == v)]
+                      for v in (4, 6)}
+        suffix = f"_{_group_key(group_id)}"
+        with self._locked():
+            state = self._read()
+            wanted = {}
+            for name in state.sets:
+                if name.startswith(("rg4_", "rg6_")) and name.endswith(suffix):
+                    if generation and generation < self._generations.get(name, 0):
+                        continue
+                    members_of_version = by_version[4 if name.startswith("rg4_") else 6]
+                    if state.elements.get(name, ()) != _member_intervals(members_of_version):
+                        wanted[name] = members_of_version
+                    elif generation > self._generations.get(name, 0):
+                        self._generations[name] = generation
+            if not wanted:
+                return []
+            self._apply([line for name, members in wanted.items() for line in self._fill(name, members)])
+            for name in wanted:
+                if generation > self._generations.get(name, 0):
+                    self._generations[name] = generation
+        taps = sorted({_set_tap(name) for name in wanted})
+        log.info("security group %s: members refilled in the filters of %d ports", group_id, len(taps))
+        tap_zones = state.map("inet", "tap_zones")
+        self._forget_removed(state, {name: _member_intervals(m) for name, m in wanted.items()},
+                             {tap: tap_zones[tap] for tap in taps if tap in tap_zones})
+        return taps
+
+    def _forget_removed(self, state: _State, refilled: dict[str, tuple], zones: dict[str, int]) -> None:
+        """A member that left a group loses the connections it had through that group's rules."""
+        for tap, zone in zones.items():
+            gone = []
+            for name, now in refilled.items():
+                if _set_tap(name) != tap:
+                    continue
+                kept = set(now)
+                for first, last in state.elements.get(name, ()):
+                    if (first, last) not in kept:
+                        gone.extend(_interval_networks(first, last, 4 if name.startswith("rg4_") else 6))
+            if gone:
+                self._forget_connections(zone, gone)
 
     def _replace_chain(self, family: str, chain: str, rules: list[str]) -> list[str]:
         head = [f"add chain {family} {self.table} {chain}", f"flush chain {family} {self.table} {chain}"]
@@ -611,10 +766,12 @@ class Firewall:
     def remove_port(self, port_id: str) -> bool:
         """Remove every trace of the port's filter; True if there was one."""
         with self._locked():
-            script = self._removal(self._read(), names.tap_name(port_id))
+            tap = names.tap_name(port_id)
+            script = self._removal(self._read(), tap)
             if not script:
                 return False
             self._apply(script)
+            self._remember(tap, (), 0)
         log.info("port %s: filter removed", port_id)
         return True
 
@@ -641,6 +798,8 @@ class Firewall:
                     state = self._without(state, tap)
             if script:
                 self._apply(script)
+            for tap in stale:
+                self._remember(tap, (), 0)
         errors = []
         for port in ports:
             try:
@@ -695,6 +854,9 @@ class SecurityGroupExtension(NetworkExtension):
 
     def port_delete(self, port_id: str, network_id: str) -> None:
         self.firewall.remove_port(port_id)
+
+    def security_group_members(self, spec: SecurityGroupMembersSpec) -> None:
+        self.firewall.update_group_members(spec.id, spec.members, spec.generation)
 
     def resync(self, state: HostNetworkState) -> None:
         self.firewall.sync(p for p in state.ports if self._has_tap(p))

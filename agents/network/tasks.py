@@ -23,10 +23,18 @@ from agents.config import get_config
 from agents.locks import KeyedLocks
 from agents.network import NetworkError
 from agents.network.driver import NetworkDriver, get_network_driver
-from agents.specs import HostNetworkState, NetworkSpec, PortSpec, RouterSpec, SpecVersionError
+from agents.specs import (
+    HostNetworkState,
+    NetworkSpec,
+    PortSpec,
+    RouterSpec,
+    SecurityGroupMembersSpec,
+    SpecVersionError,
+)
 from agents.worker import app
 
-__all__ = ["network_delete", "network_sync", "port_delete", "port_sync", "resync", "router_delete", "router_sync"]
+__all__ = ["network_delete", "network_sync", "port_delete", "port_sync", "resync", "router_delete", "router_sync",
+           "security_group_members"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +151,13 @@ def router_sync(spec: dict[str, Any]) -> dict[str, Any]:
 def router_delete(ref: dict[str, Any]) -> dict[str, Any]:
     """``{"router_id"}``: the namespace and its legs go; a missing router is fine."""
     return _delete(names.TASK_ROUTER_DELETE, "router", ref, ("router_id",), lambda d, r: d.router_delete(r))
+
+
+@app.task(name=names.TASK_SECURITY_GROUP_MEMBERS)
+def security_group_members(spec: dict[str, Any]) -> dict[str, Any]:
+    """The members of a ``SecurityGroupMembersSpec`` into every filter whose rules name the group."""
+    return _sync(names.TASK_SECURITY_GROUP_MEMBERS, "security_group", SecurityGroupMembersSpec, spec,
+                 lambda d, s: d.security_group_members(s))
 
 
 @app.task(name=names.TASK_HOST_NETWORK_RESYNC)

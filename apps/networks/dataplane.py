@@ -10,7 +10,10 @@ Which hosts are concerned:
   ports on it and the hosts of the routers with a leg on it (bridge only);
 - a port: the host it is bound to (``binding:host_id``), for its tap and its filter; the
   network's DHCP host too, whose static host entries list it;
-- a router: its host (the network host).
+- a router: its host (the network host);
+- a security group whose members changed: the hosts with bound ports whose rules name it as
+  their remote group get its members only (``SecurityGroupMembersSpec``): the ports' own specs
+  are unchanged, so a boot does not re-send every port of the default group.
 """
 
 import logging
@@ -30,11 +33,12 @@ from agents.specs import (
     PortSpec,
     RouterInterfaceSpec,
     RouterSpec,
+    SecurityGroupMembersSpec,
     SecurityRuleSpec,
     SubnetSpec,
 )
 from apps.hosts.models import Host
-from apps.networks.models import IPAllocation, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet
+from apps.networks.models import IPAllocation, Network, Port, Router, SecurityGroupRule, Subnet
 from apps.networks.states import NETWORK_OWNER_PREFIX, OWNER_DHCP
 from cloudmgr.rpc import agent_cast
 
@@ -238,6 +242,7 @@ class Sync:
         self.networks: set = set()
         self.ports: set = set()
         self.routers: set = set()
+        self.member_groups: set = set()  # security groups whose members changed
         self.deleted_ports: dict = {}  # port id -> (network id, host id)
         self.deleted_routers: dict = {}  # router id -> host id
         self.deleted_networks: dict = {}  # network id -> host ids
@@ -254,13 +259,14 @@ class Sync:
         self.networks.add(port.network_id)
         return self
 
-    def ports_of_groups(self, group_ids: Iterable) -> "Sync":
-        """The ports whose filter names these groups: their members, and the members of every
-        group with a rule whose remote group is one of these."""
-        group_ids = list(group_ids)
-        referencing = SecurityGroupRule.objects.filter(remote_group_id__in=group_ids).values("security_group_id")
-        affected = SecurityGroup.objects.filter(Q(pk__in=group_ids) | Q(pk__in=referencing))
-        self.ports |= set(_bound_ports().filter(security_groups__in=affected).values_list("pk", flat=True))
+    def rules_changed(self, group_ids: Iterable) -> "Sync":
+        """These groups' rules changed: the filters of their member ports."""
+        self.ports |= set(_bound_ports().filter(security_groups__in=list(group_ids)).values_list("pk", flat=True))
+        return self
+
+    def members_changed(self, group_ids: Iterable) -> "Sync":
+        """These groups gained or lost an address: the remote-group sets that name them."""
+        self.member_groups |= set(group_ids)
         return self
 
     def router(self, router: Router) -> "Sync":
@@ -290,7 +296,7 @@ class Sync:
         return self
 
     def send(self) -> None:
-        if any((self.networks, self.ports, self.routers, self.deleted_ports, self.deleted_routers,
+        if any((self.networks, self.ports, self.routers, self.member_groups, self.deleted_ports, self.deleted_routers,
                 self.deleted_networks)):
             transaction.on_commit(self._flush)
 
@@ -330,6 +336,30 @@ class Sync:
         for router in routers:
             if router.host_id in hosts:
                 cast(hosts[router.host_id], names.TASK_ROUTER_SYNC, router_spec(router).to_dict())
+        if self.member_groups:
+            members = group_members(self.member_groups)
+            for host_id, group_ids in _hosts_naming(self.member_groups).items():
+                for group_id in sorted(group_ids, key=str):
+                    if host_id in hosts:
+                        spec = SecurityGroupMembersSpec(id=str(group_id), members=members[str(group_id)])
+                        cast(hosts[host_id], names.TASK_SECURITY_GROUP_MEMBERS, spec.to_dict())
+
+
+def _hosts_naming(group_ids: set) -> dict:
+    """{host id: the groups of ``group_ids`` that the rules of its filtered ports name as remote}."""
+    remote_of: dict = {}
+    for group_id, remote_id in (SecurityGroupRule.objects.filter(remote_group_id__in=list(group_ids))
+                                .values_list("security_group_id", "remote_group_id")):
+        remote_of.setdefault(group_id, set()).add(remote_id)
+    through = Port.security_groups.through
+    rows = through.objects.filter(
+        securitygroup_id__in=list(remote_of),
+        port__in=_bound_ports().filter(port_security_enabled=True),
+    ).values_list("port__host_id", "securitygroup_id").distinct()
+    hosts: dict = {}
+    for host_id, group_id in rows:
+        hosts.setdefault(host_id, set()).update(remote_of[group_id])
+    return hosts
 
 
 def host_resync(host: Host) -> None:

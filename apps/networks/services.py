@@ -738,7 +738,7 @@ def port_create(
         _allocate_port(port, network, plan)
         if groups:
             port.security_groups.set(groups)
-        Sync().port(port).ports_of_groups(g.pk for g in groups).send()
+        Sync().port(port).members_changed(g.pk for g in groups).send()
     return port
 
 
@@ -825,7 +825,7 @@ def port_update(*, port: Port, user: User | None, project: Project | None, chang
             _reserve(port.project, Resource.PORTS, "port")
         elif was_counted and not now_counted:
             quota_release(project=port.project, deltas={Resource.PORTS: 1})
-        sync = Sync().port(port).ports_of_groups(old_groups | final_groups)
+        sync = Sync().port(port).members_changed(old_groups | final_groups)
         if old_host != port.host_id:
             sync.port_unbound(port, old_host)
         for fip in port.floating_ips.select_related("router"):
@@ -856,7 +856,7 @@ def _port_remove(port: Port, sync: Sync | None = None) -> None:
             sync.router(fip.router)
         FloatingIP.objects.filter(pk=fip.pk).update(port=None, fixed_ip_address=None, router=None,
                                                     status=Status.DOWN, updated_at=timezone.now())
-    sync.port_deleted(port).ports_of_groups(groups)
+    sync.port_deleted(port).members_changed(groups)
     port.delete()
     if _counted(port.device_owner):
         quota_release(project=port.project, deltas={Resource.PORTS: 1})
@@ -933,7 +933,9 @@ def security_group_delete(*, group: SecurityGroup, user: User | None, project: P
     with transaction.atomic():
         if group.ports.exists():
             raise conflict("SecurityGroupInUse", f"Security Group {group.pk} in use.")
-        sync = Sync().ports_of_groups([group.pk])
+        # Rules of other groups that name this one go with it (cascade): their ports' filters change.
+        naming = SecurityGroupRule.objects.filter(remote_group=group).values_list("security_group_id", flat=True)
+        sync = Sync().rules_changed(set(naming) - {group.pk})
         group.delete()
         if not group.is_default:
             quota_release(project=group.project, deltas={Resource.SECURITY_GROUPS: 1})
@@ -1030,14 +1032,14 @@ def security_group_rule_create(
             port_range_min=low, port_range_max=high, remote_ip_prefix=remote_ip_prefix, remote_group=remote,
             description=description)
         SecurityGroup.objects.filter(pk=group.pk).update(updated_at=timezone.now())
-        Sync().ports_of_groups([group.pk]).send()
+        Sync().rules_changed([group.pk]).send()
     return rule
 
 
 def security_group_rule_delete(*, rule: SecurityGroupRule, user: User | None, project: Project | None) -> None:
     _require_owner(user, project, rule, "security group rule")
     with transaction.atomic():
-        sync = Sync().ports_of_groups([rule.security_group_id])
+        sync = Sync().rules_changed([rule.security_group_id])
         rule.delete()
         sync.send()
 

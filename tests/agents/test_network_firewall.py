@@ -260,6 +260,35 @@ def test_remote_group_sets_follow_their_members(lab):
     assert not ping(c, b.ip), "an empty group matches nobody"
 
 
+def test_group_member_updates_refill_the_sets_without_rewriting_the_filters(lab):
+    group = str(uuid.uuid4())
+    from_group = SecurityRuleSpec("ingress", protocol="icmp", remote_group_id=group)
+    a = lab.guest("10.50.0.74", EGRESS_ANY)
+    c = lab.guest("10.50.0.76", EGRESS_ANY)
+    b = lab.guest("10.50.0.75", EGRESS_ANY + [from_group], remote_groups={group: []}, generation=10)
+    d = lab.guest("10.50.0.77", EGRESS_ANY + [from_group], remote_groups={group: []}, generation=10)
+    assert not ping(a, b.ip), "an empty group matches nobody"
+    digest_line = [line for line in lab.ruleset().splitlines() if "cloudmgr:" in line]
+
+    taps = lab.firewall.update_group_members(group, [a.ip, b.ip, d.ip], generation=20)
+    assert taps == sorted([names.tap_name(b.port.id), names.tap_name(d.port.id)])
+    assert ping(a, b.ip) and ping(a, d.ip), "A joined the group: both filters naming it let A in"
+    assert not ping(c, b.ip)
+    assert [line for line in lab.ruleset().splitlines() if "cloudmgr:" in line] == digest_line, \
+        "only the sets changed, not the chains"
+    assert lab.firewall.update_group_members(group, [b.ip, a.ip, d.ip], generation=21) == [], "same members: no-op"
+
+    # A port's message read before the member update must not take the members back.
+    assert not lab.firewall.apply_port(b.port)
+    assert ping(a, b.ip), "the older port spec (generation 10) left the newer members in place"
+    # An older member update is dropped too; a newer port spec wins.
+    assert lab.firewall.update_group_members(group, [], generation=15) == []
+    assert ping(a, b.ip)
+    assert lab.update(b, remote_groups={group: [c.ip]}, generation=30)
+    assert ping(c, b.ip) and not ping(a, b.ip)
+    assert ping(a, d.ip), "another port's sets are its own"
+
+
 def test_allowed_address_pairs_may_be_used(lab):
     a = lab.guest("10.50.0.81", EGRESS_ANY, allowed_address_pairs=[{"ip_address": "10.50.0.96/30"}])
     b = lab.guest("10.50.0.82", EGRESS_ANY + [ICMP_IN])
@@ -421,7 +450,7 @@ def test_sync_converges_and_leaves_other_agents_alone(lab):
     (SecurityRuleSpec("ingress", remote_ip_prefix="2001:db8::/32"), None),  # an IPv6 prefix in an IPv4 rule
 ])
 def test_rule_texts(rule, text):
-    assert _rule_text(rule, "tap0", []) == text
+    assert _rule_text(rule, "tap0") == text
 
 
 @pytest.mark.parametrize("rule", [
@@ -434,7 +463,7 @@ def test_rule_texts(rule, text):
 ])
 def test_bad_rules_are_refused_with_a_reason(rule):
     with pytest.raises(FirewallError):
-        _rule_text(rule, "tap0", [])
+        _rule_text(rule, "tap0")
 
 
 def test_link_local_address_and_table_names():

@@ -191,7 +191,7 @@ def test_group_in_use_cannot_be_deleted(world):
     assert Quota.objects.get(project=world.project, resource="security_groups").in_use == 0
 
 
-def test_rule_changes_resync_the_ports_of_the_group_and_of_groups_naming_it(world, host, net):
+def test_member_changes_send_the_members_and_rule_changes_resync_the_groups_ports(world, host, net):
     network, _ = private(world)
     web = services.security_group_create(user=world.member, project=world.project, name="web")
     db = services.security_group_create(user=world.member, project=world.project, name="db")
@@ -203,20 +203,40 @@ def test_rule_changes_resync_the_ports_of_the_group_and_of_groups_naming_it(worl
     d = services.port_create(user=world.admin, project=world.project, network=network, security_groups=[str(db.pk)],
                              host_id=host.hostname)
     assert net.ports[str(d.pk)].remote_groups == {str(web.pk): [a.ip_address for a in w.fixed_ips.all()]}
-    # A new member of web changes what db's ports let in: they are sent again.
+    # A new member of web changes what db's ports let in: the host of d gets web's members, and
+    # d's own spec (its rules) is not sent again.
+    net.calls.clear()
     services.port_update(port=w, user=world.admin, project=world.project, changes={"host_id": host.hostname})
     w2 = services.port_create(user=world.admin, project=world.project, network=network, security_groups=[str(web.pk)],
                               host_id=host.hostname)
-    members = net.ports[str(d.pk)].remote_groups[str(web.pk)]
-    assert set(members) == {a.ip_address for p in (w, w2) for a in p.fixed_ips.all()}
-    # An ICMP rule in web reaches web's ports (and only those).
+    assert set(net.group_members[str(web.pk)]) == {a.ip_address for p in (w, w2) for a in p.fixed_ips.all()}
+    assert ("port_sync", str(d.pk)) not in net.calls
+    assert str(db.pk) not in net.group_members  # no filter names db as its remote group
+    # A member leaving is sent too.
+    services.port_delete(port=w2, user=world.admin, project=world.project)
+    assert set(net.group_members[str(web.pk)]) == {a.ip_address for a in w.fixed_ips.all()}
+    # An ICMP rule in web reaches web's ports, and only those.
     net.calls.clear()
     services.security_group_rule_create(user=world.member, project=world.project, group=web, direction="ingress",
                                         protocol="icmp")
     synced = {object_id for op, object_id in net.calls if op == "port_sync"}
-    assert synced == {str(w.pk), str(w2.pk), str(d.pk)}  # d: web's membership is its remote group
+    assert synced == {str(w.pk)}
     assert any(r.protocol == "icmp" for r in net.ports[str(w.pk)].security_rules)
     assert not any(r.protocol == "icmp" for r in net.ports[str(d.pk)].security_rules)
+
+
+def test_deleting_a_group_resyncs_the_ports_whose_rules_named_it(world, host, net):
+    network, _ = private(world)
+    web = services.security_group_create(user=world.member, project=world.project, name="web")
+    db = services.security_group_create(user=world.member, project=world.project, name="db")
+    services.security_group_rule_create(user=world.member, project=world.project, group=db, direction="ingress",
+                                        protocol="tcp", port_range_min=5432, port_range_max=5432,
+                                        remote_group_id=str(web.pk))
+    d = services.port_create(user=world.admin, project=world.project, network=network, security_groups=[str(db.pk)],
+                             host_id=host.hostname)
+    assert any(r.remote_group_id == str(web.pk) for r in net.ports[str(d.pk)].security_rules)
+    services.security_group_delete(group=web, user=world.member, project=world.project)
+    assert not any(r.remote_group_id for r in net.ports[str(d.pk)].security_rules)
 
 
 # --- routers and floating IPs ----------------------------------------------------------------
