@@ -58,6 +58,11 @@ class InstanceLaunchForm(forms.Form):
         widget=forms.Textarea(attrs={**_MONO, "rows": 4, "spellcheck": "false"}),
         help_text="A cloud-init script or cloud-config (sent to the guest as typed, with Unix line ends).",
     )
+    config_drive = forms.BooleanField(
+        required=False, label="Config drive", widget=forms.CheckboxInput(attrs={"class": "form-check-input"}),
+        help_text="Also give the guest its metadata and user data on a read-only disk (config-2), even "
+                  "where its network serves them.",
+    )
 
     def __init__(self, *args, user, project, **kwargs):
         super().__init__(*args, **kwargs)

@@ -61,6 +61,9 @@ class Instance(TenantOwnedModel):
     metadata = models.JSONField(default=dict, blank=True)
     key_name = models.CharField(max_length=255, null=True, blank=True)
     user_data = models.TextField(blank=True, default="")
+    # Nova's ``config_drive`` of the create request: the instance gets a config drive even on a
+    # network with a metadata service (a rebuild keeps it).
+    config_drive = models.BooleanField(default=False)
     # Nova's create request ("r-" + 8 characters, shared by a multiple create), the index in it,
     # and the guest's host name, made from the name at create (a rename keeps it, as in Nova).
     reservation_id = models.CharField(max_length=16, blank=True, default="", db_index=True)

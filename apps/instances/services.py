@@ -161,7 +161,7 @@ def instance_create(
     key_name: str | None = None, user_data: str = "", metadata: dict | None = None,
     availability_zone: str | None = None, server_group: ServerGroup | None = None,
     reservation_id: str | None = None, launch_index: int = 0, networks=None,
-    security_groups: list[str] | None = None, block_devices: list[dict] | None = None,
+    security_groups: list[str] | None = None, block_devices: list[dict] | None = None, config_drive: bool = False,
 ) -> Instance:
     """Record a new instance, claim quota and a host, and (on commit) ask that host to spawn it.
 
@@ -169,6 +169,7 @@ def instance_create(
     ERROR with the fault "No valid host was found." and keeps its quota until deleted.
     ``block_devices`` (Nova's block_device_mapping_v2, parsed) become volumes attached to it; one
     with boot index 0 is its root disk (no ``image``), and it spawns once they are all made.
+    ``config_drive`` asks for a config drive even where the network serves metadata.
     """
     name = name.strip()
     if not name or len(name) > 255:
@@ -210,6 +211,7 @@ def instance_create(
             task_state=TaskState.SCHEDULING,
             key_name=key_name,
             user_data=user_data or "",
+            config_drive=bool(config_drive),
             metadata=metadata,
             availability_zone=availability_zone or "nova",
             reservation_id=reservation_id or _reservation_id(),

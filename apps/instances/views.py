@@ -77,6 +77,7 @@ def instance_create(request, *, project):
                 key_name=form.cleaned_data["key_name"] or None,
                 user_data=form.cleaned_data["user_data"],
                 networks=_requested_networks(form.cleaned_data["network"]),
+                config_drive=form.cleaned_data["config_drive"],
                 request_id=getattr(request, "request_id", ""),
             )
         except ApplicationError as exc:

@@ -203,10 +203,13 @@ def _serves_metadata(network) -> bool:
 
 
 def config_drive_for(*, instance: Instance) -> dict[str, str] | None:
-    """The config drive of an instance's domain spec, or None: every instance gets one with
-    CLOUDMGR_FORCE_CONFIG_DRIVE, otherwise one on a network without a metadata service."""
+    """The config drive of an instance's domain spec, or None: an instance gets one when its
+    create asked for it (Nova's ``config_drive``), with CLOUDMGR_FORCE_CONFIG_DRIVE, or when it
+    has a port on a network without a metadata service."""
+    if instance.config_drive or settings.CLOUDMGR_FORCE_CONFIG_DRIVE:
+        return config_drive_files(instance=instance)
     ports = server_ports(device_ids=[str(instance.pk)]).get(str(instance.pk), [])
-    if settings.CLOUDMGR_FORCE_CONFIG_DRIVE or any(not _serves_metadata(p.network) for p in ports):
+    if any(not _serves_metadata(p.network) for p in ports):
         return config_drive_files(instance=instance)
     return None
 

@@ -807,6 +807,12 @@ def port_update(*, port: Port, user: User | None, project: Project | None, chang
         if "fixed_ips" in changes:
             plan = _requested_ips(network, changes["fixed_ips"] or [], user=user, project=project,
                                   device_owner=port.device_owner)
+            # As Neutron: a new fixed_ips must name every address a floating IP is NATed to, or the
+            # update is refused (400) rather than leave the floating IP on an address the port lost.
+            named = {address for _, address in plan if address is not None}
+            if any(fip.fixed_ip_address and fip.fixed_ip_address not in named for fip in port.floating_ips.all()):
+                raise bad_request(f"Bad port request: Cannot update the fixed_ips of the port {port.pk}, because its "
+                                  "original fixed_ip has been associated to a floating ip.", "BadRequest")
             current = {(a.subnet_id, a.ip_address): a for a in port.fixed_ips.all()}
             keep = {(s.pk, addr) for s, addr in plan if addr is not None and (s.pk, addr) in current}
             for key, allocation in current.items():

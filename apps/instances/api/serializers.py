@@ -19,6 +19,10 @@ from cloudmgr.api.versions import link, public_url
 
 BASE_VERSION = Version(2, 1)
 
+# The strings Nova's ``boolean`` parameter type takes besides JSON true and false.
+NOVA_TRUE = frozenset({"True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes"})
+NOVA_FALSE = frozenset({"False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no"})
+
 
 def _time(value) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
@@ -49,6 +53,16 @@ class ServerCreateSerializer(serializers.Serializer):
     networks = serializers.JSONField(required=False, allow_null=True, default=None)
     security_groups = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True,
                                             default=None)
+    config_drive = serializers.JSONField(required=False, default=False)
+
+    def validate_config_drive(self, value):
+        """Nova's boolean: true/false, or one of its spellings as a string; anything else is 400."""
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value in NOVA_TRUE | NOVA_FALSE:
+            return value in NOVA_TRUE
+        raise serializers.ValidationError(f"{value!r} is not a boolean (true or false, or a string such as "
+                                          "'True', 'yes', 'on', '1', 'False', 'no', 'off', '0').")
 
     def validate_networks(self, value):
         """Nova's networks: "auto", "none", or [{uuid | port, fixed_ip, tag}]."""
@@ -197,7 +211,7 @@ def server_detail(instance: Instance, *, is_admin: bool = False, version: Versio
     body = {
         **server_basic(instance, version=version),
         "OS-EXT-AZ:availability_zone": instance.availability_zone,
-        "config_drive": "",
+        "config_drive": "True" if instance.config_drive else "",
         "key_name": instance.key_name,
         "OS-SRV-USG:launched_at": _usage_time(instance.launched_at),
         "OS-SRV-USG:terminated_at": _usage_time(instance.terminated_at),

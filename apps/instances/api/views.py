@@ -331,6 +331,7 @@ class ServerViewSet(ComputeViewSet):
         parsed = s.ServerCreateSerializer(data=self.body("server"))
         parsed.is_valid(raise_exception=True)
         data = parsed.validated_data
+            config_drive=data.get("config_drive", False),
         hints = request.data.get("os:scheduler_hints") or request.data.get("OS-SCH-HNT:scheduler_hints") or {}
         group = None
         if isinstance(hints, dict) and hints.get("group"):
