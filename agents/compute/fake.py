@@ -101,6 +101,8 @@ class FakeDriver(ComputeDriver):
             self.calls.append(("destroy", instance_id))
             self.domains.pop(instance_id, None)
             self.specs.pop(instance_id, None)
+            # The libvirt driver's destroy undefines the domain, which takes its hot-plugged disks with it.
+            self.attached_volumes.pop(instance_id, None)
 
     # -- lifecycle operations ----------------------------------------------------------------
 

@@ -132,6 +132,9 @@ class Backup(TenantOwnedModel):
     temp_snapshot = models.ForeignKey(Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     size = models.PositiveIntegerField(help_text="GiB")
+    # Chunks this backup stored itself (an incremental one refers to its parents' for the rest),
+    # as the storage host reports them; Cinder's ``object_count``.
+    object_count = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=24, choices=BackupStatus.choices, default=BackupStatus.CREATING)
     fail_reason = models.TextField(blank=True, default="")
     backend = models.CharField(max_length=32)

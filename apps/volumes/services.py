@@ -769,7 +769,8 @@ def _attach_connect(attachment_id) -> None:
         _attach_failed(attachment, exc.message)
         return
     with transaction.atomic():
-        Attachment.objects.filter(pk=attachment.pk).update(connection=dataclasses.asdict(connection), updated_at=timezone.now())
+        Attachment.objects.filter(pk=attachment.pk).update(connection=dataclasses.asdict(connection),
+                                                            updated_at=timezone.now())
         attachment.connection = dataclasses.asdict(connection)
         _cast(host, names.TASK_VOLUME_ATTACH, _attach_spec(attachment, volume).to_dict())
 
@@ -1098,7 +1099,8 @@ def backup_create(*, volume: Volume, user: User, name: str = "", description: st
             quota_reserve(project=locked.project, deltas={"backups": 1})
         backup = Backup.objects.create(
             project=locked.project, user=user, name=name, description=description, volume_uuid=locked.pk,
-            volume=locked, snapshot_id=snapshot.pk if snapshot else None, parent=parent, size=locked.size,
+            volume=locked, snapshot_id=snapshot.pk if snapshot else None, parent=parent,
+            size=snapshot.size if snapshot is not None else locked.size,  # a snapshot keeps its size (Cinder)
             backend=locked.backend, host=host, availability_zone=locked.availability_zone, temporary=temporary,
         )
         _move(Volume, locked, transition.allowed, VolumeStatus.BACKING_UP, previous_status=locked.status)
@@ -1144,6 +1146,20 @@ def _backup_failed(backup: Backup, reason: str) -> None:
              reason=reason)
 
 
+def _backup_measures(result: dict) -> dict:
+    """What the storage host measured: ``size`` in bytes of what it read, recorded as Cinder's
+    ``size`` in GiB (rounded up: a restore makes a volume of that size, which must hold every
+    byte), and ``object_count``, the chunks it stored. A value missing or malformed keeps the
+    record's."""
+    measures = {}
+    size, objects = result.get("size"), result.get("object_count")
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        measures["size"] = math.ceil(size / GIB)
+    if isinstance(objects, int) and not isinstance(objects, bool) and objects >= 0:
+        measures["object_count"] = objects
+    return measures
+
+
 def _backup_create_done(result: dict) -> None:
     backup = Backup.objects.select_related("host", "temp_snapshot__volume").filter(pk=result.get("id")).first()
     if backup is None:
@@ -1153,7 +1169,7 @@ def _backup_create_done(result: dict) -> None:
             _backup_failed(backup, result.get("error") or "the storage host failed")
             return
         if not _move(Backup, backup, [BackupStatus.CREATING], BackupStatus.AVAILABLE, data_timestamp=backup.created_at,
-                     fail_reason=""):
+                     fail_reason="", **_backup_measures(result)):
             return
         _volume_back_from(backup.volume_id, VolumeStatus.BACKING_UP)
         _drop_temp_snapshot(backup)

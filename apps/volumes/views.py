@@ -67,12 +67,20 @@ def volume_create(request, *, project):
     return render(request, "volumes/volume_form.html", {"form": form, "tab": "volumes"})
 
 
+def _can_attach(volume) -> bool:
+    return volume.status in VOLUME_TRANSITIONS["attach"].allowed or (
+        volume.multiattach and volume.status == VolumeStatus.IN_USE)
+
+
 def _overview(request, project, volume) -> dict:
+    # The overview is polled; it carries what the action forms beside it depend on (may it be
+    # attached now, its status, its size), which the page applies to them as it changes.
     return {
         "volume": volume,
         "attachments": volume.attachments.all(),
         "failure": selectors.message_latest(resource_uuid=volume.pk),
         "busy": volume.status in VOLUME_BUSY,
+        "can_attach": _can_attach(volume),
     }
 
 
@@ -91,8 +99,6 @@ def volume_detail(request, *, project, volume_id):
             extend_form=forms.ExtendForm(initial={"new_size": volume.size + 1}),
             snapshot_form=forms.SnapshotForm(initial={"force": volume.status == VolumeStatus.IN_USE}),
             backup_form=forms.BackupForm(),
-            can_attach=volume.status in VOLUME_TRANSITIONS["attach"].allowed or (
-                volume.multiattach and volume.status == VolumeStatus.IN_USE),
         )
     return render(request, "volumes/volume_detail.html", {**context, "tab": "volumes"})
 

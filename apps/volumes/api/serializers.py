@@ -120,7 +120,7 @@ def backup_detail(backup: Backup, *, version: Version = BASE_VERSION) -> dict:
         "volume_id": str(backup.volume_uuid),
         "snapshot_id": str(backup.snapshot_id) if backup.snapshot_id and backup.temp_snapshot_id is None else None,
         "size": backup.size,
-        "object_count": 1 if backup.status == "available" else 0,
+        "object_count": backup.object_count,
         "container": f"backups/{backup.host.hostname}" if backup.host_id and backup.host else None,
         "created_at": _time(backup.created_at),
         "updated_at": _time(backup.updated_at),
