@@ -38,7 +38,7 @@ from agents import names
 from agents.compute import config as vconfig
 from agents.compute.designer import design_guest, design_volume_disk
 from agents.compute.driver import ComputeDriver, ComputeError, HypervisorUnavailable
-from agents.config import AgentConfig, InstancePaths
+from agents.config import AgentConfig, ConfigError, InstancePaths
 from agents.locks import KeyedLocks
 from agents.network import NetworkError
 from agents.network.driver import get_network_driver
@@ -96,6 +96,26 @@ RUNNING_WEIGHT_DIVISOR = 4
 VOLUME_POLL_SECONDS = 0.1
 
 
+SHUTDOWN_RETRY_INTERVAL_ENV = "CLOUDMGR_SHUTDOWN_RETRY_INTERVAL"
+DEFAULT_SHUTDOWN_RETRY_INTERVAL = 10.0  # Nova's [compute] shutdown_retry_interval
+
+
+def shutdown_retry_interval(environ: dict[str, str] | None = None) -> float:
+    """Seconds between two ACPI power button presses of a clean shutdown
+    (``CLOUDMGR_SHUTDOWN_RETRY_INTERVAL``, default 10)."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(SHUTDOWN_RETRY_INTERVAL_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_SHUTDOWN_RETRY_INTERVAL
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ConfigError(f"{SHUTDOWN_RETRY_INTERVAL_ENV} must be a number of seconds, not {raw!r}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{SHUTDOWN_RETRY_INTERVAL_ENV} must be positive")
+    return seconds
+
+
 def _ignore_libvirt_errors(_ctx: Any, _err: Any) -> None:
     """libvirt prints every error to stderr by default; we report them ourselves."""
 
@@ -143,6 +163,7 @@ class LibvirtDriver(ComputeDriver):
         self._cache_mode: str | None = None
         self._weight_warned = False
         self.arch = platform.machine() or "x86_64"
+        self.shutdown_retry_interval = shutdown_retry_interval()
 
     # -- connection --------------------------------------------------------------------------
 
@@ -436,21 +457,39 @@ class LibvirtDriver(ComputeDriver):
             time.sleep(0.5)
         return not dom.isActive()
 
+    @staticmethod
+    def _press_power_button(dom: libvirt.virDomain) -> None:
+        try:
+            dom.shutdown()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # not running: off meanwhile
+                raise
+
     def _clean_shutdown(self, dom: libvirt.virDomain, timeout: float) -> None:
-        """ACPI power button, then destroy if the guest did not power off within ``timeout`` s."""
+        """ACPI power button, pressed again every ``shutdown_retry_interval`` s (as Nova does: a guest
+        still booting ignores the first press), then destroy if the guest did not power off within
+        ``timeout`` s."""
         if not dom.isActive():
             return
         if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
             self._destroy_domain(dom)  # a paused guest cannot see the power button
             return
-        try:
-            dom.shutdown()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
-                raise
-        if not self._wait_shutoff(dom, timeout):
-            log.warning("domain %s did not shut down within %s s; destroying it", dom.name(), timeout)
-            self._destroy_domain(dom)
+        start = time.monotonic()
+        deadline = start + timeout
+        presses = 0
+        while True:
+            now = time.monotonic()
+            if presses == 0 or (now < deadline and now >= start + presses * self.shutdown_retry_interval):
+                self._press_power_button(dom)
+                presses += 1
+            next_press = start + presses * self.shutdown_retry_interval
+            if self._wait_shutoff(dom, min(next_press, deadline) - time.monotonic()):
+                return
+            if time.monotonic() >= deadline:
+                break
+        log.warning("domain %s did not shut down within %s s (%d power button presses); destroying it",
+                    dom.name(), timeout, presses)
+        self._destroy_domain(dom)
 
     def _create(self, dom: libvirt.virDomain) -> None:
         """Start ``dom`` (a new QEMU process), then lower its CPU weight (RUNNING_WEIGHT_DIVISOR)."""

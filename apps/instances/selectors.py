@@ -1,17 +1,20 @@
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import reduce
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Case, CharField, F, Prefetch, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from agents.names import TASK_CONSOLE_LOG
 from agents.specs import InstanceRef
 from apps.hosts.models import Host
-from apps.instances.models import Flavor, Instance, Keypair, ServerGroup
+from apps.instances.models import Flavor, Instance, InstanceFault, Keypair, ServerGroup
 from apps.instances.states import vm_states_for_status
 from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
-from cloudmgr.exceptions import NotFound, ServiceUnavailable
+from cloudmgr.exceptions import NotFound, PermissionDenied, ServiceUnavailable, ValidationError
 from cloudmgr.models import filter_pk
 from cloudmgr.rpc import agent_call
 
@@ -90,6 +93,180 @@ def instance_list(*, user: User, project: Project, status: str | None = None, na
     if ip is not None or ip6 is not None:
         instances = instances.filter(pk__in=server_ids_by_address(ip=ip, ip6=ip6))
     return instances.select_related("flavor", "image", "host", "user", "project")
+
+
+@dataclass(frozen=True)
+class SortColumn:
+    """How cloudmgr orders by one of Nova's server sort keys: a field path or an expression."""
+
+    expression: str | Case
+    nullable: bool = False
+    admin_only: bool = False
+
+
+# Nova's server sort keys (its list schema's enum). NULLs sort as the smallest value (first when
+# ascending, last when descending, as MySQL, Nova's usual database), on every backend.
+SERVER_SORT_COLUMNS = {
+    "created_at": SortColumn("created_at"),
+    "updated_at": SortColumn("updated_at"),
+    "display_name": SortColumn("name"),
+    "hostname": SortColumn("hostname"),
+    "uuid": SortColumn("id"),
+    "vm_state": SortColumn("vm_state"),
+    "task_state": SortColumn("task_state", nullable=True),
+    "power_state": SortColumn("power_state"),
+    "availability_zone": SortColumn("availability_zone"),
+    "instance_type_id": SortColumn("flavor_id"),
+    "image_ref": SortColumn("image_id", nullable=True),
+    "key_name": SortColumn("key_name", nullable=True),
+    "launch_index": SortColumn("launch_index"),
+    "launched_at": SortColumn("launched_at", nullable=True),
+    "terminated_at": SortColumn("terminated_at", nullable=True),
+    "locked_by": SortColumn("locked_by"),
+    "project_id": SortColumn("project_id"),
+    "user_id": SortColumn("user_id"),
+    "config_drive": SortColumn("config_drive"),  # shown as "" or "True": false sorts first
+    "root_device_name": SortColumn(Case(When(host__isnull=False, then=Value("/dev/vda")), default=Value(None),
+                                        output_field=CharField()), nullable=True),
+    # Hosts are for admins to see, so only they may sort by them (Nova: 403 for others).
+    "host": SortColumn("host__hostname", nullable=True, admin_only=True),
+    "node": SortColumn("host__hostname", nullable=True, admin_only=True),
+}
+# Valid keys whose value is the same for every server here (empty access IPs, no description, no
+# kernel, progress 0...): they do not change the order, but their direction still counts.
+SERVER_SORT_CONSTANT_KEYS = {"access_ip_v4", "access_ip_v6", "auto_disk_config", "display_description",
+                             "kernel_id", "ramdisk_id", "progress"}
+# Valid keys Nova ignores (dropped with their direction) rather than refuse, for compatibility.
+SERVER_SORT_IGNORED_KEYS = {
+    "architecture", "cell_name", "cleaned", "default_ephemeral_device", "default_swap_device", "deleted",
+    "deleted_at", "disable_terminate", "ephemeral_gb", "ephemeral_key_uuid", "id", "key_data", "launched_on",
+    "locked", "memory_mb", "os_type", "reservation_id", "root_gb", "shutdown_terminate", "user_data", "vcpus",
+    "vm_mode",
+}
+# What Nova appends to every sort, in the first given direction: the order is total.
+SERVER_SORT_DEFAULT_KEYS = ("created_at", "uuid")
+
+
+@dataclass(frozen=True)
+class _SortTerm:
+    alias: str  # the annotation that holds the key's value
+    column: SortColumn
+    descending: bool
+
+
+def server_sort(*, user: User, sort_keys: Sequence[str] = (), sort_dirs: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Nova's ``sort_key``/``sort_dir`` pairs made whole: no key means ``created_at``, no direction
+    ``desc``; a key without its direction takes the first given; ``created_at`` and ``uuid`` are
+    appended (in the first direction) unless given. Unknown keys and directions are 400, more
+    directions than keys 400, ``host``/``node`` 403 for non-admins; keys Nova ignores are dropped
+    with their direction. Returns (key, direction) pairs with only the keys that order."""
+    keys = list(sort_keys) or ["created_at"]
+    dirs = list(sort_dirs) or ["desc"]
+    for key in keys:
+        if key not in SERVER_SORT_COLUMNS and key not in SERVER_SORT_CONSTANT_KEYS \
+                and key not in SERVER_SORT_IGNORED_KEYS:
+            raise ValidationError(f"Invalid input for query parameters sort_key. Value: {key}.")
+    kept_keys, kept_dirs = [], []
+    for index, key in enumerate(keys):
+        if key in SERVER_SORT_IGNORED_KEYS:
+            continue
+        column = SERVER_SORT_COLUMNS.get(key)
+        if column is not None and column.admin_only and not is_cloud_admin(user=user):
+            raise PermissionDenied(f"Only administrators can sort servers by {key}")
+        kept_keys.append(key)
+        if index < len(dirs):
+            kept_dirs.append(dirs[index])
+    kept_dirs += dirs[len(keys):]  # extra directions: refused below, as Nova does
+    for direction in kept_dirs:
+        if direction not in ("asc", "desc"):
+            raise ValidationError("Unknown sort direction, must be 'desc' or 'asc'")
+    if len(kept_dirs) > len(kept_keys):
+        raise ValidationError("Sort direction size exceeds sort key size")
+    first = kept_dirs[0] if kept_dirs else "desc"
+    kept_dirs += [first] * (len(kept_keys) - len(kept_dirs))
+    pairs = list(zip(kept_keys, kept_dirs, strict=True))
+    pairs += [(key, first) for key in SERVER_SORT_DEFAULT_KEYS if key not in kept_keys]
+    ordering, seen = [], set()
+    for key, direction in pairs:
+        column = SERVER_SORT_COLUMNS.get(key)
+        if column is None or str(column.expression) in seen:
+            continue  # a constant, or a column already ordered by (host and node)
+        seen.add(str(column.expression))
+        ordering.append((key, direction))
+    return ordering
+
+
+def _sort_terms(ordering: list[tuple[str, str]]) -> list[_SortTerm]:
+    return [_SortTerm(f"sort{index}", SERVER_SORT_COLUMNS[key], direction == "desc")
+            for index, (key, direction) in enumerate(ordering)]
+
+
+def _annotated(instances: QuerySet[Instance], terms: list[_SortTerm]) -> QuerySet[Instance]:
+    return instances.annotate(**{
+        term.alias: F(term.column.expression) if isinstance(term.column.expression, str) else term.column.expression
+        for term in terms
+    })
+
+
+def _order_by(term: _SortTerm):
+    if not term.column.nullable:
+        return F(term.alias).desc() if term.descending else F(term.alias).asc()
+    return F(term.alias).desc(nulls_last=True) if term.descending else F(term.alias).asc(nulls_first=True)
+
+
+def _beyond(term: _SortTerm, value) -> Q | None:
+    """Rows strictly after ``value`` on this key (None: no row can be)."""
+    if value is None:  # NULL is the smallest value
+        return None if term.descending else Q(**{f"{term.alias}__isnull": False})
+    if not term.descending:
+        return Q(**{f"{term.alias}__gt": value})
+    after = Q(**{f"{term.alias}__lt": value})
+    return after | Q(**{f"{term.alias}__isnull": True}) if term.column.nullable else after
+
+
+def _same(term: _SortTerm, value) -> Q:
+    return Q(**{f"{term.alias}__isnull": True}) if value is None else Q(**{term.alias: value})
+
+
+def _after_marker(terms: list[_SortTerm], values: dict) -> Q:
+    """Keyset condition: the rows after the marker's in the order of ``terms``, i.e.
+    (k1, k2, ..., id) > (v1, v2, ..., marker id) with each key's direction and NULLs; written out
+    as k1 > v1 OR (k1 = v1 AND k2 > v2) OR ..., since SQL's row comparison has one direction."""
+    alternatives, ties = [], Q()
+    for term in terms:
+        beyond = _beyond(term, values[term.alias])
+        if beyond is not None:
+            alternatives.append(ties & beyond)
+        ties &= _same(term, values[term.alias])
+    condition = reduce(operator.or_, alternatives) if alternatives else Q(pk__in=[])
+    # A bound on the first key alone lets the database use an index on it for the range.
+    first, value = terms[0], values[terms[0].alias]
+    if value is not None and not first.descending:
+        condition &= Q(**{f"{first.alias}__gte": value})
+    elif value is not None and not first.column.nullable:
+        condition &= Q(**{f"{first.alias}__lte": value})
+    return condition
+
+
+def instance_page(*, user: User, project: Project, limit: int, marker: str | None = None,
+                  sort_keys: Sequence[str] = (), sort_dirs: Sequence[str] = (), **filters) -> list[Instance]:
+    """One page of ``instance_list(**filters)`` in Nova's order (``server_sort``): at most ``limit``
+    instances after the ``marker`` instance, with their faults (newest first). Keyset pagination:
+    the database finds the rows after the marker's sort values and stops at ``limit``; nothing
+    reads the ids before it. The marker may be any instance the user may see, even deleted since
+    (Nova reads it with deleted ones), so a page walk survives a delete. 400 if it is not one."""
+    terms = _sort_terms(server_sort(user=user, sort_keys=sort_keys, sort_dirs=sort_dirs))
+    instances = _annotated(instance_list(user=user, project=project, **filters), terms)
+    if marker:
+        visible = Instance.objects.all() if is_cloud_admin(user=user) else Instance.objects.filter(project=project)
+        values = (filter_pk(_annotated(visible, terms), marker).order_by()
+                  .values(*(term.alias for term in terms)).first())
+        if values is None:
+            raise ValidationError(f"marker [{marker}] not found")
+        instances = instances.filter(_after_marker(terms, values))
+    instances = instances.order_by(*(_order_by(term) for term in terms))
+    faults = Prefetch("faults", queryset=InstanceFault.objects.order_by("-created_at"))
+    return list(instances.prefetch_related(faults)[:limit])
 
 
 def _uuid_or_none(value: str):

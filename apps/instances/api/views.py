@@ -1,4 +1,4 @@
-from django.db.models import Count, Prefetch
+from django.db.models import Count
 from django.utils.dateparse import parse_datetime
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -11,7 +11,7 @@ from apps.hosts.services import host_disable, host_enable
 from apps.images.selectors import image_get
 from apps.instances import services
 from apps.instances.api import serializers as s
-from apps.instances.models import Flavor, Instance, InstanceFault, ServerGroup
+from apps.instances.models import Flavor, Instance, ServerGroup
 from apps.instances.selectors import (
     flavor_get,
     flavor_list,
@@ -19,7 +19,7 @@ from apps.instances.selectors import (
     instance_actions,
     instance_console_log,
     instance_get,
-    instance_list,
+    instance_page,
     keypair_get,
     keypair_list,
     server_group_get,
@@ -32,7 +32,7 @@ from apps.tenants.services import quota_set
 from apps.volumes.api.serializers import block_device_mapping_v2, resolve_block_devices
 from apps.volumes.selectors import servers_volumes
 from cloudmgr.api.microversions import MicroversionMixin, Version, supports
-from cloudmgr.api.pagination import paginate, query_flag
+from cloudmgr.api.pagination import MAX_LIMIT, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet
 from cloudmgr.exceptions import NotFound, PermissionDenied, ValidationError
@@ -237,18 +237,30 @@ class FlavorViewSet(ComputeViewSet):
 class ServerViewSet(ComputeViewSet):
     action_versions = {"remote_console_create": ("2.6", None)}
 
-    def _instances(self):
-        params = self.request.query_params
+    def _page(self, request) -> tuple[list[Instance], dict]:
+        """One page of the servers the query asks for (``instance_page``: Nova's filters, sort keys
+        and keyset pagination), and the next page's link when the page is full."""
+        params = request.query_params
         changes_since = None
         if params.get("changes-since"):
             changes_since = parse_datetime(params["changes-since"])
             if changes_since is None:
                 raise ValidationError(f"Invalid changes-since value: {params['changes-since']}")
+        try:
+            limit = min(int(params.get("limit", MAX_LIMIT)), MAX_LIMIT)
+        except ValueError as exc:
+            raise ValidationError("limit must be an integer.") from exc
+        if limit < 0:
+            raise ValidationError("limit must be 0 or more.")
         # Before 2.5 Nova silently dropped a non-admin's ip6 filter (an admin's always applies).
-        ip6_allowed = supports(self.request, "2.5") or is_cloud_admin(user=self.user)
-        return instance_list(
+        ip6_allowed = supports(request, "2.5") or is_cloud_admin(user=self.user)
+        page = instance_page(
             user=self.user,
             project=self.project,
+            limit=limit,
+            marker=params.get("marker"),
+            sort_keys=[key.strip() for key in params.getlist("sort_key")],
+            sort_dirs=[direction.strip() for direction in params.getlist("sort_dir")],
             status=params.get("status"),
             name=params.get("name"),
             all_projects=bool(query_flag(params, "all_tenants")),
@@ -257,55 +269,16 @@ class ServerViewSet(ComputeViewSet):
             reservation_id=params.get("reservation_id"),
             ip=params.get("ip"),
             ip6=params.get("ip6") if ip6_allowed else None,
-        ).prefetch_related(Prefetch("faults", queryset=InstanceFault.objects.order_by("-created_at")))
+        )
+        links = {}
+        if limit and len(page) == limit:
+            query = params.copy()  # keeps every sort_key/sort_dir pair
+            query["marker"], query["limit"] = str(page[-1].pk), str(limit)
+            links["servers_links"] = [link("next", request.build_absolute_uri(request.path) + "?" + query.urlencode())]
+        return page, links
 
     def _get(self, pk):
         return instance_get(user=self.user, project=self.project, instance_id=pk)
-
-    # Nova's sort keys that map to a column (``sort_key``/``sort_dir``, repeatable).
-    SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "display_name": "name", "name": "name",
-                 "launched_at": "launched_at", "vm_state": "vm_state", "task_state": "task_state",
-                 "power_state": "power_state", "availability_zone": "availability_zone", "uuid": "id",
-                 "instance_type_id": "flavor_id", "host": "host__hostname", "key_name": "key_name"}
-
-    def _page(self, request):
-        params = request.query_params
-        keys = params.getlist("sort_key")
-        if not keys or keys == ["created_at"] and params.getlist("sort_dir") in ([], ["desc"]):
-            return paginate(request, self._instances(), "servers")
-        dirs = params.getlist("sort_dir")
-        order = []
-        for i, key in enumerate(keys):
-            if key not in self.SORT_KEYS:
-                raise ValidationError(f"Invalid sort_key {key}.")
-            direction = (dirs[i] if i < len(dirs) else (dirs[0] if dirs else "desc")).lower()
-            if direction not in ("asc", "desc"):
-                raise ValidationError(f"Invalid sort_dir {direction}.")
-            order.append(("-" if direction == "desc" else "") + self.SORT_KEYS[key])
-        order.append("-id" if order[-1].startswith("-") else "id")
-        try:
-            limit = min(int(params.get("limit", 1000)), 1000)
-        except ValueError as exc:
-            raise ValidationError("limit must be an integer.") from exc
-        rows = list(self._instances().order_by(*order).values_list("pk", flat=True))
-        start = 0
-        if marker := params.get("marker"):
-            ids = [str(pk) for pk in rows]
-            if marker not in ids:
-                raise ValidationError(f"marker [{marker}] not found")
-            start = ids.index(marker) + 1
-        chosen = rows[start:start + limit]
-        by_pk = {i.pk: i for i in self._instances().filter(pk__in=chosen)}
-        page = [by_pk[pk] for pk in chosen if pk in by_pk]
-        links = {}
-        if limit and len(page) == limit:
-            from urllib.parse import urlencode
-
-            from cloudmgr.api.versions import link as mklink
-
-            query = {**params.dict(), "marker": str(page[-1].pk), "limit": limit}
-            links["servers_links"] = [mklink("next", request.build_absolute_uri(request.path) + "?" + urlencode(query))]
-        return page, links
 
     def list(self, request):
         page, links = self._page(request)
@@ -331,7 +304,6 @@ class ServerViewSet(ComputeViewSet):
         parsed = s.ServerCreateSerializer(data=self.body("server"))
         parsed.is_valid(raise_exception=True)
         data = parsed.validated_data
-            config_drive=data.get("config_drive", False),
         hints = request.data.get("os:scheduler_hints") or request.data.get("OS-SCH-HNT:scheduler_hints") or {}
         group = None
         if isinstance(hints, dict) and hints.get("group"):
@@ -359,6 +331,7 @@ class ServerViewSet(ComputeViewSet):
             server_group=group,
             networks=data.get("networks"),
             security_groups=data.get("security_groups"),
+            config_drive=data.get("config_drive", False),
         )
         if data.get("return_reservation_id"):
             return Response({"reservation_id": instances[0].reservation_id}, status=status.HTTP_202_ACCEPTED)
