@@ -33,7 +33,8 @@ log line (agent and callback clocks) and the client's own clock:
 Each round also prints the API requests its clients made, the machine's load average and CPU
 busy share, and the CPU seconds the cloud's processes and libvirtd used, so a reader can tell a
 busy machine from a slow cloud (the machine is shared: run it several times and report the
-range). Finally the peak RSS of the control-plane processes (web server, control worker, beat).
+range), and how many tasks of each kind the network agent ran in the round and the seconds they
+took. Finally the peak RSS of the control-plane processes (web server, control worker, beat).
 
 --networks none boots servers without ports: the compute path alone. With the default networks
 each boot also waits for the network agent's syncs (docs/compute.md, "Boot performance").
@@ -65,6 +66,7 @@ from tests.e2e.cloud import Cloud, make_cloud  # noqa: E402
 
 MARKER = "CLOUDMGR_TESTVM_BOOTED"
 TIMINGS = re.compile(r"spawn timings instance=(\S+) (.*)$")
+NETWORK_TASK = re.compile(r"Task agents\.network\.(\w+)\[[^\]]+\] succeeded in ([0-9.]+)s")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -281,6 +283,26 @@ def read_timings(cloud: Cloud) -> dict[str, dict[str, float]]:
     return found
 
 
+def log_size(cloud: Cloud) -> int:
+    log = cloud.data_dir / "cloud.log"
+    return log.stat().st_size if log.exists() else 0
+
+
+def network_tasks(cloud: Cloud, since: int) -> dict[str, list[float]]:
+    """{network agent task: [seconds each took]} from the cloud's log after byte ``since``."""
+    log = cloud.data_dir / "cloud.log"
+    found: dict[str, list[float]] = {}
+    if not log.exists():
+        return found
+    with open(log, "rb") as f:
+        f.seek(since)
+        for line in f.read().decode(errors="replace").splitlines():
+            match = NETWORK_TASK.search(line)
+            if match:
+                found.setdefault(match.group(1), []).append(float(match.group(2)))
+    return found
+
+
 def breakdown(boots: list[Boot], timings: dict[str, dict[str, float]]) -> list[tuple[str, list[float]]]:
     rows: dict[str, list[float]] = {}
     for boot in boots:
@@ -303,6 +325,7 @@ def breakdown(boots: list[Boot], timings: dict[str, dict[str, float]]) -> list[t
 def run_round(cloud, token, label, n, concurrency, server, poll, markers, root_pid):
     rnd = Round(label=label, concurrency=concurrency)
     meter = CpuMeter(root_pid) if root_pid else None  # a --url cloud may run elsewhere
+    log_start = log_size(cloud)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         rnd.boots = list(pool.map(
@@ -325,6 +348,10 @@ def run_round(cloud, token, label, n, concurrency, server, poll, markers, root_p
             print("  where the time went (s)     p50      p95")
             for name, values in rows:
                 print(f"    {name:22} {statistics.median(values):8.3f} {percentile(values, 95):8.3f}")
+        tasks = network_tasks(cloud, log_start)
+        if tasks:
+            print("  network agent tasks: " + ", ".join(
+                f"{name} {len(times)} ({sum(times):.2f} s, max {max(times):.2f} s)" for name, times in sorted(tasks.items())))
 
 
 def main() -> None:
