@@ -89,6 +89,9 @@ class AgentConfig:
     compute_driver: str = "libvirt"
     heartbeat_interval: float = 5.0
     control_queue: str = CONTROL_QUEUE
+    # Seconds between two ACPI power button presses of a clean shutdown (Nova's
+    # shutdown_retry_interval): a guest still booting ignores a press.
+    shutdown_retry_interval: float = 10.0
 
     @property
     def instances_dir(self) -> Path:
@@ -115,13 +118,17 @@ def load_config(environ: Mapping[str, str] | None = None) -> AgentConfig:
     driver = env.get("CLOUDMGR_COMPUTE_DRIVER", "libvirt").strip() or "libvirt"
     if driver not in COMPUTE_DRIVERS:
         raise ConfigError(f"CLOUDMGR_COMPUTE_DRIVER must be one of {', '.join(COMPUTE_DRIVERS)}, not {driver!r}")
-    raw_interval = env.get("CLOUDMGR_HEARTBEAT_INTERVAL", "5").strip() or "5"
-    try:
-        interval = float(raw_interval)
-    except ValueError:
-        raise ConfigError(f"CLOUDMGR_HEARTBEAT_INTERVAL must be a number of seconds, not {raw_interval!r}") from None
-    if interval <= 0:
-        raise ConfigError("CLOUDMGR_HEARTBEAT_INTERVAL must be positive")
+    def seconds(name: str, default: float) -> float:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive")
+        return value
 
     return AgentConfig(
         data_dir=Path(env.get("CLOUDMGR_DATA_DIR") or "./var").expanduser().resolve(),
@@ -130,7 +137,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> AgentConfig:
         broker_url=env.get("CELERY_BROKER_URL") or DEFAULT_BROKER_URL,
         libvirt_uri=env.get("CLOUDMGR_LIBVIRT_URI") or DEFAULT_LIBVIRT_URI,
         compute_driver=driver,
-        heartbeat_interval=interval,
+        heartbeat_interval=seconds("CLOUDMGR_HEARTBEAT_INTERVAL", 5.0),
+        shutdown_retry_interval=seconds("CLOUDMGR_SHUTDOWN_RETRY_INTERVAL", 10.0),
         control_queue=(env.get("CLOUDMGR_CONTROL_QUEUE") or "").strip() or CONTROL_QUEUE,
     )
 

@@ -38,7 +38,7 @@ from agents import names
 from agents.compute import config as vconfig
 from agents.compute.designer import design_guest, design_volume_disk
 from agents.compute.driver import ComputeDriver, ComputeError, HypervisorUnavailable
-from agents.config import AgentConfig, ConfigError, InstancePaths
+from agents.config import AgentConfig, InstancePaths
 from agents.locks import KeyedLocks
 from agents.network import NetworkError
 from agents.network.driver import get_network_driver
@@ -96,26 +96,6 @@ RUNNING_WEIGHT_DIVISOR = 4
 VOLUME_POLL_SECONDS = 0.1
 
 
-SHUTDOWN_RETRY_INTERVAL_ENV = "CLOUDMGR_SHUTDOWN_RETRY_INTERVAL"
-DEFAULT_SHUTDOWN_RETRY_INTERVAL = 10.0  # Nova's [compute] shutdown_retry_interval
-
-
-def shutdown_retry_interval(environ: dict[str, str] | None = None) -> float:
-    """Seconds between two ACPI power button presses of a clean shutdown
-    (``CLOUDMGR_SHUTDOWN_RETRY_INTERVAL``, default 10)."""
-    env = os.environ if environ is None else environ
-    raw = (env.get(SHUTDOWN_RETRY_INTERVAL_ENV) or "").strip()
-    if not raw:
-        return DEFAULT_SHUTDOWN_RETRY_INTERVAL
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ConfigError(f"{SHUTDOWN_RETRY_INTERVAL_ENV} must be a number of seconds, not {raw!r}") from None
-    if seconds <= 0:
-        raise ConfigError(f"{SHUTDOWN_RETRY_INTERVAL_ENV} must be positive")
-    return seconds
-
-
 def _ignore_libvirt_errors(_ctx: Any, _err: Any) -> None:
     """libvirt prints every error to stderr by default; we report them ourselves."""
 
@@ -163,7 +143,6 @@ class LibvirtDriver(ComputeDriver):
         self._cache_mode: str | None = None
         self._weight_warned = False
         self.arch = platform.machine() or "x86_64"
-        self.shutdown_retry_interval = shutdown_retry_interval()
 
     # -- connection --------------------------------------------------------------------------
 
@@ -479,10 +458,10 @@ class LibvirtDriver(ComputeDriver):
         presses = 0
         while True:
             now = time.monotonic()
-            if presses == 0 or (now < deadline and now >= start + presses * self.shutdown_retry_interval):
+            if presses == 0 or (now < deadline and now >= start + presses * self.config.shutdown_retry_interval):
                 self._press_power_button(dom)
                 presses += 1
-            next_press = start + presses * self.shutdown_retry_interval
+            next_press = start + presses * self.config.shutdown_retry_interval
             if self._wait_shutoff(dom, min(next_press, deadline) - time.monotonic()):
                 return
             if time.monotonic() >= deadline:

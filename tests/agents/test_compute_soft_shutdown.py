@@ -11,7 +11,7 @@ import libvirt
 import pytest
 
 from agents.compute import libvirt_driver
-from agents.compute.libvirt_driver import LibvirtDriver, shutdown_retry_interval
+from agents.compute.libvirt_driver import LibvirtDriver
 from agents.config import ConfigError, load_config
 
 
@@ -74,11 +74,10 @@ def clock(monkeypatch) -> FakeClock:
 
 
 def _driver(monkeypatch, tmp_path, interval: str | None) -> LibvirtDriver:
-    if interval is None:
-        monkeypatch.delenv("CLOUDMGR_SHUTDOWN_RETRY_INTERVAL", raising=False)
-    else:
-        monkeypatch.setenv("CLOUDMGR_SHUTDOWN_RETRY_INTERVAL", interval)
-    return LibvirtDriver(load_config({"CLOUDMGR_DATA_DIR": str(tmp_path)}))
+    env = {"CLOUDMGR_DATA_DIR": str(tmp_path)}
+    if interval is not None:
+        env["CLOUDMGR_SHUTDOWN_RETRY_INTERVAL"] = interval
+    return LibvirtDriver(load_config(env))
 
 
 def test_a_guest_that_ignored_the_first_press_is_shut_down_cleanly_by_the_second(clock, monkeypatch, tmp_path):
@@ -140,9 +139,9 @@ def test_stop_presses_again_through_the_public_operation(clock, monkeypatch, tmp
 
 @pytest.mark.parametrize("raw", ["0", "-3", "soon"])
 def test_an_invalid_interval_is_refused(raw):
-    with pytest.raises(ConfigError):
-        shutdown_retry_interval({"CLOUDMGR_SHUTDOWN_RETRY_INTERVAL": raw})
+    with pytest.raises(ConfigError, match="CLOUDMGR_SHUTDOWN_RETRY_INTERVAL"):
+        load_config({"CLOUDMGR_SHUTDOWN_RETRY_INTERVAL": raw})
 
 
 def test_the_default_interval_is_novas():
-    assert shutdown_retry_interval({}) == 10.0
+    assert load_config({}).shutdown_retry_interval == 10.0
