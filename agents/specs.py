@@ -72,6 +72,9 @@ class NicSpec:
     bridge: str
     mtu: int = 1500
     model: str = "virtio"
+    # False when the port or its network is administratively down: the tap is plugged but kept
+    # link-down, so no frame passes. Older messages lack it: up.
+    admin_state_up: bool = True
 
 
 @dataclass
@@ -235,6 +238,8 @@ class PortSpec:
     security_rules: list[SecurityRuleSpec] = field(default_factory=list)
     remote_groups: dict[str, list[str]] = field(default_factory=dict)  # group id -> member IPs
     hostname: str = ""  # DHCP host name for compute ports
+    # False when the port or its network is administratively down: its tap is kept link-down.
+    admin_state_up: bool = True
     generation: int = 0  # see NetworkSpec
     version: int = SPEC_VERSION
 

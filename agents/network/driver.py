@@ -252,7 +252,7 @@ class LinuxNetworkDriver(NetworkDriver):
             if not spec.device_owner.startswith("network:"):
                 with _kernel(f"plugging port {spec.id}"), linux.iproute() as ipr:
                     device = l2.plug_tap(ipr, self.config, bridge=names.bridge_name(spec.network_id), port_id=spec.id,
-                                         mac=spec.mac_address, mtu=spec.mtu)
+                                         mac=spec.mac_address, mtu=spec.mtu, admin_state_up=spec.admin_state_up)
             self._extensions("port_sync", spec)
         return {"device": device}
 
@@ -270,7 +270,7 @@ class LinuxNetworkDriver(NetworkDriver):
         with self._holding(), _kernel("plugging the instance's NICs"), linux.iproute() as ipr:
             for nic in nics:
                 l2.plug_tap(ipr, self.config, bridge=nic.bridge, port_id=nic.port_id, mac=nic.mac_address,
-                            mtu=nic.mtu)
+                            mtu=nic.mtu, admin_state_up=nic.admin_state_up)
 
     def security_group_members(self, spec: SecurityGroupMembersSpec) -> dict[str, Any]:
         _check_ids(spec.id)

@@ -115,10 +115,12 @@ def remove_network_bridge(ipr: IPRoute, network_id: str) -> None:
     linux.delete_link(ipr, names.bridge_name(network_id))
 
 
-def plug_tap(ipr: IPRoute, config: NetworkConfig, *, bridge: str, port_id: str, mac: str, mtu: int) -> str:
-    """A port's tap on ``bridge``, IPv6 off, up. A network's bridge (``brq...``) is made if
-    missing, so a guest can be plugged before its network's sync has run; any other bridge must
-    exist. Returns the tap's name."""
+def plug_tap(ipr: IPRoute, config: NetworkConfig, *, bridge: str, port_id: str, mac: str, mtu: int,
+             admin_state_up: bool = True) -> str:
+    """A port's tap on ``bridge``, IPv6 off, with ``mtu``, up, or link-down when the port (or its
+    network) is administratively down. A network's bridge (``brq...``) is made if missing, so a
+    guest can be plugged before its network's sync has run; any other bridge must exist. Returns
+    the tap's name."""
     if bridge.startswith(BRIDGE_PREFIX):
         index = linux.ensure_bridge(ipr, bridge, mtu=mtu, tag=config.owner_tag)
     else:
@@ -127,5 +129,5 @@ def plug_tap(ipr: IPRoute, config: NetworkConfig, *, bridge: str, port_id: str, 
             raise NetworkError(f"bridge {bridge} does not exist")
         index = msg["index"]
     tap = names.tap_name(port_id)
-    linux.ensure_tap(ipr, tap, bridge=index, mac=mac, mtu=mtu, tag=config.owner_tag)
+    linux.ensure_tap(ipr, tap, bridge=index, mac=mac, mtu=mtu, tag=config.owner_tag, up=admin_state_up)
     return tap

@@ -264,7 +264,8 @@ def _add_link(ipr: IPRoute, name: str, **spec):
 
 
 def ensure_bridge(ipr: IPRoute, name: str, *, mtu: int | None = None, tag: str | None = None) -> int:
-    """A Linux bridge (no STP: nothing loops on one host), IPv6 off, up. Returns its index."""
+    """A Linux bridge (no STP: nothing loops on one host), IPv6 off, up, with ``mtu`` (also on a
+    bridge that exists: a network's MTU may change). Returns its index."""
     msg = link(ipr, name)
     if msg is None:
         msg = _add_link(ipr, name, kind="bridge")
@@ -285,8 +286,10 @@ def host_side_mac(mac: str) -> str:
     return first + mac.lower()[2:]
 
 
-def ensure_tap(ipr: IPRoute, name: str, *, bridge: int, mac: str, mtu: int, tag: str) -> int:
-    """A persistent tap on ``bridge``, IPv6 off, up: QEMU attaches to it (``managed='no'``)."""
+def ensure_tap(ipr: IPRoute, name: str, *, bridge: int, mac: str, mtu: int, tag: str, up: bool = True) -> int:
+    """A persistent tap on ``bridge``, IPv6 off, up (or down: an administratively down port, whose
+    bridge port is then disabled, so no frame passes either way): QEMU attaches to it
+    (``managed='no'``: libvirt never changes its state). The MTU of an existing tap is set too."""
     msg = link(ipr, name)
     if msg is None:
         # The flags QEMU attaches with (libvirt sets vnet_hdr itself when it opens the tap).
@@ -296,7 +299,7 @@ def ensure_tap(ipr: IPRoute, name: str, *, bridge: int, mac: str, mtu: int, tag:
         raise NetworkError(f"{name} exists and is not a tap")
     disable_ipv6(name)
     set_link(ipr, msg, address=host_side_mac(mac), mtu=mtu, master=bridge, ifalias=tag)
-    set_link(ipr, link(ipr, name), state="up")
+    set_link(ipr, link(ipr, name), state="up" if up else "down")
     return msg["index"]
 
 
@@ -313,8 +316,8 @@ def ensure_veth(
     peer_mac: str | None = None,
 ) -> int:
     """A veth pair: ``host_name`` on ``bridge`` (IPv6 off), ``peer`` inside ``namespace`` (``nsr``
-    is a socket there); both up. A pair with one end missing (half torn down) is made again.
-    Returns the index of the end in the namespace."""
+    is a socket there); both up, both with ``mtu`` (also on a pair that exists). A pair with one end
+    missing (half torn down) is made again. Returns the index of the end in the namespace."""
     host = link(ipr, host_name)
     inner = link(nsr, peer)
     if (host is None) != (inner is None):
@@ -339,9 +342,10 @@ def ensure_veth(
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-def sync_addresses(ipr: IPRoute, index: int, wanted: Iterable[Interface], *, remove_others: bool = True) -> None:
+def sync_addresses(ipr: IPRoute, index: int, wanted: Iterable[Interface], *,
+                   remove_others: bool = True) -> set[Interface]:
     """Make the link's addresses exactly ``wanted``. Link-local ones are left alone: the kernel's
-    IPv6 ones, and 169.254.169.254 where the metadata service puts it."""
+    IPv6 ones, and 169.254.169.254 where the metadata service puts it. Returns those it added."""
     wanted = set(wanted)
     current = set()
     for msg in ipr.get_addr(index=index):
@@ -355,6 +359,7 @@ def sync_addresses(ipr: IPRoute, index: int, wanted: Iterable[Interface], *, rem
         for address in current - wanted:
             with contextlib.suppress(NetlinkError):
                 ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+    return wanted - current
 
 
 Route = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ipaddress.IPv4Address | ipaddress.IPv6Address]

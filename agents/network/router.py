@@ -13,15 +13,22 @@
   namespace that advertises only (files under ``<data>/network/router/<router_id>/``).
 
 Removing a floating IP also deletes its connection-tracking entries, so flows already NATed to
-it stop at once instead of living on until they time out.
+it stop at once instead of living on until they time out. An address newly put on the gateway
+(the router's external address, a floating IP) is announced with gratuitous ARPs from the
+namespace (``arping -U``, in the background, best effort), so the external network's neighbours
+(the host first) learn its MAC at once instead of after a failed lookup and ARP's 1 s retry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import shutil
 import socket
+import subprocess
+import threading
+from collections.abc import Iterable
 
 from pyroute2 import IPRoute
 from pyroute2.conntrack import Conntrack
@@ -33,8 +40,10 @@ from agents.network.config import NetworkConfig
 from agents.network.dhcp import DnsmasqProcess
 from agents.specs import NetworkSpec, RouterInterfaceSpec, RouterSpec, SubnetSpec
 
-__all__ = ["NAT_TABLE", "RA_MODES", "ROUTER_SYSCTLS", "RouterAdvertiser", "advertised", "ensure_router", "leg_network",
-           "remove_router", "render_nat"]
+__all__ = ["ARPING", "GARP_COUNT", "NAT_TABLE", "RA_MODES", "ROUTER_SYSCTLS", "RouterAdvertiser", "advertised",
+           "announce", "ensure_router", "leg_network", "remove_router", "render_nat", "send_gratuitous_arps"]
+
+log = logging.getLogger(__name__)
 
 NAT_TABLE = "cloudmgr_nat"
 LEG_PREFIXES = ("qr-", "qg-")
@@ -48,6 +57,9 @@ ROUTER_SYSCTLS = {
 # ipv6_ra_mode -> dnsmasq's mode: SLAAC only (A flag); SLAAC and options by DHCPv6 (A, O);
 # addresses by DHCPv6 (M).
 RA_MODES = {"slaac": "ra-only", "dhcpv6-stateless": "ra-stateless", "dhcpv6-stateful": "static"}
+# Gratuitous ARPs per new address, a second apart: the second reaches a neighbour that missed the first.
+GARP_COUNT = 2
+ARPING = "arping"  # iputils-arping (scripts/host-setup.sh installs it)
 
 
 def render_nat(spec: RouterSpec) -> str | None:
@@ -114,6 +126,46 @@ def advertised(spec: RouterSpec) -> list[tuple[str, SubnetSpec]]:
     return sorted(legs, key=lambda item: (item[0], item[1].id))
 
 
+def send_gratuitous_arps(namespace: str, device: str, addresses: Iterable[str], *,
+                         count: int = GARP_COUNT) -> list[str]:
+    """Announce ``addresses`` (IPv4, on ``device`` in ``namespace``) with ``count`` gratuitous ARP
+    requests each (iputils ``arping -U``: sender and target are the address), all addresses at
+    once. Best effort: returns the failures, each also logged as a warning."""
+    procs = {}
+    failures = []
+    for address in sorted(set(addresses)):
+        argv = ["ip", "netns", "exec", namespace, ARPING, "-U", "-c", str(count), "-w", str(count + 1),
+                "-I", device, address]
+        try:
+            procs[address] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            failures.append(f"gratuitous ARP for {address} on {device} in {namespace} could not run: {exc}")
+    for address, proc in procs.items():
+        try:
+            _, stderr = proc.communicate(timeout=linux.COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+        if proc.returncode != 0:
+            failures.append(f"gratuitous ARP for {address} on {device} in {namespace} failed "
+                            f"(exit {proc.returncode}): {(stderr or '').strip()[-300:]}")
+    for failure in failures:
+        log.warning("%s", failure)
+    return failures
+
+
+def announce(namespace: str, device: str, addresses: Iterable[str]) -> threading.Thread | None:
+    """Send the gratuitous ARPs of ``addresses`` in a background thread (they take a second or two,
+    and the sync must not wait for them); the thread, or None when there is nothing to announce."""
+    addresses = sorted(set(addresses))
+    if not addresses:
+        return None
+    thread = threading.Thread(target=send_gratuitous_arps, args=(namespace, device, addresses),
+                              name=f"garp-{device}", daemon=True)
+    thread.start()
+    return thread
+
+
 class RouterAdvertiser(DnsmasqProcess):
     """A dnsmasq in the router's namespace that only sends router advertisements (as Neutron's
     radvd): the prefix, its flags, and a default route via the router's link-local address."""
@@ -136,11 +188,14 @@ def _advertiser(config: NetworkConfig, router_id: str) -> RouterAdvertiser:
     return RouterAdvertiser(names.router_namespace(router_id), config.state_dir / "router" / router_id)
 
 
-def ensure_router(ipr: IPRoute, config: NetworkConfig, spec: RouterSpec) -> None:
+def ensure_router(ipr: IPRoute, config: NetworkConfig, spec: RouterSpec) -> threading.Thread | None:
+    """Converge the router to ``spec``. Returns the thread announcing the gateway's new addresses
+    (gratuitous ARP, best effort), or None when no address was added there."""
     namespace = names.router_namespace(spec.id)
     legs = _legs(spec)
     floating = {f.floating_ip_address for f in spec.floating_ips}
     removed_fips: set[str] = set()
+    new_external: set[str] = set()  # addresses put on the gateway now: to announce
     replaced = False  # a leg made (again) now: the advertiser must bind to the new device
     with linux.namespace(namespace, config.owner_tag, ROUTER_SYSCTLS) as nsr:
         for msg in nsr.get_links():
@@ -162,7 +217,9 @@ def ensure_router(ipr: IPRoute, config: NetworkConfig, spec: RouterSpec) -> None
                     str(a.get("address")) for a in nsr.get_addr(index=index, family=socket.AF_INET)
                     if a["prefixlen"] == 32 and a.get("address") not in floating
                 }
-            linux.sync_addresses(nsr, index, wanted)
+            added = linux.sync_addresses(nsr, index, wanted)
+            if leg is spec.gateway:
+                new_external = {str(a.ip) for a in added if a.version == 4}
         routes = []
         if spec.gateway is not None and spec.gateway_ip:
             zero = "0.0.0.0/0" if ipaddress.ip_address(spec.gateway_ip).version == 4 else "::/0"
@@ -185,6 +242,11 @@ def ensure_router(ipr: IPRoute, config: NetworkConfig, spec: RouterSpec) -> None
     else:
         advertiser.stop()
         shutil.rmtree(advertiser.directory, ignore_errors=True)
+
+    # Last, once the NAT is in place for what the announcement draws in.
+    if spec.gateway is not None:
+        return announce(namespace, names.router_gateway(spec.gateway.port_id), new_external)
+    return None
 
 
 def remove_router(config: NetworkConfig, router_id: str) -> None:

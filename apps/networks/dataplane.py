@@ -109,6 +109,7 @@ def port_spec(port: Port, *, with_filter: bool = True) -> PortSpec:
         fixed_ips=_fixed_ips(port), device_owner=port.device_owner, device_id=port.device_id,
         mtu=port.network.mtu, port_security_enabled=port.port_security_enabled, allowed_address_pairs=pairs,
         security_rules=rules, remote_groups=remote_groups, hostname=port.hostname,
+        admin_state_up=port.admin_state_up and port.network.admin_state_up,
     )
 
 
@@ -181,7 +182,7 @@ def router_spec(router: Router) -> RouterSpec:
 def nic_spec(port: Port) -> NicSpec:
     """A server's NIC: its tap joins the port's network bridge."""
     return NicSpec(port_id=str(port.pk), mac_address=port.mac_address, bridge=names.bridge_name(str(port.network_id)),
-                   mtu=port.network.mtu)
+                   mtu=port.network.mtu, admin_state_up=port.admin_state_up and port.network.admin_state_up)
 
 
 # --- which hosts -----------------------------------------------------------------------------

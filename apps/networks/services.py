@@ -223,6 +223,7 @@ def network_create(
 
 _NETWORK_UPDATABLE = {"name", "description", "admin_state_up", "shared", "external", "is_default", "mtu",
                       "port_security_enabled"}
+IPV6_MIN_MTU = 1280  # RFC 8200
 
 
 def network_update(*, network: Network, user: User | None, project: Project | None, changes: dict) -> Network:
@@ -249,6 +250,11 @@ def network_update(*, network: Network, user: User | None, project: Project | No
             limit = MAX_MTU[network.network_type]
             if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= limit:
                 raise invalid_input(f"Requested MTU {mtu} is not between 68 and {limit}.")
+            # Below IPv6's minimum link MTU the kernel drops every IPv6 address of the router's
+            # and the DHCP server's interfaces on the network.
+            if mtu < IPV6_MIN_MTU and network.subnets.filter(ip_version=6).exists():
+                raise invalid_input(f"Requested MTU {mtu} is below {IPV6_MIN_MTU}, the minimum of the network's IPv6 "
+                                    "subnets.")
             network.mtu = mtu
             fields.append("mtu")
         if "shared" in changes:
@@ -276,6 +282,15 @@ def network_update(*, network: Network, user: User | None, project: Project | No
             fields.append("is_default")
         if fields:
             _save(network, fields)
+        if {"admin_state_up", "mtu"} & set(fields):
+            # The taps of its bound ports follow its admin state and MTU (their specs carry both);
+            # its bridge, DHCP veth and router legs take the MTU from the network's and routers' specs.
+            for port in network.ports.exclude(device_owner__startswith=NETWORK_OWNER_PREFIX).filter(host__isnull=False):
+                sync.port(port)
+        if "mtu" in fields:
+            for router in {*Router.objects.filter(interfaces__port__network=network),
+                           *Router.objects.filter(gateway_network=network)}:
+                sync.router(router)
         sync.send()
     return network
 
@@ -1791,9 +1806,24 @@ def _set_status(queryset, ok: bool) -> None:
     queryset.update(status=Status.ACTIVE if ok else Status.ERROR, updated_at=timezone.now())
 
 
+def _set_port_status(queryset, ok: bool) -> None:
+    """As _set_status, but a port with a tap that is administratively down (or on such a network)
+    is DOWN once applied: the agent keeps its tap link-down."""
+    if not ok:
+        _set_status(queryset, ok)
+        return
+    tapped = queryset.exclude(device_owner__startswith=NETWORK_OWNER_PREFIX)
+    down = set((tapped.filter(admin_state_up=False) | tapped.filter(network__admin_state_up=False))
+               .values_list("pk", flat=True))
+    _set_status(queryset.exclude(pk__in=down), ok)
+    if down:
+        Port.objects.filter(pk__in=down).update(status=Status.DOWN, updated_at=timezone.now())
+
+
 def network_task_done(*, result: dict) -> None:
     """Apply a network agent's result ({task, kind, id, host, ok, error}): what it applied
-    becomes ACTIVE (the port; a router with its ports and the floating IPs it NATs; a network's
+    becomes ACTIVE (the port, or DOWN when it or its network is administratively down: its tap is
+    kept link-down; a router with its ports and the floating IPs it NATs; a network's
     DHCP port; after a resync, everything of the host), what it could not ERROR. Results of
     deletions change nothing (the records are gone)."""
     if not isinstance(result, dict):
@@ -1811,12 +1841,12 @@ def network_task_done(*, result: dict) -> None:
                                         device_owner__in=(OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)), ok)
         _set_status(FloatingIP.objects.filter(router_id=object_id, port__isnull=False), ok)
     elif kind == "port" and object_id:
-        _set_status(Port.objects.filter(pk=object_id), ok)
+        _set_port_status(Port.objects.filter(pk=object_id), ok)
     elif kind == "network" and object_id:
         _set_status(Port.objects.filter(network_id=object_id, device_owner=OWNER_DHCP), ok)
     elif kind == "host" and result.get("host"):
         host = Host.objects.filter(hostname=result["host"]).first()
         if host is not None:
-            _set_status(Port.objects.filter(host=host), ok)
+            _set_port_status(Port.objects.filter(host=host), ok)
             _set_status(Router.objects.filter(host=host), ok)
             _set_status(FloatingIP.objects.filter(router__host=host, port__isnull=False), ok)
