@@ -41,6 +41,7 @@ PACKAGES=(
     iputils-arping    # gratuitous ARP for a router's new external addresses
     xorriso           # config drives (ISO 9660)
     lvm2 thin-provisioning-tools  # the LVM thin-pool volume backend
+    qemu-system-common  # /usr/lib/qemu/virtiofsd: scripts/run-in-dm-guest.sh shares / with its guest
     busybox-static syslinux syslinux-common mtools dosfstools fdisk cpio kmod zstd
     ca-certificates
     chromium          # headless browser for the UI tests
