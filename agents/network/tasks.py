@@ -15,6 +15,7 @@ converged). A spec of an unknown version or a malformed one is ``ok: False`` wit
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -78,20 +79,36 @@ def _execute(task: str, kind: str, object_id: str, call: Callable[[NetworkDriver
 # A host's tasks run on several threads, so two messages about one object may run in either order.
 # Each carries ``generation``, when the control plane read the state it holds; the highest one
 # applied is remembered per object and an older message is dropped (a newer state is in place).
+# A message is also dropped when a newer one about the same object has arrived: that one holds
+# the whole newer state and runs anyway, so a burst (a boot storm changing one security group
+# many times) costs one application, not one per message, and no thread waits to apply an old state.
 _applied: dict[tuple[str, str], int] = {}
+_arrived: dict[tuple[str, str], int] = {}
+_arrived_lock = threading.Lock()
 _ordering = KeyedLocks()
+
+
+def _superseded(key: tuple[str, str], generation: int) -> bool:
+    return generation < max(_applied.get(key, 0), _arrived.get(key, 0))
 
 
 def _in_order(task: str, kind: str, object_id: str, generation: Any, run: Callable[[], dict]) -> dict[str, Any]:
     if not isinstance(generation, int) or isinstance(generation, bool) or generation <= 0:
         return run()
+    key = (kind, object_id)
+    with _arrived_lock:
+        if generation > _arrived.get(key, 0):
+            _arrived[key] = generation
+    if _superseded(key, generation):
+        log.info("dropping a superseded %s of %s %s", task, kind, object_id)
+        return result(task, kind, object_id, True, None, stale=True)
     with _ordering(f"{kind}:{object_id}"):
-        if generation < _applied.get((kind, object_id), 0):
-            log.info("dropping a stale %s of %s %s", task, kind, object_id)
+        if _superseded(key, generation):
+            log.info("dropping a superseded %s of %s %s", task, kind, object_id)
             return result(task, kind, object_id, True, None, stale=True)
         out = run()
         if out["ok"]:
-            _applied[(kind, object_id)] = generation
+            _applied[key] = generation
         return out
 
 

@@ -13,7 +13,7 @@ from agents.network import NetworkError, tasks
 from agents.network.config import load_network_config
 from agents.network.driver import NetworkDriver, get_network_driver, reset_network_driver
 from agents.network.fake import FakeNetworkDriver
-from agents.specs import HostNetworkState, NetworkSpec, NicSpec, PortSpec, RouterSpec
+from agents.specs import HostNetworkState, NetworkSpec, NicSpec, PortSpec, RouterSpec, SecurityGroupMembersSpec
 from agents.worker import app
 
 
@@ -29,7 +29,8 @@ def test_tasks_are_registered_under_their_names():
     import agents.network.tasks  # noqa: F401 - what the worker's imports load
 
     for name in (names.TASK_NETWORK_SYNC, names.TASK_NETWORK_DELETE, names.TASK_PORT_SYNC, names.TASK_PORT_DELETE,
-                 names.TASK_ROUTER_SYNC, names.TASK_ROUTER_DELETE, names.TASK_HOST_NETWORK_RESYNC):
+                 names.TASK_ROUTER_SYNC, names.TASK_ROUTER_DELETE, names.TASK_HOST_NETWORK_RESYNC,
+                 names.TASK_SECURITY_GROUP_MEMBERS):
         assert name in app.tasks
     assert "agents.network.tasks" in app.conf.imports
 
@@ -179,3 +180,42 @@ def net_config_env(tmp_path):
 
     return NetworkConfig(state_dir=tmp_path / "network", owner="tasks-test-" + tmp_path.name[-8:],
                          external_cidr=None, bridge_mappings={})
+
+
+def test_security_group_members_reach_the_driver(fake):
+    spec = SecurityGroupMembersSpec(id="sg-1", members=["10.0.0.5", "10.0.0.6"], generation=5)
+    out = tasks.security_group_members(spec.to_dict())
+    assert out["ok"] and out["kind"] == "security_group" and out["id"] == "sg-1"
+    assert fake.group_members == {"sg-1": ["10.0.0.5", "10.0.0.6"]}
+    assert not tasks.security_group_members({"id": "sg-1", "members": [], "version": 99})["ok"]
+
+
+def test_a_message_superseded_by_a_newer_arrival_is_dropped_without_waiting(fake):
+    """Two member updates of one group are in flight: the older, still waiting for the group's
+    lock when the newer arrived, is dropped; the newer is applied."""
+    import threading
+
+    older = SecurityGroupMembersSpec(id="sg-burst", members=["10.0.0.1"], generation=100)
+    newer = SecurityGroupMembersSpec(id="sg-burst", members=["10.0.0.1", "10.0.0.2"], generation=200)
+    outcomes = {}
+    with tasks._ordering("security_group:sg-burst"):  # a third message is being applied
+        waiting = threading.Thread(target=lambda: outcomes.setdefault("older", tasks.security_group_members(
+            older.to_dict())))
+        waiting.start()
+        while "security_group:sg-burst" not in tasks._ordering._locks or \
+                tasks._ordering._locks["security_group:sg-burst"][1] < 2:
+            threading.Event().wait(0.01)  # the older message waits for the lock
+        arrived = threading.Thread(target=lambda: outcomes.__setitem__("newer", tasks.security_group_members(
+            newer.to_dict())))
+        arrived.start()
+        while tasks._arrived.get(("security_group", "sg-burst"), 0) < 200:
+            threading.Event().wait(0.01)
+    waiting.join(timeout=10)
+    arrived.join(timeout=10)
+    assert outcomes["older"]["stale"], "the older message was dropped"
+    assert not outcomes["newer"].get("stale")
+    assert fake.group_members["sg-burst"] == ["10.0.0.1", "10.0.0.2"]
+    assert [call for call in fake.calls if call[0] == "security_group_members"] == [
+        ("security_group_members", "sg-burst")], "applied once"
+    # Arriving after the newer one, an older message is dropped at once.
+    assert tasks.security_group_members(older.to_dict())["stale"]
