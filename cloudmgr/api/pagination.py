@@ -26,16 +26,22 @@ def query_flag(params, name: str) -> bool | None:
     raise ValidationError(f"Invalid value {value!r} for {name}: use true or false.")
 
 
-def paginate(request, queryset: QuerySet, collection: str) -> tuple[list, dict]:
-    """One page after `marker` (an object id), at most `limit` long; `<collection>_links` holds
-    the next page's link when there may be more."""
-    params = request.query_params
+def page_limit(params) -> int:
+    """The query's `limit`, capped at MAX_LIMIT (400 unless a whole number of 0 or more)."""
     try:
         limit = min(int(params.get("limit", MAX_LIMIT)), MAX_LIMIT)
     except ValueError as exc:
         raise ValidationError("limit must be an integer.") from exc
     if limit < 0:
         raise ValidationError("limit must be 0 or more.")
+    return limit
+
+
+def paginate(request, queryset: QuerySet, collection: str) -> tuple[list, dict]:
+    """One page after `marker` (an object id), at most `limit` long; `<collection>_links` holds
+    the next page's link when there may be more."""
+    params = request.query_params
+    limit = page_limit(params)
     if marker := params.get("marker"):
         anchor = filter_pk(queryset, marker).values("created_at", "pk").first()
         if anchor is None:

@@ -32,7 +32,7 @@ from apps.tenants.services import quota_set
 from apps.volumes.api.serializers import block_device_mapping_v2, resolve_block_devices
 from apps.volumes.selectors import servers_volumes
 from cloudmgr.api.microversions import MicroversionMixin, Version, supports
-from cloudmgr.api.pagination import MAX_LIMIT, query_flag
+from cloudmgr.api.pagination import page_limit, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet
 from cloudmgr.exceptions import NotFound, PermissionDenied, ValidationError
@@ -246,12 +246,7 @@ class ServerViewSet(ComputeViewSet):
             changes_since = parse_datetime(params["changes-since"])
             if changes_since is None:
                 raise ValidationError(f"Invalid changes-since value: {params['changes-since']}")
-        try:
-            limit = min(int(params.get("limit", MAX_LIMIT)), MAX_LIMIT)
-        except ValueError as exc:
-            raise ValidationError("limit must be an integer.") from exc
-        if limit < 0:
-            raise ValidationError("limit must be 0 or more.")
+        limit = page_limit(params)
         # Before 2.5 Nova silently dropped a non-admin's ip6 filter (an admin's always applies).
         ip6_allowed = supports(request, "2.5") or is_cloud_admin(user=self.user)
         page = instance_page(
