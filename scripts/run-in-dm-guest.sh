@@ -61,6 +61,7 @@ for tool in qemu-system-x86_64 "$VIRTIOFSD" "$BUSYBOX" dpkg-deb depmod modprobe 
     command -v "$tool" >/dev/null || die "$tool not found: run scripts/host-setup.sh first"
 done
 WORKDIR="$(cd "$WORKDIR" && pwd)"
+case "$WORKDIR$CACHE" in *[[:space:]:]*) die "the work and cache directories may not contain spaces or colons (the guest's kernel command line carries them)" ;; esac
 
 # ---------------------------------------------------------------- kernel package
 # Concrete kernel packages only (linux-image-6.1.0-56-cloud-amd64_...), not the metapackage.
@@ -99,8 +100,20 @@ mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
+# The host's root as it is, before the tmpfs mounts hide parts of it: the job's directories
+# (cloudmgr_keep, colon-separated) may lie under /tmp, and are bound back from here.
+mkdir -p /hostview
+mount -o bind /newroot /hostview || fail "cannot bind the host's root"
 for dir in /dev/shm /tmp /run /var/tmp; do
     mount -t tmpfs -o mode=1777 tmpfs "/newroot$dir" || fail "cannot mount tmpfs on $dir"
+done
+for keep in $(echo "$cloudmgr_keep" | tr ':' ' '); do
+    for dir in /dev/shm /tmp /run /var/tmp; do
+        case "$keep/" in
+            "$dir"/*) mkdir -p "/newroot$keep" && mount -o bind "/hostview$keep" "/newroot$keep" \
+                          || fail "cannot bind $keep back over the tmpfs on $dir" ;;
+        esac
+    done
 done
 mkdir -p /newroot/run/lvm-guest /newroot/run/lock
 cp /etc/lvm.conf /newroot/run/lvm-guest/lvm.conf
@@ -238,7 +251,7 @@ RUN="$(mktemp -d "$CACHE/runs/run.XXXXXX")"
 # The job: a bash script on the host's root, which the guest sees at the same path.
 {
     echo "cd $(printf '%q' "$WORKDIR") || exit 125"
-    echo "unset cloudmgr_job"
+    echo "unset cloudmgr_job cloudmgr_keep"
     echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb"
     # Read-only root: Python cannot write bytecode, so it should not try.
     echo "export LVM_SYSTEM_DIR=/run/lvm-guest PYTHONDONTWRITEBYTECODE=1"
@@ -267,7 +280,7 @@ timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$MEMO
     -device vhost-user-fs-pci,chardev=hostroot,tag=hostroot \
     -device virtio-rng-pci -nic none \
     -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1 cloudmgr_job=$RUN/job" \
+    -append "console=ttyS0 quiet panic=-1 cloudmgr_job=$RUN/job cloudmgr_keep=$WORKDIR:$RUN" \
     -nographic -monitor none -serial "file:$RUN/console.log" -serial "file:$RUN/output.log" \
     -no-reboot </dev/null >"$RUN/qemu.log" 2>&1 &
 QEMU_PID=$!
