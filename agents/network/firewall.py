@@ -370,6 +370,10 @@ def _set_tap(name: str) -> str:
     return name.split("_")[1]
 
 
+def _set_version(name: str) -> int:
+    return 4 if name.startswith("rg4_") else 6
+
+
 def _rule_text(rule: SecurityRuleSpec, tap: str) -> str | None:
     """One security group rule as an nft rule (without verdict), or None if it can never match."""
     version = FAMILY.get(rule.ethertype)
@@ -596,7 +600,7 @@ class Firewall:
                        f"add chain inet {t} in_{tap}", f"flush chain inet {t} in_{tap}"]
             script += [f"delete set inet {t} {name}" for name in state.port_sets(tap) if name not in sets]
             for name, members in self._newest_members(state, tap, sets, spec.generation).items():
-                kind = "ipv4_addr" if name.startswith("rg4_") else "ipv6_addr"
+                kind = f"ipv{_set_version(name)}_addr"
                 script.append(f"add set inet {t} {name} {{ type {kind}; flags interval; auto-merge; }}")
                 script += self._fill(name, members)
             ingress = [f'{ingress[0]} comment "{DIGEST_PREFIX}{digest}"'] + ingress[1:]
@@ -636,34 +640,46 @@ class Firewall:
         already filled them (a port's message can be older than its group's)."""
         newest = {}
         for name, members in sets.items():
-            if name in state.sets and generation and generation < self._generations.get(name, 0):
-                version = 4 if name.startswith("rg4_") else 6
-                newest[name] = [_interval_text(pair, version) for pair in state.elements.get(name, ())]
+            if name in state.sets and self._holds_newer(name, generation):
+                newest[name] = [_interval_text(pair, _set_version(name)) for pair in state.elements.get(name, ())]
             else:
                 newest[name] = members
         return newest
+
+    def _holds_newer(self, name: str, generation: int) -> bool:
+        """The set holds members newer than ``generation`` (0: unordered, never older)."""
+        return bool(generation) and generation < self._generations.get(name, 0)
+
+    def _note_generation(self, name: str, generation: int) -> None:
+        if generation > self._generations.get(name, 0):
+            self._generations[name] = generation
 
     def _remember(self, tap: str, sets: Iterable[str], generation: int) -> None:
         """Note the generation of the members ``tap``'s sets now hold; forget its other sets."""
         sets = set(sets)
         for name in sets:
-            if generation > self._generations.get(name, 0):
-                self._generations[name] = generation
+            self._note_generation(name, generation)
         for name in [n for n in self._generations if _set_tap(n) == tap and n not in sets]:
             del self._generations[name]
 
-    def _refill_sets(self, state: _State, tap: str, sets: dict[str, list[str]], generation: int, zone: int) -> bool:
-        """An unchanged filter whose sets' members may differ: refill only those."""
-        wanted = self._newest_members(state, tap, sets, generation)
+    def _refill(self, state: _State, wanted: dict[str, list[str]], generation: int) -> dict[str, list[str]]:
+        """Refill, in one transaction, the sets of ``wanted`` whose kernel members differ, and note
+        that all of them now hold ``generation``. Returns the sets refilled."""
         changed = {name: members for name, members in wanted.items()
                    if state.elements.get(name, ()) != _member_intervals(members)}
+        if changed:
+            self._apply([line for name, members in changed.items() for line in self._fill(name, members)])
+        for name in wanted:
+            self._note_generation(name, generation)
+        return changed
+
+    def _refill_sets(self, state: _State, tap: str, sets: dict[str, list[str]], generation: int, zone: int) -> bool:
+        """An unchanged filter whose sets' members may differ: refill only those."""
+        changed = self._refill(state, self._newest_members(state, tap, sets, generation), generation)
         if not changed:
-            self._remember(tap, sets, generation)
             return False
-        self._apply([line for name, members in changed.items() for line in self._fill(name, members)])
-        self._remember(tap, sets, generation)
         log.info("port %s: remote group members refilled (%d sets)", tap, len(changed))
-        self._forget_removed(state, {name: _member_intervals(m) for name, m in changed.items()}, {tap: zone})
+        self._forget_removed(state, changed, {tap: zone})
         return True
 
     def update_group_members(self, group_id: str, members: Iterable[str], generation: int = 0) -> list[str]:
@@ -676,40 +692,29 @@ class Firewall:
         suffix = f"_{_group_key(group_id)}"
         with self._locked():
             state = self._read()
-            wanted = {}
-            for name in state.sets:
-                if name.startswith(("rg4_", "rg6_")) and name.endswith(suffix):
-                    if generation and generation < self._generations.get(name, 0):
-                        continue
-                    members_of_version = by_version[4 if name.startswith("rg4_") else 6]
-                    if state.elements.get(name, ()) != _member_intervals(members_of_version):
-                        wanted[name] = members_of_version
-                    elif generation > self._generations.get(name, 0):
-                        self._generations[name] = generation
-            if not wanted:
-                return []
-            self._apply([line for name, members in wanted.items() for line in self._fill(name, members)])
-            for name in wanted:
-                if generation > self._generations.get(name, 0):
-                    self._generations[name] = generation
-        taps = sorted({_set_tap(name) for name in wanted})
+            wanted = {name: by_version[_set_version(name)] for name in state.sets
+                      if name.startswith(("rg4_", "rg6_")) and name.endswith(suffix)
+                      and not self._holds_newer(name, generation)}
+            changed = self._refill(state, wanted, generation)
+        if not changed:
+            return []
+        taps = sorted({_set_tap(name) for name in changed})
         log.info("security group %s: members refilled in the filters of %d ports", group_id, len(taps))
         tap_zones = state.map("inet", "tap_zones")
-        self._forget_removed(state, {name: _member_intervals(m) for name, m in wanted.items()},
-                             {tap: tap_zones[tap] for tap in taps if tap in tap_zones})
+        self._forget_removed(state, changed, {tap: tap_zones[tap] for tap in taps if tap in tap_zones})
         return taps
 
-    def _forget_removed(self, state: _State, refilled: dict[str, tuple], zones: dict[str, int]) -> None:
+    def _forget_removed(self, state: _State, refilled: dict[str, list[str]], zones: dict[str, int]) -> None:
         """A member that left a group loses the connections it had through that group's rules."""
         for tap, zone in zones.items():
             gone = []
-            for name, now in refilled.items():
+            for name, members in refilled.items():
                 if _set_tap(name) != tap:
                     continue
-                kept = set(now)
+                kept = set(_member_intervals(members))
                 for first, last in state.elements.get(name, ()):
                     if (first, last) not in kept:
-                        gone.extend(_interval_networks(first, last, 4 if name.startswith("rg4_") else 6))
+                        gone.extend(_interval_networks(first, last, _set_version(name)))
             if gone:
                 self._forget_connections(zone, gone)
 
