@@ -99,13 +99,16 @@ def _in_order(task: str, kind: str, object_id: str, generation: Any, run: Callab
     with _arrived_lock:
         if generation > _arrived.get(key, 0):
             _arrived[key] = generation
-    if _superseded(key, generation):
+
+    def dropped() -> dict[str, Any]:
         log.info("dropping a superseded %s of %s %s", task, kind, object_id)
         return result(task, kind, object_id, True, None, stale=True)
+
+    if _superseded(key, generation):
+        return dropped()
     with _ordering(f"{kind}:{object_id}"):
         if _superseded(key, generation):
-            log.info("dropping a superseded %s of %s %s", task, kind, object_id)
-            return result(task, kind, object_id, True, None, stale=True)
+            return dropped()
         out = run()
         if out["ok"]:
             _applied[key] = generation
