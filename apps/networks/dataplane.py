@@ -192,11 +192,15 @@ def _bound_ports():
     return Port.objects.exclude(device_owner__startswith=NETWORK_OWNER_PREFIX).filter(host__isnull=False)
 
 
+def _routers_on(network: Network):
+    """The routers with a leg or their gateway on ``network``."""
+    return Router.objects.filter(Q(interfaces__port__network=network) | Q(gateway_port__network=network))
+
+
 def network_hosts(network: Network) -> set:
     """The ids of the hosts that need this network's bridge (and, for one, its DHCP server)."""
     hosts = set(_bound_ports().filter(network=network).values_list("host_id", flat=True))
-    hosts |= set(Router.objects.filter(host__isnull=False).filter(
-        Q(interfaces__port__network=network) | Q(gateway_port__network=network)).values_list("host_id", flat=True))
+    hosts |= set(_routers_on(network).filter(host__isnull=False).values_list("host_id", flat=True))
     if network.dhcp_host_id:
         hosts.add(network.dhcp_host_id)
     return hosts
@@ -258,6 +262,16 @@ class Sync:
         """A port changed: its host's tap and filter, and its network's DHCP entries."""
         self.ports.add(port.pk)
         self.networks.add(port.network_id)
+        return self
+
+    def bound_ports_of(self, network: Network) -> "Sync":
+        """The network's bound ports (their taps carry its admin state and MTU)."""
+        self.ports |= set(_bound_ports().filter(network=network).values_list("pk", flat=True))
+        return self
+
+    def routers_on(self, network: Network) -> "Sync":
+        """The routers with a leg or their gateway on the network (their legs carry its MTU)."""
+        self.routers |= set(_routers_on(network).values_list("pk", flat=True))
         return self
 
     def rules_changed(self, group_ids: Iterable) -> "Sync":

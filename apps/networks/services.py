@@ -285,12 +285,9 @@ def network_update(*, network: Network, user: User | None, project: Project | No
         if {"admin_state_up", "mtu"} & set(fields):
             # The taps of its bound ports follow its admin state and MTU (their specs carry both);
             # its bridge, DHCP veth and router legs take the MTU from the network's and routers' specs.
-            for port in network.ports.exclude(device_owner__startswith=NETWORK_OWNER_PREFIX).filter(host__isnull=False):
-                sync.port(port)
+            sync.bound_ports_of(network)
         if "mtu" in fields:
-            for router in {*Router.objects.filter(interfaces__port__network=network),
-                           *Router.objects.filter(gateway_network=network)}:
-                sync.router(router)
+            sync.routers_on(network)
         sync.send()
     return network
 
