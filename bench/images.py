@@ -9,7 +9,9 @@ timed just before it and as a ratio to that `cp`, the machine's load average and
 during the transfer, and the web server's CPU seconds (an upload costs at least ~2.3 CPU seconds
 per GiB of hashing: MD5 alone is one core's work at ~650 MiB/s). Then the web server's (gunicorn's)
 RSS when idle and at its peak during the transfers. Targets: >= 0.8x cp; peak RSS < 100 MB above
-idle. The machine is shared: --repeat runs the transfers several times, and the summary gives the
+idle. Each cp and each transfer starts with the page cache dropped (as root), so that both read
+from the disk: the server stores with direct I/O, so a download always reads the disk, and a cp
+of a file still cached from writing it would compare memory with disk. The machine is shared: --repeat runs the transfers several times, and the summary gives the
 range.
 
 By default it starts a private cloud (the same way `make run` runs one, in its own data dir,
@@ -131,7 +133,17 @@ def make_file(path: Path, size: int) -> None:
     subprocess.run(["sync"], check=True)
 
 
+def drop_page_cache() -> None:
+    """Write dirty pages out and drop clean ones, so the next read comes from the disk."""
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as err:  # not root: the figures then mix cached and disk reads
+        print(f"warning: cannot drop the page cache ({err})", file=sys.stderr)
+
+
 def timed_cp(src: Path, dest: Path) -> float:
+    drop_page_cache()
     start = time.perf_counter()
     subprocess.run(["cp", str(src), str(dest)], check=True)
     elapsed = time.perf_counter() - start
@@ -243,10 +255,12 @@ def main() -> None:
                 for _ in range(args.repeat):
                     cp_up = timed_cp(src, workdir / f"bench-{size}.cp")
                     image_id = create_image(cloud, token, f"bench-{size // GiB}g")
+                    drop_page_cache()
                     machine = Machine(web_pids)
                     up = upload(cloud, token, image_id, src)
                     up_machine = machine.report()
                     cp_down = timed_cp(src, workdir / f"bench-{size}.cp")
+                    drop_page_cache()
                     machine = Machine(web_pids)
                     down = download(cloud, token, image_id, out)
                     down_machine = machine.report()
