@@ -257,6 +257,27 @@ def _member_intervals(members: Iterable[str]) -> tuple[tuple[int, int], ...]:
     return _intervals(pairs)
 
 
+def _interval_difference(old: Iterable[tuple[int, int]], new: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of the ``old`` intervals that no ``new`` interval covers (both merged and
+    sorted): the addresses that left. A member joining next to others merges into their
+    interval, so whole intervals cannot be compared."""
+    new = list(new)
+    left = []
+    for first, last in old:
+        start = first
+        for new_first, new_last in new:
+            if new_last < start or new_first > last:
+                continue
+            if new_first > start:
+                left.append((start, new_first - 1))
+            start = new_last + 1
+            if start > last:
+                break
+        if start <= last:
+            left.append((start, last))
+    return left
+
+
 def _interval_text(pair: tuple[int, int], version: int) -> str:
     make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     first, last = pair
@@ -705,18 +726,17 @@ class Firewall:
         return taps
 
     def _forget_removed(self, state: _State, refilled: dict[str, list[str]], zones: dict[str, int]) -> None:
-        """A member that left a group loses the connections it had through that group's rules."""
-        for tap, zone in zones.items():
-            gone = []
-            for name, members in refilled.items():
-                if _set_tap(name) != tap:
-                    continue
-                kept = set(_member_intervals(members))
-                for first, last in state.elements.get(name, ()):
-                    if (first, last) not in kept:
-                        gone.extend(_interval_networks(first, last, _set_version(name)))
-            if gone:
-                self._forget_connections(zone, gone)
+        """A member that left a group loses the connections it had through that group's rules
+        (one conntrack pass per zone, whatever the number of its taps)."""
+        gone_by_zone: dict[int, list] = {}
+        for name, members in refilled.items():
+            zone = zones.get(_set_tap(name))
+            if zone is None:
+                continue
+            for first, last in _interval_difference(state.elements.get(name, ()), _member_intervals(members)):
+                gone_by_zone.setdefault(zone, []).extend(_interval_networks(first, last, _set_version(name)))
+        for zone, gone in gone_by_zone.items():
+            self._forget_connections(zone, gone)
 
     def _replace_chain(self, family: str, chain: str, rules: list[str]) -> list[str]:
         head = [f"add chain {family} {self.table} {chain}", f"flush chain {family} {self.table} {chain}"]
@@ -831,7 +851,7 @@ class Firewall:
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
                 with Conntrack(nfgen_family=family, **({"netns": self.netns} if self.netns else {})) as ct:
-                    for entry in list(ct.dump_entries()):
+                    for entry in list(ct.dump_entries(zone=zone)):  # the kernel filters on the zone
                         if (entry.zone or 0) == zone and involved(entry):
                             with contextlib.suppress(Exception):  # gone meanwhile
                                 ct.entry("del", tuple_orig=entry.tuple_orig, zone=zone)

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from agents import names
-from agents.network.firewall import Firewall, FirewallError, _rule_text, link_local_address, table_name
+from agents.network.firewall import (
+    Firewall,
+    FirewallError,
+    _interval_difference,
+    _rule_text,
+    link_local_address,
+    table_name,
+)
 from agents.specs import FixedIPSpec, PortSpec, SecurityRuleSpec
 
 EGRESS_ANY = [SecurityRuleSpec("egress", "IPv4"), SecurityRuleSpec("egress", "IPv6")]
@@ -289,6 +296,34 @@ def test_group_member_updates_refill_the_sets_without_rewriting_the_filters(lab)
     assert ping(a, d.ip), "another port's sets are its own"
 
 
+def connections_between(lab: Lab, source: str, destination: str) -> int:
+    """Conntrack entries of the lab's host from ``source`` to ``destination``."""
+    import socket as sock
+
+    from pyroute2 import Conntrack
+
+    with Conntrack(nfgen_family=sock.AF_INET, netns=lab.host) as ct:
+        return sum(1 for entry in ct.dump_entries()
+                   if (entry.tuple_orig.saddr, entry.tuple_orig.daddr) == (source, destination))
+
+
+def test_a_member_joining_keeps_the_connections_of_the_others_and_one_leaving_loses_its_own(lab):
+    group = str(uuid.uuid4())
+    from_group = SecurityRuleSpec("ingress", protocol="icmp", remote_group_id=group)
+    a = lab.guest("10.50.0.121", EGRESS_ANY)
+    b = lab.guest("10.50.0.122", EGRESS_ANY + [from_group], remote_groups={group: [a.ip]})
+    assert ping(a, b.ip)
+    assert connections_between(lab, a.ip, b.ip) == 1
+
+    # The kernel merges .121 and the new .123 (around .122) into one interval: A must not count as gone.
+    assert lab.firewall.update_group_members(group, [a.ip, b.ip, "10.50.0.123"], generation=2)
+    assert connections_between(lab, a.ip, b.ip) == 1, "a member joining cut A's connection"
+
+    assert lab.firewall.update_group_members(group, [b.ip, "10.50.0.123"], generation=3)
+    assert connections_between(lab, a.ip, b.ip) == 0, "A left the group but kept its connection"
+    assert not ping(a, b.ip)
+
+
 def test_allowed_address_pairs_may_be_used(lab):
     a = lab.guest("10.50.0.81", EGRESS_ANY, allowed_address_pairs=[{"ip_address": "10.50.0.96/30"}])
     b = lab.guest("10.50.0.82", EGRESS_ANY + [ICMP_IN])
@@ -433,6 +468,17 @@ def test_sync_converges_and_leaves_other_agents_alone(lab):
 
 
 # ---------------------------------------------------------------------------------- rule rendering
+
+
+@pytest.mark.parametrize("old, new, left", [
+    ([(2, 10)], [(2, 22)], []),  # joined next to the others: nobody left
+    ([(2, 10)], [(2, 5)], [(6, 10)]),
+    ([(2, 10)], [(4, 5), (8, 8)], [(2, 3), (6, 7), (9, 10)]),
+    ([(2, 10), (20, 30)], [(0, 1), (25, 40)], [(2, 10), (20, 24)]),
+    ([(5, 5)], [], [(5, 5)]),
+])
+def test_the_addresses_that_left_a_set(old, new, left):
+    assert _interval_difference(old, new) == left
 
 
 @pytest.mark.parametrize("rule, text", [
