@@ -92,6 +92,9 @@ class AgentConfig:
     # Seconds between two ACPI power button presses of a clean shutdown (Nova's
     # shutdown_retry_interval): a guest still booting ignores a press.
     shutdown_retry_interval: float = 10.0
+    # QEMU processes started at once: a start is CPU work (libvirt's and QEMU's), so beyond the
+    # host's cores every start in flight finishes later; queued ones start as soon as one is done.
+    max_concurrent_starts: int = 2
 
     @property
     def instances_dir(self) -> Path:
@@ -130,6 +133,18 @@ def load_config(environ: Mapping[str, str] | None = None) -> AgentConfig:
             raise ConfigError(f"{name} must be positive")
         return value
 
+    def count(name: str, default: int) -> int:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1")
+        return value
+
     return AgentConfig(
         data_dir=Path(env.get("CLOUDMGR_DATA_DIR") or "./var").expanduser().resolve(),
         hostname=(env.get("CLOUDMGR_HOSTNAME") or "").strip() or socket.gethostname(),
@@ -139,6 +154,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> AgentConfig:
         compute_driver=driver,
         heartbeat_interval=seconds("CLOUDMGR_HEARTBEAT_INTERVAL", 5.0),
         shutdown_retry_interval=seconds("CLOUDMGR_SHUTDOWN_RETRY_INTERVAL", 10.0),
+        max_concurrent_starts=count("CLOUDMGR_MAX_CONCURRENT_STARTS", os.cpu_count() or 1),
         control_queue=(env.get("CLOUDMGR_CONTROL_QUEUE") or "").strip() or CONTROL_QUEUE,
     )
 

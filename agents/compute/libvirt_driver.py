@@ -142,6 +142,7 @@ class LibvirtDriver(ComputeDriver):
         self._instance_locks = KeyedLocks()
         self._cache_mode: str | None = None
         self._weight_warned = False
+        self._starts = threading.BoundedSemaphore(config.max_concurrent_starts)
         self.arch = platform.machine() or "x86_64"
 
     # -- connection --------------------------------------------------------------------------
@@ -471,8 +472,10 @@ class LibvirtDriver(ComputeDriver):
         self._destroy_domain(dom)
 
     def _create(self, dom: libvirt.virDomain) -> None:
-        """Start ``dom`` (a new QEMU process), then lower its CPU weight (RUNNING_WEIGHT_DIVISOR)."""
-        dom.create()
+        """Start ``dom`` (a new QEMU process; at most ``max_concurrent_starts`` at once), then
+        lower its CPU weight (RUNNING_WEIGHT_DIVISOR)."""
+        with self._starts:
+            dom.create()
         try:
             shares = dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE).get("cpu_shares")
             if shares:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def test_defaults(tmp_path, monkeypatch):
     assert config.libvirt_uri == "qemu:///system"
     assert config.compute_driver == "libvirt"
     assert config.heartbeat_interval == 5
+    assert config.max_concurrent_starts == (os.cpu_count() or 1)
 
 
 def test_environment_and_paths(tmp_path):
@@ -31,8 +33,10 @@ def test_environment_and_paths(tmp_path):
             "CLOUDMGR_LIBVIRT_URI": "test:///default",
             "CLOUDMGR_COMPUTE_DRIVER": "fake",
             "CLOUDMGR_HEARTBEAT_INTERVAL": "0.5",
+            "CLOUDMGR_MAX_CONCURRENT_STARTS": "3",
         }
     )
+    assert config.max_concurrent_starts == 3
     assert (config.hostname, config.virt_type, config.compute_driver) == ("node7", "kvm", "fake")
     assert config.broker_url == "redis://redis:6379/3" and config.libvirt_uri == "test:///default"
     assert config.heartbeat_interval == 0.5
@@ -59,6 +63,8 @@ def test_ids_cannot_escape_the_data_dir(bad):
         {"CLOUDMGR_COMPUTE_DRIVER": "docker"},
         {"CLOUDMGR_HEARTBEAT_INTERVAL": "soon"},
         {"CLOUDMGR_HEARTBEAT_INTERVAL": "0"},
+        {"CLOUDMGR_MAX_CONCURRENT_STARTS": "0"},
+        {"CLOUDMGR_MAX_CONCURRENT_STARTS": "two"},
     ],
 )
 def test_invalid_settings(env):
