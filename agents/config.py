@@ -121,29 +121,21 @@ def load_config(environ: Mapping[str, str] | None = None) -> AgentConfig:
     driver = env.get("CLOUDMGR_COMPUTE_DRIVER", "libvirt").strip() or "libvirt"
     if driver not in COMPUTE_DRIVERS:
         raise ConfigError(f"CLOUDMGR_COMPUTE_DRIVER must be one of {', '.join(COMPUTE_DRIVERS)}, not {driver!r}")
-    def seconds(name: str, default: float) -> float:
+    def positive(name: str, default, kind, what: str):
+        """``name``'s value as ``kind`` (float or int), above zero; ``default`` when unset."""
         raw = env.get(name, "").strip()
         if not raw:
             return default
         try:
-            value = float(raw)
+            value = kind(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+            raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
         if value <= 0:
             raise ConfigError(f"{name} must be positive")
         return value
 
-    def count(name: str, default: int) -> int:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1")
-        return value
+    def seconds(name: str, default: float) -> float:
+        return positive(name, default, float, "a number of seconds")
 
     return AgentConfig(
         data_dir=Path(env.get("CLOUDMGR_DATA_DIR") or "./var").expanduser().resolve(),
@@ -154,7 +146,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> AgentConfig:
         compute_driver=driver,
         heartbeat_interval=seconds("CLOUDMGR_HEARTBEAT_INTERVAL", 5.0),
         shutdown_retry_interval=seconds("CLOUDMGR_SHUTDOWN_RETRY_INTERVAL", 10.0),
-        max_concurrent_starts=count("CLOUDMGR_MAX_CONCURRENT_STARTS", os.cpu_count() or 1),
+        max_concurrent_starts=positive("CLOUDMGR_MAX_CONCURRENT_STARTS", os.cpu_count() or 1, int, "a whole number"),
         control_queue=(env.get("CLOUDMGR_CONTROL_QUEUE") or "").strip() or CONTROL_QUEUE,
     )
 
