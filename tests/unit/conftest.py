@@ -7,11 +7,12 @@ from django.utils import timezone
 
 from agents.compute.driver import reset_driver
 from agents.compute.fake import FakeDriver
-from agents.network.driver import reset_network_driver
+from agents.network.driver import get_network_driver, reset_network_driver
 from agents.network.fake import FakeNetworkDriver
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus, Visibility
 from apps.instances.models import Flavor
+from apps.networks import services as network_services
 from apps.tenants.models import Project, Role, User
 from apps.tenants.services import project_create, role_grant, token_issue
 
@@ -62,6 +63,39 @@ def make_host(hostname: str = "node1", vcpus: int = 8, memory_mib: int = 8192, d
         last_heartbeat=timezone.now(),
         **fields,
     )
+
+
+@pytest.fixture
+def host(world) -> Host:
+    return make_host("node1")
+
+
+@pytest.fixture
+def net() -> FakeNetworkDriver:
+    """The fake network driver that the in-process network agent tasks use."""
+    return get_network_driver()
+
+
+def fresh(obj):
+    """``obj`` read again from the database."""
+    return type(obj).objects.get(pk=obj.pk)
+
+
+def make_routed_network(world: "World", *, default_external: bool = False) -> dict:
+    """A host; the admin's external network ``public`` (flat, 172.24.4.0/24, no DHCP); project
+    alpha's network ``private`` (10.0.0.0/24) with router ``r1`` between the two."""
+    admin, member, project = world.admin, world.member, world.project
+    host = make_host()
+    ext = network_services.network_create(user=admin, project=project, name="public", external=True,
+                                          is_default=default_external, network_type="flat",
+                                          physical_network="public")
+    network_services.subnet_create(user=admin, project=project, network=ext, cidr="172.24.4.0/24", enable_dhcp=False)
+    network = network_services.network_create(user=member, project=project, name="private")
+    subnet = network_services.subnet_create(user=member, project=project, network=network, cidr="10.0.0.0/24")
+    router = network_services.router_create(user=member, project=project, name="r1",
+                                            external_gateway_info={"network_id": str(ext.pk)})
+    network_services.router_interface_add(router=router, user=member, project=project, subnet_id=subnet.pk)
+    return {"host": host, "external": ext, "network": network, "subnet": subnet, "router": router}
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ sends to the (fake) agents, and the ports' status once the agent applied it."""
 import pytest
 from rest_framework.test import APIClient
 
-from agents.network.driver import get_network_driver
 from agents.specs import DomainSpec, NicSpec, PortSpec
 from apps.networks import dataplane, services
 from apps.networks.models import Port
 from apps.networks.states import OWNER_ROUTER_INTERFACE, Status
 from cloudmgr.exceptions import ApplicationError
-from tests.unit.conftest import make_host
+from tests.unit.conftest import make_routed_network
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,24 +17,9 @@ API = "/network/v2.0"
 
 
 @pytest.fixture
-def net():
-    return get_network_driver()
-
-
-@pytest.fixture
 def cloud(world):
     """A host; the public network; project alpha's network with a subnet and a router on both."""
-    host = make_host()
-    ext = services.network_create(user=world.admin, project=world.project, name="public", external=True,
-                                  network_type="flat", physical_network="public")
-    services.subnet_create(user=world.admin, project=world.project, network=ext, cidr="172.24.4.0/24",
-                           enable_dhcp=False)
-    network = services.network_create(user=world.member, project=world.project, name="private")
-    subnet = services.subnet_create(user=world.member, project=world.project, network=network, cidr="10.0.0.0/24")
-    router = services.router_create(user=world.member, project=world.project, name="r1",
-                                    external_gateway_info={"network_id": str(ext.pk)})
-    services.router_interface_add(router=router, user=world.member, project=world.project, subnet_id=subnet.pk)
-    return {"host": host, "external": ext, "network": network, "subnet": subnet, "router": router}
+    return make_routed_network(world)
 
 
 def bound_port(world, cloud, **fields) -> Port:

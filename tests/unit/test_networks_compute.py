@@ -13,7 +13,7 @@ from apps.networks import services
 from apps.networks.models import FloatingIP, Network, Port
 from apps.networks.states import OWNER_COMPUTE, Status
 from apps.tenants.services import quota_set
-from tests.unit.conftest import make_host
+from tests.unit.conftest import make_host, make_routed_network
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,18 +26,9 @@ def client(token):
 
 @pytest.fixture
 def cloud(world):
-    """A host, the public network, and project alpha's network `private` with a router."""
-    host = make_host()
-    ext = services.network_create(user=world.admin, project=world.project, name="public", external=True,
-                                  is_default=True, network_type="flat", physical_network="public")
-    services.subnet_create(user=world.admin, project=world.project, network=ext, cidr="172.24.4.0/24",
-                           enable_dhcp=False)
-    network = services.network_create(user=world.member, project=world.project, name="private")
-    subnet = services.subnet_create(user=world.member, project=world.project, network=network, cidr="10.0.0.0/24")
-    router = services.router_create(user=world.member, project=world.project, name="r1",
-                                    external_gateway_info={"network_id": str(ext.pk)})
-    services.router_interface_add(router=router, user=world.member, project=world.project, subnet_id=subnet.pk)
-    return {"host": host, "external": ext, "network": network, "subnet": subnet, "router": router}
+    """A host, the public network (the default external one), and project alpha's network
+    `private` with a router."""
+    return make_routed_network(world, default_external=True)
 
 
 def boot(c, world, name="vm1", **extra):

@@ -5,12 +5,11 @@ address), so no floating IP is ever left pointing at an address its port no long
 import pytest
 from rest_framework.test import APIClient
 
-from agents.network.driver import get_network_driver
 from apps.networks import services
 from apps.networks.models import FloatingIP, Port, Router
 from apps.networks.states import Status
 from cloudmgr.exceptions import ApplicationError
-from tests.unit.conftest import make_host
+from tests.unit.conftest import make_routed_network
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,24 +17,11 @@ API = "/network/v2.0"
 
 
 @pytest.fixture
-def net():
-    return get_network_driver()
-
-
-@pytest.fixture
 def floating(world, net):
     """A port with two addresses (10.0.0.3 and 10.0.0.10) behind a router, a floating IP NATed
     to the first."""
-    make_host()
-    ext = services.network_create(user=world.admin, project=world.project, name="public", external=True,
-                                  network_type="flat", physical_network="public")
-    services.subnet_create(user=world.admin, project=world.project, network=ext, cidr="172.24.4.0/24",
-                           enable_dhcp=False)
-    network = services.network_create(user=world.member, project=world.project, name="private")
-    subnet = services.subnet_create(user=world.member, project=world.project, network=network, cidr="10.0.0.0/24")
-    router = services.router_create(user=world.member, project=world.project, name="r1",
-                                    external_gateway_info={"network_id": str(ext.pk)})
-    services.router_interface_add(router=router, user=world.member, project=world.project, subnet_id=subnet.pk)
+    cloud = make_routed_network(world)
+    ext, network, subnet, router = cloud["external"], cloud["network"], cloud["subnet"], cloud["router"]
     port = services.port_create(user=world.member, project=world.project, network=network, name="vm",
                                 fixed_ips=[{"ip_address": "10.0.0.3"}, {"ip_address": "10.0.0.10"}])
     fip = services.floating_ip_create(user=world.member, project=world.project, floating_network_id=ext.pk)

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from agents.network.driver import get_network_driver
 from agents.specs import HostReport
 from apps.hosts.services import host_heartbeat
 from apps.networks import dataplane, services
@@ -17,16 +16,6 @@ from cloudmgr.exceptions import ApplicationError
 from tests.unit.conftest import make_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def net():
-    return get_network_driver()
-
-
-@pytest.fixture
-def host(world):
-    return make_host()
 
 
 def kind(exc_info) -> str:
@@ -191,13 +180,19 @@ def test_group_in_use_cannot_be_deleted(world):
     assert Quota.objects.get(project=world.project, resource="security_groups").in_use == 0
 
 
-def test_member_changes_send_the_members_and_rule_changes_resync_the_groups_ports(world, host, net):
-    network, _ = private(world)
+def web_and_db_groups(world) -> tuple[SecurityGroup, SecurityGroup]:
+    """Groups ``web`` and ``db``; db lets web's members in on TCP 5432 (a remote-group rule)."""
     web = services.security_group_create(user=world.member, project=world.project, name="web")
     db = services.security_group_create(user=world.member, project=world.project, name="db")
     services.security_group_rule_create(user=world.member, project=world.project, group=db, direction="ingress",
                                         protocol="tcp", port_range_min=5432, port_range_max=5432,
                                         remote_group_id=str(web.pk))
+    return web, db
+
+
+def test_member_changes_send_the_members_and_rule_changes_resync_the_groups_ports(world, host, net):
+    network, _ = private(world)
+    web, db = web_and_db_groups(world)
     w = services.port_create(user=world.member, project=world.project, network=network, security_groups=[str(web.pk)],
                              host_id=None)
     d = services.port_create(user=world.admin, project=world.project, network=network, security_groups=[str(db.pk)],
@@ -227,11 +222,7 @@ def test_member_changes_send_the_members_and_rule_changes_resync_the_groups_port
 
 def test_deleting_a_group_resyncs_the_ports_whose_rules_named_it(world, host, net):
     network, _ = private(world)
-    web = services.security_group_create(user=world.member, project=world.project, name="web")
-    db = services.security_group_create(user=world.member, project=world.project, name="db")
-    services.security_group_rule_create(user=world.member, project=world.project, group=db, direction="ingress",
-                                        protocol="tcp", port_range_min=5432, port_range_max=5432,
-                                        remote_group_id=str(web.pk))
+    web, db = web_and_db_groups(world)
     d = services.port_create(user=world.admin, project=world.project, network=network, security_groups=[str(db.pk)],
                              host_id=host.hostname)
     assert any(r.remote_group_id == str(web.pk) for r in net.ports[str(d.pk)].security_rules)

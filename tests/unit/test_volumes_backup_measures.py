@@ -15,7 +15,7 @@ from agents.storage.volumes.fake import FakeVolumeDriver
 from apps.volumes import services
 from apps.volumes.models import Backup
 from apps.volumes.states import BackupStatus
-from tests.unit.conftest import make_host
+from tests.unit.conftest import fresh
 from tests.unit.test_volumes_api import base, client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,15 +67,6 @@ def storage(tmp_path):
     reset_volume_driver(driver)
     yield driver
     reset_volume_driver()
-
-
-@pytest.fixture
-def host(world):
-    return make_host("node1")
-
-
-def fresh(obj):
-    return type(obj).objects.get(pk=obj.pk)
 
 
 def test_a_backup_records_the_chunks_the_storage_host_stored(world, host, storage):

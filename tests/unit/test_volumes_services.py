@@ -15,7 +15,7 @@ from apps.volumes import selectors, services
 from apps.volumes.models import Attachment, Backup, Message, Snapshot, Transfer, Volume
 from apps.volumes.states import AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus
 from cloudmgr.exceptions import InvalidState, NotFound, PermissionDenied, QuotaExceeded, ValidationError
-from tests.unit.conftest import make_host
+from tests.unit.conftest import fresh, make_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,15 +27,6 @@ def storage():
     reset_volume_driver(driver)
     yield driver
     reset_volume_driver()
-
-
-@pytest.fixture
-def host(world):
-    return make_host("node1")
-
-
-def fresh(obj):
-    return type(obj).objects.get(pk=obj.pk)
 
 
 def usage(project) -> dict[str, int]:
