@@ -24,6 +24,9 @@ say() { echo "build-testvm: $*"; }
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 GUEST_DIR="$(dirname "$SELF")/testvm"
+MODULES_LIB="$(dirname "$SELF")/kernel-modules.sh"
+# shellcheck source=kernel-modules.sh
+. "$MODULES_LIB"
 OUT="$1"
 OUT_DIR="$(dirname "$OUT")"
 mkdir -p "$OUT_DIR"
@@ -33,7 +36,7 @@ CACHE="$OUT_DIR/testvm-build"
 
 # ---------------------------------------------------------------- up to date?
 up_to_date() {
-    [ -f "$OUT" ] && [ -z "$(find "$SELF" "$GUEST_DIR" -newer "$OUT" -print -quit)" ]
+    [ -f "$OUT" ] && [ -z "$(find "$SELF" "$MODULES_LIB" "$GUEST_DIR" -newer "$OUT" -print -quit)" ]
 }
 if up_to_date; then
     say "$OUT is up to date"
@@ -115,19 +118,7 @@ fetch_deb busybox-static; BDEB="$DEB"
 
 # ---------------------------------------------------------------- kernel + modules
 say "unpacking $(basename "$KDEB")"
-KROOT="$WORK/kernel"
-mkdir -p "$KROOT"
-dpkg-deb -x "$KDEB" "$KROOT"
-kernels=("$KROOT"/boot/vmlinuz-*)
-VMLINUZ="${kernels[0]}"
-[ -f "$VMLINUZ" ] || die "no /boot/vmlinuz-* in $KDEB"
-KVER="${VMLINUZ##*/vmlinuz-}"
-# Debian 12 ships modules under /lib/modules; newer releases under /usr/lib/modules.
-if [ -d "$KROOT/lib/modules/$KVER" ]; then MROOT="$KROOT"; else MROOT="$KROOT/usr"; fi
-[ -d "$MROOT/lib/modules/$KVER" ] || die "no modules for $KVER in $KDEB"
-# The package has no modules.dep (its postinst runs depmod): make one, then let
-# modprobe list each wanted module's dependencies in load order.
-depmod -b "$MROOT" "$KVER"
+unpack_kernel "$KDEB" "$WORK/kernel"
 
 # virtio_pci: PCI transport for every virtio device; virtio_blk/net: disks, NIC;
 # virtio_console, virtio_rng, virtio_balloon: cheap and present in libvirt
@@ -150,22 +141,7 @@ ln -s ../run "$ROOT/var/run"
 collect_modules() {
     local list="$1"; shift
     : >"$list"
-    for mod in "$@"; do
-        modprobe -d "$MROOT" -S "$KVER" --show-depends "$mod" \
-            || die "module $mod not found in $KVER"
-    done | while read -r kind path _; do
-        [ "$kind" = insmod ] || continue          # "builtin X" lines need nothing
-        name="$(basename "$path")"
-        name="${name%.ko*}.ko"
-        [ -e "$ROOT/lib/modules/$name" ] && continue
-        case "$path" in
-            *.ko.xz)  xz -dc "$path" >"$ROOT/lib/modules/$name" ;;
-            *.ko.zst) zstd -qdc "$path" >"$ROOT/lib/modules/$name" ;;
-            *.ko.gz)  gzip -dc "$path" >"$ROOT/lib/modules/$name" ;;
-            *)        cp "$path" "$ROOT/lib/modules/$name" ;;
-        esac
-        echo "$name" >>"$list"
-    done
+    copy_modules "$MODULES_ROOT" "$KERNEL_VERSION" "$ROOT/lib/modules" "$list" "$@"
     say "modules ($(basename "$list")): $(tr '\n' ' ' <"$list")"
 }
 collect_modules "$ROOT/lib/modules/load-order" "${WANTED_MODULES[@]}"
@@ -202,7 +178,7 @@ echo 'root:x:0:' >"$ROOT/etc/group"
     | gzip -9n >"$WORK/initrd.gz"
 
 # ---------------------------------------------------------------- disk image
-cp "$VMLINUZ" "$WORK/vmlinuz"
+cp "$KERNEL_IMAGE" "$WORK/vmlinuz"
 cat >"$WORK/syslinux.cfg" <<'EOF'
 DEFAULT testvm
 PROMPT 0
@@ -237,4 +213,4 @@ dd if="$PART" of="$RAW" bs=1M seek=1 conv=notrunc,sparse status=none
 qemu-img convert -f raw -O qcow2 "$RAW" "$TMP_OUT"
 chmod 644 "$TMP_OUT"
 mv -f "$TMP_OUT" "$OUT"
-say "built $OUT ($(du -k "$OUT" | cut -f1) KiB on disk, virtual ${disk_mib} MiB, kernel $KVER) in $((SECONDS - START)) s"
+say "built $OUT ($(du -k "$OUT" | cut -f1) KiB on disk, virtual ${disk_mib} MiB, kernel $KERNEL_VERSION) in $((SECONDS - START)) s"

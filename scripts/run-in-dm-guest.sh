@@ -35,6 +35,9 @@ usage() {
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 REPO="$(dirname "$(dirname "$SELF")")"
+MODULES_LIB="$(dirname "$SELF")/kernel-modules.sh"
+# shellcheck source=kernel-modules.sh
+. "$MODULES_LIB"
 TESTVM_IMAGE="${CLOUDMGR_TESTVM_IMAGE:-$REPO/var/build/testvm.qcow2}"
 CACHE="${CLOUDMGR_DM_GUEST_DIR:-$(dirname "$TESTVM_IMAGE")/dm-guest}"
 VIRTIOFSD=/usr/lib/qemu/virtiofsd
@@ -158,7 +161,7 @@ EOF
 WANTED_MODULES=(virtio_pci virtiofs virtio_rng loop dm_thin_pool)
 
 inputs_key() {
-    { sha256sum "$SELF"; stat -c '%n %s %Y' "$KDEB" "$BUSYBOX"; } | sha256sum | cut -d' ' -f1
+    { sha256sum "$SELF" "$MODULES_LIB"; stat -c '%n %s %Y' "$KDEB" "$BUSYBOX"; } | sha256sum | cut -d' ' -f1
 }
 
 built() {
@@ -166,39 +169,16 @@ built() {
 }
 
 build() {
-    local work kroot kver mroot root vmlinuz kernels
+    local work root
     BUILD_WORK="$(mktemp -d "$CACHE/work.XXXXXX")"
     work="$BUILD_WORK"
     echo "run-in-dm-guest: building the guest from $(basename "$KDEB")" >&2
-    kroot="$work/kernel"
-    mkdir -p "$kroot"
-    dpkg-deb -x "$KDEB" "$kroot"
-    kernels=("$kroot"/boot/vmlinuz-*)
-    vmlinuz="${kernels[0]}"
-    [ -f "$vmlinuz" ] || die "no /boot/vmlinuz-* in $KDEB"
-    kver="${vmlinuz##*/vmlinuz-}"
-    if [ -d "$kroot/lib/modules/$kver" ]; then mroot="$kroot"; else mroot="$kroot/usr"; fi
-    depmod -b "$mroot" "$kver"
+    unpack_kernel "$KDEB" "$work/kernel"
 
     root="$work/initramfs"
     mkdir -p "$root"/{bin,sbin,etc,dev,proc,sys,newroot,lib/modules}
     : >"$root/lib/modules/load-order"
-    # modprobe lists each module after its dependencies; busybox insmod wants them uncompressed.
-    for module in "${WANTED_MODULES[@]}"; do
-        modprobe -d "$mroot" -S "$kver" --show-depends "$module" || die "module $module not in $kver"
-    done | while read -r kind path _; do
-        [ "$kind" = insmod ] || continue
-        name="$(basename "$path")"
-        name="${name%.ko*}.ko"
-        [ -e "$root/lib/modules/$name" ] && continue
-        case "$path" in
-            *.ko.xz) xz -dc "$path" >"$root/lib/modules/$name" ;;
-            *.ko.zst) zstd -qdc "$path" >"$root/lib/modules/$name" ;;
-            *.ko.gz) gzip -dc "$path" >"$root/lib/modules/$name" ;;
-            *) cp "$path" "$root/lib/modules/$name" ;;
-        esac
-        echo "$name" >>"$root/lib/modules/load-order"
-    done
+    copy_modules "$MODULES_ROOT" "$KERNEL_VERSION" "$root/lib/modules" "$root/lib/modules/load-order" "${WANTED_MODULES[@]}"
 
     install -m 755 "$BUSYBOX" "$root/bin/busybox"
     for applet in sh mount insmod ip mkdir cp stty chroot sync poweroff cat; do
@@ -211,11 +191,11 @@ build() {
     (cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) \
         | gzip -1n >"$work/initrd.gz"
 
-    cp "$vmlinuz" "$work/vmlinuz"
+    cp "$KERNEL_IMAGE" "$work/vmlinuz"
     mv -f "$work/vmlinuz" "$CACHE/vmlinuz"
     mv -f "$work/initrd.gz" "$CACHE/initrd.gz"
     echo "$KEY" >"$CACHE/inputs"
-    echo "run-in-dm-guest: guest kernel $kver, modules: $(tr '\n' ' ' <"$root/lib/modules/load-order")" >&2
+    echo "run-in-dm-guest: guest kernel $KERNEL_VERSION, modules: $(tr '\n' ' ' <"$root/lib/modules/load-order")" >&2
     rm -rf "$work"
 }
 
