@@ -122,6 +122,15 @@ def accept_next_dialog(page: Page, seen: list) -> None:
     page.once("dialog", on_dialog)
 
 
+def delete_row(page: Page, seen: list, row, message: str) -> None:
+    """Delete through the row's button and its confirm dialog: the page says ``message`` and the
+    row goes once the deletion is done."""
+    accept_next_dialog(page, seen)
+    row.get_by_role("button", name="Delete").click()
+    expect(page.locator("#messages")).to_contain_text(message)
+    expect(row).to_have_count(0, timeout=SLOW_MS)
+
+
 def volume_id_of(page: Page) -> str:
     expect(page).to_have_url(re.compile(rf"/volumes/{UUID}/$"))
     return page.url.rstrip("/").rsplit("/", 1)[1]
@@ -321,23 +330,13 @@ def test_restore_the_backup_and_delete_everything(watched, live_cloud, story):
         # Delete: the restored and the cloned volumes from the list (their rows go by themselves),
         # the snapshot, the backup, and the volume.
         for volume_id in (restored_id, story.ids["clone"]):
-            row = page.locator(f"#volume-{volume_id}")
-            accept_next_dialog(page, seen)
-            row.get_by_role("button", name="Delete").click()
-            expect(page.locator("#messages")).to_contain_text("is being deleted.")
-            expect(row).to_have_count(0, timeout=SLOW_MS)
+            delete_row(page, seen, page.locator(f"#volume-{volume_id}"), "is being deleted.")
         page.goto("/volumes/snapshots/")
-        snapshot = page.locator(f'#snapshot-rows tr[data-name="{story.snapshot}"]')
-        accept_next_dialog(page, seen)
-        snapshot.get_by_role("button", name="Delete").click()
-        expect(page.locator("#messages")).to_contain_text(f"Snapshot {story.snapshot} is being deleted.")
-        expect(snapshot).to_have_count(0, timeout=SLOW_MS)
+        delete_row(page, seen, page.locator(f'#snapshot-rows tr[data-name="{story.snapshot}"]'),
+                   f"Snapshot {story.snapshot} is being deleted.")
         page.goto("/volumes/backups/")
-        backup = page.locator(f'#backup-rows tr[data-name="{story.backup}"]')
-        accept_next_dialog(page, seen)
-        backup.get_by_role("button", name="Delete").click()
-        expect(page.locator("#messages")).to_contain_text(f"Backup {story.backup} is being deleted.")
-        expect(backup).to_have_count(0, timeout=SLOW_MS)
+        delete_row(page, seen, page.locator(f'#backup-rows tr[data-name="{story.backup}"]'),
+                   f"Backup {story.backup} is being deleted.")
         page.goto(f"/volumes/{story.ids['volume']}/")
         accept_next_dialog(page, seen)
         page.locator("form[action$='/action/delete/']").get_by_role("button", name="Delete").click()
