@@ -481,6 +481,39 @@ def test_the_addresses_that_left_a_set(old, new, left):
     assert _interval_difference(old, new) == left
 
 
+@pytest.mark.parametrize("networks, families", [
+    (["10.50.0.7/32"], ["AF_INET"]),
+    (["fd00:50::7/128"], ["AF_INET6"]),
+    (["10.50.0.7/32", "fd00:50::7/128"], ["AF_INET", "AF_INET6"]),
+    ([], []),
+])
+def test_forgetting_connections_walks_only_the_families_of_the_addresses(monkeypatch, networks, families):
+    """Each family's pass walks the kernel's whole conntrack table: an IPv4-only port needs one."""
+    import ipaddress
+    import socket as sock
+
+    import pyroute2
+
+    walked = []
+
+    class RecordingConntrack:
+        def __init__(self, nfgen_family, **kwargs):
+            walked.append(sock.AddressFamily(nfgen_family).name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def dump_entries(self, zone):
+            return []
+
+    monkeypatch.setattr(pyroute2, "Conntrack", RecordingConntrack)
+    Firewall(owner="unit")._forget_connections(7, [ipaddress.ip_network(n) for n in networks])
+    assert walked == families
+
+
 @pytest.mark.parametrize("rule, text", [
     (SecurityRuleSpec("ingress", protocol="tcp", port_range_min=22, port_range_max=22),
      "meta nfproto ipv4 meta l4proto 6 th dport 22"),
