@@ -47,6 +47,7 @@ from apps.instances.states import (
     VmState,
     vm_state_for_power,
 )
+from apps.networks.dataplane import batched_sync
 from apps.networks.metadata import config_drive_for
 from apps.networks.selectors import server_nics
 from apps.networks.services import (
@@ -197,7 +198,8 @@ def instance_create(
         raise ValidationError("Invalid server group.")
     root_gb = 0 if image is None else _root_gb(flavor=flavor, image=image)  # a boot volume uses no local disk
 
-    with transaction.atomic():
+    # One data plane message per port, network and group for the whole create (ports made, then bound).
+    with transaction.atomic(), batched_sync():
         instance = Instance(
             project=project,
             user=user,

@@ -17,8 +17,10 @@ Which hosts are concerned:
 """
 
 import logging
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from django.db import transaction
 from django.db.models import Q
@@ -239,9 +241,30 @@ def _cast(host: Host, task: str, payload: dict) -> None:
     agent_cast(queue=host.queue, task=task, payload=payload, callback=names.CALLBACK_NETWORK_DONE)
 
 
+_batch = threading.local()
+
+
+@contextmanager
+def batched_sync() -> Iterator[None]:
+    """Inside the block (inside the caller's transaction), every ``Sync.send()`` joins one Sync,
+    sent when the block ends without an exception: a service made of several steps (a server's
+    ports made, then bound to its host) sends each host one message per thing it changed, not
+    one per step. Nested blocks join the outermost."""
+    if getattr(_batch, "sync", None) is not None:
+        yield
+        return
+    sync = _batch.sync = Sync()
+    try:
+        yield
+    finally:
+        _batch.sync = None
+    sync.send()
+
+
 class Sync:
     """The things one service call changed. ``send()`` registers, for after the commit, the
-    whole desired state of each of them to every host concerned (read fresh at that moment)."""
+    whole desired state of each of them to every host concerned (read fresh at that moment);
+    inside ``batched_sync()`` it joins the block's Sync instead."""
 
     def __init__(self) -> None:
         self.networks: set = set()
@@ -310,7 +333,24 @@ class Sync:
         self.deleted_networks[network.pk] = network_hosts(network)
         return self
 
+    def _merge(self, other: "Sync") -> None:
+        self.networks |= other.networks
+        self.ports |= other.ports
+        self.routers |= other.routers
+        self.member_groups |= other.member_groups
+        self.deleted_ports.update(other.deleted_ports)
+        self.deleted_routers.update(other.deleted_routers)
+        self.deleted_networks.update(other.deleted_networks)
+        # Hosts that had a network before any step, or lost a port on it in one: each is told to
+        # drop the bridge if it no longer needs it.
+        for network_id, host_ids in other.network_hosts_before.items():
+            self.network_hosts_before.setdefault(network_id, set()).update(host_ids)
+
     def send(self) -> None:
+        batch = getattr(_batch, "sync", None)
+        if batch is not None and batch is not self:
+            batch._merge(self)
+            return
         if any((self.networks, self.ports, self.routers, self.member_groups, self.deleted_ports, self.deleted_routers,
                 self.deleted_networks)):
             transaction.on_commit(self._flush)

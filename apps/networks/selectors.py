@@ -92,6 +92,7 @@ def subnet_get(*, user: User | None, project: Project | None, subnet_id) -> Subn
 # --- ports -----------------------------------------------------------------------------------
 
 _PORT_FIXED_IPS = Prefetch("fixed_ips", queryset=IPAllocation.objects.order_by("id"))
+_PORT_FIXED_IPS_AND_SUBNETS = Prefetch("fixed_ips", queryset=IPAllocation.objects.select_related("subnet").order_by("id"))
 _PORT_GROUPS = Prefetch("security_groups", queryset=SecurityGroup.objects.only("id"))
 
 
@@ -200,7 +201,7 @@ def network_ip_availability(*, networks: QuerySet[Network]) -> dict:
 def server_ports(*, device_ids: list[str]) -> dict[str, list[Port]]:
     """The ports of these servers, oldest first (NIC order), with addresses and floating IPs."""
     ports = (Port.objects.filter(device_id__in=device_ids, device_owner__startswith="compute:")
-             .select_related("network").prefetch_related(_PORT_FIXED_IPS, "fixed_ips__subnet", "floating_ips")
+             .select_related("network").prefetch_related(_PORT_FIXED_IPS_AND_SUBNETS, "floating_ips")
              .order_by("created_at", "id"))
     found: dict[str, list[Port]] = {device_id: [] for device_id in device_ids}
     for port in ports:

@@ -83,6 +83,19 @@ def test_floating_ip_shows_in_the_addresses_and_leaves_with_the_server(world, cl
     assert world.project.quotas.get(resource="ports").in_use == 0
 
 
+def test_a_create_sends_the_host_each_thing_it_changed_once(world, cloud):
+    """The port is made, then bound to its host, in one transaction: one message per network,
+    port and group, not one per step."""
+    net = get_network_driver()
+    net.calls.clear()
+    server_id = boot(client(world.token(world.member)), world).json()["server"]["id"]
+    [port] = server_ports(server_id)
+    group = port.security_groups.get()
+    sent = [call for call in net.calls if call[0] != "plug_nic"]
+    assert sorted(sent) == sorted([("network_sync", str(cloud["network"].pk)), ("port_sync", str(port.pk)),
+                                   ("security_group_members", str(group.pk))])
+
+
 def test_networks_parameter(world, cloud, fake_driver):
     c = client(world.token(world.member))
     network = cloud["network"]
@@ -199,6 +212,21 @@ def test_server_list_queries_do_not_grow_with_ports(world, cloud):
         services.floating_ip_create(user=world.member, project=world.project, floating_network_id=cloud["external"].pk,
                                     port_id=str(server_ports(server_id)[0].pk))
     assert count() == one
+
+
+def test_showing_a_server_with_a_floating_ip_takes_six_queries(world, cloud):
+    """What every status poll costs: the token, the server (flavor, image, host, user, project
+    joined), its ports (network joined), their fixed IPs (subnet joined), their floating IPs,
+    its volumes. An ACTIVE server's faults are not read: Nova shows them for ERROR ones only."""
+    c = client(world.token(world.member))
+    server_id = boot(c, world).json()["server"]["id"]
+    services.floating_ip_create(user=world.member, project=world.project, floating_network_id=cloud["external"].pk,
+                                port_id=str(server_ports(server_id)[0].pk))
+    with CaptureQueriesContext(connection) as ctx:
+        resp = c.get(f"/compute/v2.1/servers/{server_id}")
+    assert resp.status_code == 200
+    assert [a["OS-EXT-IPS:type"] for a in resp.json()["server"]["addresses"]["private"]] == ["fixed", "floating"]
+    assert len(ctx.captured_queries) == 6, "\n".join(q["sql"] for q in ctx.captured_queries)
 
 
 def test_rescheduling_moves_the_ports_to_the_new_host(world, cloud, fake_driver):

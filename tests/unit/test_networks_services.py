@@ -4,6 +4,7 @@ state each change sends to the agents (the fake network driver records what it w
 import time
 
 import pytest
+from django.db import transaction
 
 from agents.specs import HostReport
 from apps.hosts.services import host_heartbeat
@@ -408,6 +409,26 @@ def test_agent_failure_marks_the_router_error(world, host, net):
 def report(hostname: str, started_at: float) -> HostReport:
     return HostReport(hostname=hostname, queue=f"host.{hostname}", virt_type="qemu", vcpus=8, memory_mib=8192,
                       disk_gb=100, agent_version="1", started_at=started_at)
+
+
+def test_a_batch_sends_its_changes_once_and_a_failed_batch_sends_nothing(world, host, net):
+    network, _ = private(world)
+    port = services.port_create(user=world.admin, project=world.project, network=network, host_id=host.hostname)
+    net.calls.clear()
+    with transaction.atomic(), dataplane.batched_sync():
+        dataplane.Sync().port(port).send()
+        with dataplane.batched_sync():  # a nested block joins the outer one
+            dataplane.Sync().port(port).network(network).send()
+        assert net.calls == []  # nothing before the block ends and the transaction commits
+    assert sorted(net.calls) == [("network_sync", str(network.pk)), ("port_sync", str(port.pk))]
+
+    net.calls.clear()
+    with pytest.raises(RuntimeError), transaction.atomic(), dataplane.batched_sync():
+        dataplane.Sync().port(port).send()
+        raise RuntimeError("the service failed")
+    assert net.calls == []
+    dataplane.Sync().port(port).send()  # later changes are sent as before
+    assert net.calls == [("network_sync", str(network.pk)), ("port_sync", str(port.pk))]
 
 
 def test_a_restarted_agent_gets_its_hosts_whole_state(world, host, net):

@@ -187,9 +187,10 @@ def server_basic(instance: Instance, *, version: Version = BASE_VERSION) -> dict
     }
     if in_span(version, "2.9"):
         body["locked"] = instance.locked
-    fault = next(iter(instance.faults.all()), None)  # newest first; prefetched by the views
-    if fault is not None and instance.vm_state in ("error", "deleted"):
-        body["fault"] = {"code": fault.code, "message": fault.message, "created": _time(fault.created_at)}
+    if instance.vm_state in ("error", "deleted"):  # Nova shows the fault of these only
+        fault = next(iter(instance.faults.all()), None)  # newest first; prefetched on list pages
+        if fault is not None:
+            body["fault"] = {"code": fault.code, "message": fault.message, "created": _time(fault.created_at)}
     return body
 
 
