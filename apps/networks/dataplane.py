@@ -247,18 +247,18 @@ _batch = threading.local()
 @contextmanager
 def batched_sync() -> Iterator[None]:
     """Inside the block (inside the caller's transaction), every ``Sync.send()`` joins one Sync,
-    sent when the block ends without an exception: a service made of several steps (a server's
-    ports made, then bound to its host) sends each host one message per thing it changed, not
-    one per step. Nested blocks join the outermost."""
+    registered for after the commit where the first one was sent (so it keeps its place among
+    the transaction's other on-commit sends: a server's ports before its spawn): a service made
+    of several steps (a server's ports made, then bound to its host) sends each host one message
+    per thing it changed, not one per step. Nested blocks join the outermost."""
     if getattr(_batch, "sync", None) is not None:
         yield
         return
-    sync = _batch.sync = Sync()
+    _batch.sync = Sync()
     try:
         yield
     finally:
         _batch.sync = None
-    sync.send()
 
 
 class Sync:
@@ -349,11 +349,17 @@ class Sync:
     def send(self) -> None:
         batch = getattr(_batch, "sync", None)
         if batch is not None and batch is not self:
+            first = not batch.has_changes()
             batch._merge(self)
+            if first and batch.has_changes():
+                batch.send()
             return
-        if any((self.networks, self.ports, self.routers, self.member_groups, self.deleted_ports, self.deleted_routers,
-                self.deleted_networks)):
+        if self.has_changes():
             transaction.on_commit(self._flush)
+
+    def has_changes(self) -> bool:
+        return any((self.networks, self.ports, self.routers, self.member_groups,
+                    self.deleted_ports, self.deleted_routers, self.deleted_networks))
 
     def _flush(self) -> None:
         # Stamped before reading: a flush that starts later reads every commit of those that

@@ -867,7 +867,7 @@ def _port_remove(port: Port, sync: Sync | None = None) -> None:
     """Delete a port in the caller's transaction: its floating IPs are disassociated, its
     addresses released, its quota given back, the hosts told."""
     own = sync is None
-    sync = sync or Sync()
+    sync = Sync() if own else sync
     groups = set(port.security_groups.values_list("pk", flat=True))
     for fip in FloatingIP.objects.filter(port=port).select_related("router"):
         if fip.router:

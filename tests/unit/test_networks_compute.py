@@ -83,17 +83,28 @@ def test_floating_ip_shows_in_the_addresses_and_leaves_with_the_server(world, cl
     assert world.project.quotas.get(resource="ports").in_use == 0
 
 
-def test_a_create_sends_the_host_each_thing_it_changed_once(world, cloud):
+def test_a_create_sends_the_host_each_thing_it_changed_once(world, cloud, monkeypatch):
     """The port is made, then bound to its host, in one transaction: one message per network,
-    port and group, not one per step."""
+    port and group, not one per step, and sent before the spawn (which plugs the tap)."""
+    from apps.instances import services as instance_services
+    from apps.networks import dataplane
+
+    sent = []
+    for module in (dataplane, instance_services):
+        def recording_cast(*, task, real=module.agent_cast, **kwargs):
+            sent.append(task)
+            return real(task=task, **kwargs)
+        monkeypatch.setattr(module, "agent_cast", recording_cast)
     net = get_network_driver()
     net.calls.clear()
     server_id = boot(client(world.token(world.member)), world).json()["server"]["id"]
     [port] = server_ports(server_id)
     group = port.security_groups.get()
-    sent = [call for call in net.calls if call[0] != "plug_nic"]
-    assert sorted(sent) == sorted([("network_sync", str(cloud["network"].pk)), ("port_sync", str(port.pk)),
-                                   ("security_group_members", str(group.pk))])
+    assert sorted(net.calls) == sorted([("network_sync", str(cloud["network"].pk)), ("port_sync", str(port.pk)),
+                                        ("security_group_members", str(group.pk))])
+    assert sorted(sent[:3]) == sorted([names.TASK_NETWORK_SYNC, names.TASK_PORT_SYNC,
+                                       names.TASK_SECURITY_GROUP_MEMBERS])
+    assert sent[3:] == [names.TASK_SPAWN]
 
 
 def test_networks_parameter(world, cloud, fake_driver):
@@ -212,6 +223,18 @@ def test_server_list_queries_do_not_grow_with_ports(world, cloud):
         services.floating_ip_create(user=world.member, project=world.project, floating_network_id=cloud["external"].pk,
                                     port_id=str(server_ports(server_id)[0].pk))
     assert count() == one
+
+
+def test_a_delete_tells_the_host_the_port_is_gone(world, cloud):
+    c = client(world.token(world.member))
+    server_id = boot(c, world).json()["server"]["id"]
+    [port] = server_ports(server_id)
+    net = get_network_driver()
+    net.calls.clear()
+    assert c.delete(f"/compute/v2.1/servers/{server_id}").status_code == 204
+    # No group members: no port left on the host names the default group.
+    assert sorted(net.calls) == sorted([("port_delete", str(port.pk)), ("network_sync", str(cloud["network"].pk))])
+    assert str(port.pk) not in {p.id for p in net.networks[str(cloud["network"].pk)].ports}  # its DHCP entry
 
 
 def test_showing_a_server_with_a_floating_ip_takes_six_queries(world, cloud):
