@@ -45,7 +45,9 @@ def agent_cast(*, queue: str, task: str, payload: dict[str, Any], callback: str 
             _run_control_task(callback, [result])
         return
     link = signature(callback, queue=settings.CLOUDMGR_CONTROL_QUEUE, app=control_app) if callback else None
-    control_app.send_task(task, args=[payload], queue=queue, link=link)
+    # The answer comes through the callback: with the Redis result backend, a task sent without
+    # ignore_result subscribes this process to its result channel for good (no result ever comes).
+    control_app.send_task(task, args=[payload], queue=queue, link=link, ignore_result=True)
     logger.debug("sent %s to %s", task, queue)
 
 
