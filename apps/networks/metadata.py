@@ -38,7 +38,7 @@ from agents import names
 from agents.network.metadata_signing import MetadataError, load_secret, verify
 from apps.instances.models import Instance, Keypair
 from apps.networks.models import Port
-from apps.networks.selectors import port_find_by_address, server_ports
+from apps.networks.selectors import port_find_by_address, server_on_network_without_metadata, server_ports
 from apps.networks.states import Ipv6Mode
 from cloudmgr.exceptions import NotFound
 from cloudmgr.models import filter_pk
@@ -197,19 +197,13 @@ def config_drive_files(*, instance: Instance) -> dict[str, str]:
     return {path: base64.b64encode(body).decode() for path, body in files.items()}
 
 
-def _serves_metadata(network) -> bool:
-    """As the data plane decides (``dataplane.network_spec``): a DHCP-enabled IPv4 subnet."""
-    return any(s.enable_dhcp and s.ip_version == 4 for s in network.subnets.all())
-
-
 def config_drive_for(*, instance: Instance) -> dict[str, str] | None:
     """The config drive of an instance's domain spec, or None: an instance gets one when its
     create asked for it (Nova's ``config_drive``), with CLOUDMGR_FORCE_CONFIG_DRIVE, or when it
     has a port on a network without a metadata service."""
     if instance.config_drive or settings.CLOUDMGR_FORCE_CONFIG_DRIVE:
         return config_drive_files(instance=instance)
-    ports = server_ports(device_ids=[str(instance.pk)]).get(str(instance.pk), [])
-    if any(not _serves_metadata(p.network) for p in ports):
+    if server_on_network_without_metadata(device_id=str(instance.pk)):
         return config_drive_files(instance=instance)
     return None
 

@@ -246,6 +246,14 @@ def server_nics(*, device_id: str) -> list:
     return [nic_spec(port) for port in ports.order_by("created_at", "id")]
 
 
+def server_on_network_without_metadata(*, device_id: str) -> bool:
+    """A port of the server is on a network that serves no metadata: as the data plane decides
+    (``dataplane.network_spec``), one without a DHCP-enabled IPv4 subnet. One query."""
+    serving = Subnet.objects.filter(enable_dhcp=True, ip_version=4).values("network_id")
+    ports = Port.objects.filter(device_id=device_id, device_owner__startswith="compute:")
+    return ports.exclude(network_id__in=serving).exists()
+
+
 # --- quotas ----------------------------------------------------------------------------------
 
 # Neutron's quota names that cloudmgr limits (apps.tenants quotas), and those it does not.
