@@ -37,7 +37,8 @@ log line (agent and callback clocks) and the client's own clock:
     seen       callback finished -> the client's poll saw ACTIVE (up to --poll late)
 
 Each round also prints the API requests its clients made, the machine's load average and CPU
-busy share, and the CPU seconds the cloud's processes and libvirtd used, so a reader can tell a
+busy share, and the CPU seconds the cloud's processes, libvirtd and the guests' QEMU processes
+(every QEMU on the machine, read every 0.1 s) used, so a reader can tell a
 busy machine from a slow cloud (the machine is shared: run it several times and report the
 range), and how many tasks of each kind the network agent ran in the round and the seconds they
 took. Finally the peak RSS of the control-plane processes (web server, control worker, beat).
@@ -144,15 +145,39 @@ def _libvirtd() -> Path | None:
     return None
 
 
-class CpuMeter:
-    """CPU used during a round: the machine's busy share, and the seconds of the cloud's processes."""
+class QemuCpuSampler(threading.Thread):
+    """The CPU seconds of each guest's QEMU process, read every 0.1 s (each process's last
+    tenth of a second is missed): libvirt daemonizes them, so no parent's counters keep them."""
 
-    def __init__(self, root_pid: int):
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seconds: dict[str, float] = {}  # pid -> its last reading
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    try:
+                        if (proc / "stat").read_text().split(" ", 2)[1].startswith("(qemu-system"):
+                            self.seconds[proc.name] = _cpu_seconds(proc)
+                    except (OSError, IndexError, ValueError):
+                        continue
+            time.sleep(0.1)
+
+
+class CpuMeter:
+    """CPU used during a round: the machine's busy share, and the seconds of the cloud's processes,
+    libvirtd and the guests' QEMU processes."""
+
+    def __init__(self, root_pid: int, qemu: QemuCpuSampler):
         self.root_pid = root_pid
+        self.qemu = qemu
         self.start = self._snapshot()
 
     def _snapshot(self) -> dict:
-        snap = {"machine": _machine_jiffies(), "load": os.getloadavg()[0], "roles": {}}
+        snap = {"machine": _machine_jiffies(), "load": os.getloadavg()[0], "roles": {},
+                "qemu": dict(self.qemu.seconds)}
         procs = _cloud_processes(self.root_pid)
         libvirtd = _libvirtd()
         if libvirtd:
@@ -172,6 +197,9 @@ class CpuMeter:
             f"{role} {seconds - self.start['roles'].get(role, 0.0):.1f}"
             for role, seconds in sorted(end["roles"].items())
         )
+        qemu = {pid: seconds - self.start["qemu"].get(pid, 0.0) for pid, seconds in end["qemu"].items()}
+        qemu = {pid: seconds for pid, seconds in qemu.items() if seconds > 0}
+        roles += f", QEMU {sum(qemu.values()):.1f} ({len(qemu)} processes)"
         return (f"  machine: {os.cpu_count()} CPUs {100 * busy / max(total, 1):.0f}% busy, load average "
                 f"{self.start['load']:.1f} -> {end['load']:.1f}; CPU seconds: {roles}")
 
@@ -337,9 +365,9 @@ def breakdown(boots: list[Boot], timings: dict[str, dict[str, float]]) -> list[t
     return list(rows.items())
 
 
-def run_round(cloud, token, label, n, concurrency, server, poll, markers, root_pid):
+def run_round(cloud, token, label, n, concurrency, server, poll, markers, root_pid, qemu):
     rnd = Round(label=label, concurrency=concurrency)
-    meter = CpuMeter(root_pid) if root_pid else None  # a --url cloud may run elsewhere
+    meter = CpuMeter(root_pid, qemu) if root_pid else None  # a --url cloud may run elsewhere
     log_start = log_size(cloud)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -403,20 +431,24 @@ def main() -> None:
         sampler = RssSampler(cloud.process.pid)
         sampler.start()
     root_pid = cloud.process.pid if sampler else None
+    qemu = QemuCpuSampler()  # every QEMU on this machine: run it on a quiet one
+    if root_pid:
+        qemu.start()
     server = {"imageRef": args.image, "flavorRef": args.flavor}
     if args.networks:
         server["networks"] = args.networks
     failed = True
     try:
         token = cloud.token(args.user, args.password, args.project)
-        run_round(cloud, token, "sequential", args.n, 1, server, args.poll, args.markers, root_pid)
-        run_round(cloud, token, "concurrent", args.n, args.c, server, args.poll, 0, root_pid)
+        run_round(cloud, token, "sequential", args.n, 1, server, args.poll, args.markers, root_pid, qemu)
+        run_round(cloud, token, "concurrent", args.n, args.c, server, args.poll, 0, root_pid, qemu)
         if sampler:
             sampler.sample()
             roles = ", ".join(f"{role} {rss / 2**20:.0f} MiB" for role, rss in sorted(sampler.peak_by_role.items()))
             print(f"control-plane peak RSS: {sampler.peak_total / 2**20:.0f} MiB in all ({roles})")
         failed = False
     finally:
+        qemu.stop_event.set()
         if sampler:
             sampler.stop_event.set()
             cloud.stop()
