@@ -123,7 +123,12 @@ def _cloud_processes(root_pid: int) -> list[tuple[str, Path]]:
 
 def _cpu_seconds(proc: Path) -> float:
     """User + system CPU seconds of a process (all its threads; children that were waited for too)."""
-    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu_seconds((proc / "stat").read_text())
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """The CPU seconds of a /proc/<pid>/stat line (see ``_cpu_seconds``)."""
+    fields = stat.rsplit(")", 1)[1].split()
     return sum(int(v) for v in fields[11:15]) / CLK_TCK
 
 
@@ -159,8 +164,9 @@ class QemuCpuSampler(threading.Thread):
             for proc in Path("/proc").iterdir():
                 if proc.name.isdigit():
                     try:
-                        if (proc / "stat").read_text().split(" ", 2)[1].startswith("(qemu-system"):
-                            self.seconds[proc.name] = _cpu_seconds(proc)
+                        stat = (proc / "stat").read_text()
+                        if stat.split(" ", 2)[1].startswith("(qemu-system"):
+                            self.seconds[proc.name] = _stat_cpu_seconds(stat)
                     except (OSError, IndexError, ValueError):
                         continue
             time.sleep(0.1)

@@ -850,8 +850,8 @@ class Firewall:
                         return True
             return False
 
-        versions = {net.version for net in networks}
-        for family in [family for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)) if version in versions]:
+        family_of = {4: socket.AF_INET, 6: socket.AF_INET6}
+        for family in sorted({family_of[net.version] for net in networks}):
             try:
                 with Conntrack(nfgen_family=family, **({"netns": self.netns} if self.netns else {})) as ct:
                     for entry in list(ct.dump_entries(zone=zone)):  # the kernel filters on the zone

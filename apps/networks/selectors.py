@@ -92,7 +92,8 @@ def subnet_get(*, user: User | None, project: Project | None, subnet_id) -> Subn
 # --- ports -----------------------------------------------------------------------------------
 
 _PORT_FIXED_IPS = Prefetch("fixed_ips", queryset=IPAllocation.objects.order_by("id"))
-_PORT_FIXED_IPS_AND_SUBNETS = Prefetch("fixed_ips", queryset=IPAllocation.objects.select_related("subnet").order_by("id"))
+_PORT_FIXED_IPS_AND_SUBNETS = Prefetch("fixed_ips",
+                                       queryset=IPAllocation.objects.select_related("subnet").order_by("id"))
 _PORT_GROUPS = Prefetch("security_groups", queryset=SecurityGroup.objects.only("id"))
 
 
