@@ -38,7 +38,10 @@ host:
 host-test:
 	scripts/host-setup.sh --postgres
 
+# nftables' Python binding comes only as a Debian package (python3-nftables, pure Python over
+# libnftables): the venv gets that one package, not the whole of the system's site-packages.
 venv: $(VENV)/.installed
+	ln -sfn /usr/lib/python3/dist-packages/nftables $(VENV)/lib/python3.11/site-packages/nftables
 
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "cloudmgr needs Python 3.11, found " + sys.version'

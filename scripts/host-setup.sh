@@ -38,6 +38,7 @@ PACKAGES=(
     python3-venv python3-dev gcc pkg-config libvirt-dev
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
     redis-server dnsmasq-base nftables iproute2 iputils-ping
+    python3-nftables  # nftables' own binding of libnftables (not on PyPI; linked into the venv)
     iputils-arping    # gratuitous ARP for a router's new external addresses
     xorriso           # config drives (ISO 9660)
     lvm2 thin-provisioning-tools  # the LVM thin-pool volume backend

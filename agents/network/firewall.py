@@ -36,7 +36,7 @@ meet, and its conntrack zones start at an offset derived from the owner. Per por
 (``rg4_<tap>_<group>``) filled from ``PortSpec.remote_groups``. Sets belong to one port, so that
 one port's update can never change another port's filter. Port indexes and network zones are
 allocated lowest-free and kept only in the kernel's maps, so an agent restart finds them again;
-every change of a port is one ``nft -f`` transaction. A digest of the port's rules sits in the
+every change of a port is one nftables transaction (run in-process, ``linux.nft``). A digest of the port's rules sits in the
 comment of its ingress chain's first rule: re-applying an unchanged port does nothing, and a
 changed filter also deletes the port's conntrack entries, so that a removed rule cuts the
 connections it allowed (an allowed TCP connection is picked up again by the next packet).
@@ -59,7 +59,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import subprocess
 import uuid
@@ -68,7 +67,7 @@ from dataclasses import dataclass, field
 
 from agents import names
 from agents.locks import KeyedLocks
-from agents.network import NetworkError
+from agents.network import NetworkError, linux
 from agents.network.driver import NetworkExtension
 from agents.specs import HostNetworkState, PortSpec, SecurityGroupMembersSpec, SecurityRuleSpec
 
@@ -84,7 +83,7 @@ TO_PORT = 1 << INDEX_BITS
 DIRECTION_MASK = 0xFFFFF000
 MAX_ZONE = 0xFFFF
 DIGEST_PREFIX = "cloudmgr:"
-NFT_TIMEOUT = 30
+COMMAND_TIMEOUT = 30
 
 # Neutron's protocol names (neutron_lib.constants.IP_PROTOCOL_MAP).
 PROTOCOLS = {
@@ -492,7 +491,6 @@ class Firewall:
         digest = _owner_hash(owner)
         self.tag = 0x80000000 | ((digest & 0x3FFFF) << (INDEX_BITS + 1))
         self.zone_start = (digest >> 18) % MAX_ZONE + 1
-        self._nft = shutil.which("nft") or "/usr/sbin/nft"
         # set name -> the generation of the member state it holds (see the module's docstring)
         self._generations: dict[str, int] = {}
 
@@ -504,30 +502,32 @@ class Firewall:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess:
         argv = (["ip", "netns", "exec", self.netns] if self.netns else []) + args
         try:
-            return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise FirewallError(f"cannot run {args[0]}: {exc}") from None
 
     def _apply(self, script: list[str]) -> None:
         text = "\n".join(script) + "\n"
-        proc = self._run([self._nft, "-f", "-"], stdin=text)
-        if proc.returncode != 0:
+        try:
+            linux.nft(text, namespace=self.netns)
+        except NetworkError as exc:
             log.debug("nft script that failed:\n%s", text)
-            raise FirewallError(f"nft refused the filter: {proc.stderr.strip()[:2000]}")
+            raise FirewallError(f"nft refused the filter: {exc}") from None
 
     def _read(self) -> _State:
         docs = []
         for family in ("bridge", "inet"):
-            proc = self._run([self._nft, "-j", "list", "table", family, self.table])
-            if proc.returncode != 0:
-                if "No such file or directory" in proc.stderr:
-                    continue  # not made yet
-                raise FirewallError(f"cannot read the {family} filter table: {proc.stderr.strip()}")
             try:
-                docs.append(json.loads(proc.stdout))
+                output = linux.nft(f"list table {family} {self.table}", namespace=self.netns, json_output=True)
+            except NetworkError as exc:
+                if "No such file or directory" in str(exc):
+                    continue  # not made yet
+                raise FirewallError(f"cannot read the {family} filter table: {exc}") from None
+            try:
+                docs.append(json.loads(output))
             except ValueError as exc:
                 raise FirewallError(f"nft printed JSON that cannot be read: {exc}") from None
         return _parse_state(docs)

@@ -63,7 +63,7 @@ def ensure_external(ipr: IPRoute, config: NetworkConfig) -> int:
     # br_netfilter passes bridged frames through these hooks too, with the bridge as their output
     # device: a floating IP's DNATed packet from the host crossing a tenant bridge must not be
     # masqueraded there (its answer would go straight to the host, around the router's NAT).
-    linux.run(["nft", "-f", "-"], input=(
+    linux.nft(
         f"table ip {table}\n"
         f"delete table ip {table}\n"
         f"table ip {table} {{\n"
@@ -73,7 +73,7 @@ def ensure_external(ipr: IPRoute, config: NetworkConfig) -> int:
         f' oifname != "{config.external_bridge}" masquerade\n'
         f"  }}\n"
         f"}}\n"
-    ))
+    )
     return index
 
 

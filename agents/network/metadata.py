@@ -28,7 +28,6 @@ Configuration (environment; the control plane reads the same secret):
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import http.client
 import ipaddress
@@ -44,6 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agents import names
+from agents.network import linux
 from agents.network.driver import NetworkExtension
 from agents.network.metadata_signing import MetadataError, load_secret, signed_headers
 from agents.specs import HostNetworkState, NetworkSpec
@@ -59,8 +59,6 @@ UPSTREAM_TIMEOUT = 15
 CLIENT_TIMEOUT = 10
 MAX_BODY = 4 << 20
 MAX_CONCURRENT = 32  # requests in flight per network
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
 # Metadata paths only ever need these characters; anything else (dot segments, escapes) is refused.
 _PATH = re.compile(r"^/[A-Za-z0-9._/=-]*$")
 
@@ -88,44 +86,11 @@ def load_metadata_config(data_dir: Path | str, environ: Mapping[str, str] | None
 
 # --------------------------------------------------------------------------------- the namespaces
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _enter_namespace(path: Path) -> None:
-    """Move the calling thread (only it) into the network namespace at ``path``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
-
-
-def _in_namespace(namespace: str, work):
-    """Run ``work()`` in a throwaway thread inside ``namespace`` and return what it returns."""
-    path = NETNS_DIR / namespace
-    outcome: dict = {}
-
-    def target() -> None:
-        try:
-            _enter_namespace(path)
-            outcome["value"] = work()
-        except BaseException as exc:  # handed to the caller
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"netns-{namespace[:20]}", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
 
 def _namespace_id(namespace: str) -> tuple[int, int] | None:
     """Identity of the namespace now at that name: a namespace deleted and made again differs."""
     try:
-        st = os.stat(NETNS_DIR / namespace)
+        st = os.stat(linux.NETNS_DIR / namespace)
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
@@ -271,7 +236,7 @@ class MetadataProxy:
                     return False
                 self._stop(network_id)
             try:
-                sock = _in_namespace(namespace, _listen_here)
+                sock = linux.in_namespace(namespace, _listen_here)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     raise MetadataError(f"{METADATA_ADDRESS}:{METADATA_PORT} is already taken in {namespace}") from None

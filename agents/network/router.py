@@ -229,7 +229,7 @@ def ensure_router(ipr: IPRoute, config: NetworkConfig, spec: RouterSpec) -> thre
 
     nat = render_nat(spec)
     script = f"table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\n" + (nat or "")
-    linux.run(["nft", "-f", "-"], namespace=namespace, input=script)
+    linux.nft(script, namespace=namespace)
     _flush_conntrack(namespace, removed_fips)
 
     advertiser = _advertiser(config, spec.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents import names
-from agents.network import NetworkError, l2
+from agents.network import NetworkError, l2, linux
 from agents.specs import NetworkSpec, NicSpec, PortSpec
 from tests.agents.test_network_support import (  # noqa: F401 - fixtures
     driver,
@@ -99,3 +99,38 @@ def test_ids_that_are_not_safe_names_are_refused(driver):
         driver.network_delete("../../etc")
     with pytest.raises(NetworkError, match="invalid id"):
         driver.network_sync(NetworkSpec(id="a/b"))
+
+
+def test_a_namespace_socket_sees_that_namespace_and_leaves_the_caller_where_it_was():
+    namespace, bridge = f"cmt-{new_id()[:8]}", f"cmb{new_id()[:8]}"
+    sh(f"ip netns add {namespace}")
+    try:
+        sh(f"ip -n {namespace} link add {bridge} type bridge")
+        for _ in range(2):  # the second socket proves the first did not move this thread
+            with linux.iproute(namespace) as nsr:
+                assert linux.link(nsr, bridge) is not None
+                assert sorted(linux.link_names(nsr)) == sorted(["lo", bridge])
+            with linux.iproute() as ipr:
+                assert linux.link(ipr, bridge) is None
+    finally:
+        sh(f"ip netns delete {namespace}")
+    with pytest.raises(NetworkError, match="does not exist"):
+        with linux.iproute(namespace):
+            pass
+
+
+def test_nft_runs_a_script_in_the_namespace_it_is_given():
+    namespace, table = f"cmt-{new_id()[:8]}", f"cmt_{new_id()[:8]}"
+    sh(f"ip netns add {namespace}")
+    try:
+        linux.nft(f"table inet {table} {{\n  chain c {{\n  }}\n}}\n", namespace=namespace)
+        assert f"table inet {table}" in sh(f"ip netns exec {namespace} nft list tables").stdout
+        assert f"table inet {table}" not in sh("nft list tables").stdout
+        listed = linux.nft(f"list table inet {table}", namespace=namespace, json_output=True)
+        assert '"name": "c"' in listed
+        with pytest.raises(NetworkError, match="nft failed: Error: syntax error"):
+            linux.nft(f"add rule inet {table} c no such rule\n", namespace=namespace)
+    finally:
+        sh(f"ip netns delete {namespace}")
+    with pytest.raises(NetworkError, match="No such file or directory"):
+        linux.nft(f"list table inet {table}")
