@@ -36,10 +36,11 @@ meet, and its conntrack zones start at an offset derived from the owner. Per por
 (``rg4_<tap>_<group>``) filled from ``PortSpec.remote_groups``. Sets belong to one port, so that
 one port's update can never change another port's filter. Port indexes and network zones are
 allocated lowest-free and kept only in the kernel's maps, so an agent restart finds them again;
-every change of a port is one nftables transaction (run in-process, ``linux.nft``). A digest of the port's rules sits in the
-comment of its ingress chain's first rule: re-applying an unchanged port does nothing, and a
-changed filter also deletes the port's conntrack entries, so that a removed rule cuts the
-connections it allowed (an allowed TCP connection is picked up again by the next packet).
+every change of a port is one nftables transaction (in-process, ``linux.nft``). A digest of the
+port's rules sits in the comment of its ingress chain's first rule: re-applying an unchanged port
+does nothing, and a changed filter also deletes the port's conntrack entries, so that a removed
+rule cuts the connections it allowed (an allowed TCP connection is picked up again by the next
+packet).
 
 The digest covers the rules and the names of the sets, not their members: when a group gains or
 loses a port, :meth:`Firewall.update_group_members` refills that group's sets of every tap in one

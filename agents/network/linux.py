@@ -1,12 +1,12 @@
 """Kernel primitives of the data plane.
 
 Links, addresses, routes and namespaces go through pyroute2 (netlink); nftables scripts through
-libnftables in this process (``nft``, with nftables' own Python binding: no ``nft`` command to
-start, about 0.1 ms where a command costs 3-10 ms); sysctls inside a namespace and daemons run as
-commands under ``ip netns exec``. A netlink socket inside a namespace is
-made by a short-lived thread that enters it (``in_namespace``): a socket keeps the namespace it was
-made in, and this costs about 1 ms where pyroute2's own ``netns=`` forks the whole agent (~20 ms). Every ``ensure_*`` makes only what is
-missing or different, so calling it again changes nothing. Failures surface as
+libnftables in this process (``nft``, with nftables' own Python binding: about 0.1 ms where an
+``nft`` command costs 3-10 ms); sysctls inside a namespace and daemons run as commands under
+``ip netns exec``. A netlink socket inside a namespace is made by a short-lived thread that enters
+it (``in_namespace``; a socket keeps the namespace it was made in): about 1 ms, where pyroute2's
+own ``netns=`` forks the whole agent (~20 ms). Every ``ensure_*`` makes only what is missing or
+different, so calling it again changes nothing. Failures surface as
 :class:`~agents.network.NetworkError` (the driver turns netlink errors into it).
 
 Host-side tenant interfaces (bridges, taps, the bridge ends of veth pairs) get IPv6 disabled while
