@@ -61,7 +61,6 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -84,7 +83,6 @@ TO_PORT = 1 << INDEX_BITS
 DIRECTION_MASK = 0xFFFFF000
 MAX_ZONE = 0xFFFF
 DIGEST_PREFIX = "cloudmgr:"
-COMMAND_TIMEOUT = 30
 
 # Neutron's protocol names (neutron_lib.constants.IP_PROTOCOL_MAP).
 PROTOCOLS = {
@@ -503,13 +501,6 @@ class Firewall:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _run(self, args: list[str]) -> subprocess.CompletedProcess:
-        argv = (["ip", "netns", "exec", self.netns] if self.netns else []) + args
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FirewallError(f"cannot run {args[0]}: {exc}") from None
-
     def _apply(self, script: list[str]) -> None:
         text = "\n".join(script) + "\n"
         try:
@@ -546,9 +537,10 @@ class Firewall:
                 with open(path) as f:
                     if f.read().strip() == "1":
                         continue
-            proc = self._run(["sysctl", "-q", "-w", f"{key}=1"])
-            if proc.returncode != 0:
-                raise FirewallError(f"cannot set {key}=1 (is br_netfilter available?): {proc.stderr.strip()}")
+            try:
+                linux.run(["sysctl", "-q", "-w", f"{key}=1"], namespace=self.netns)
+            except NetworkError as exc:
+                raise FirewallError(f"cannot set {key}=1 (is br_netfilter available?): {exc}") from None
 
     def _base(self) -> list[str]:
         """The two tables with their maps and hook chains (declared and refilled: idempotent)."""
