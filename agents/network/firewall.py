@@ -835,6 +835,7 @@ class Firewall:
         walks the whole conntrack hash table in the kernel (~15 ms with 262,144 buckets, whatever
         the zone holds), so only the families of ``networks`` are walked."""
         from pyroute2 import Conntrack  # netlink, only needed here
+        from pyroute2.netlink import NETLINK_NETFILTER
 
         def involved(entry) -> bool:
             for tup in (entry.tuple_orig, entry.tuple_reply):
@@ -846,7 +847,8 @@ class Firewall:
         family_of = {4: socket.AF_INET, 6: socket.AF_INET6}
         for family in sorted({family_of[net.version] for net in networks}):
             try:
-                with Conntrack(nfgen_family=family, **({"netns": self.netns} if self.netns else {})) as ct:
+                socket_in_netns = {"fileno": linux.netlink_fd(self.netns, NETLINK_NETFILTER)} if self.netns else {}
+                with Conntrack(nfgen_family=family, **socket_in_netns) as ct:
                     for entry in list(ct.dump_entries(zone=zone)):  # the kernel filters on the zone
                         if (entry.zone or 0) == zone and involved(entry):
                             with contextlib.suppress(Exception):  # gone meanwhile

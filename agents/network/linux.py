@@ -31,6 +31,7 @@ from pathlib import Path
 
 from nftables import Nftables
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink import NETLINK_ROUTE
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agents.network import NetworkError
@@ -54,6 +55,7 @@ __all__ = [
     "namespace_exists",
     "namespace_pids",
     "namespace_tag",
+    "netlink_fd",
     "nft",
     "run",
     "set_link",
@@ -146,21 +148,20 @@ def in_namespace(namespace: str, work):
     return outcome["value"]
 
 
-def _route_socket() -> socket.socket:
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+def netlink_fd(namespace: str, protocol: int) -> int:
+    """The file descriptor of a new netlink socket of ``protocol`` inside ``namespace`` (which
+    must exist), for pyroute2's ``fileno=``; the pyroute2 object that takes it closes it."""
+    try:
+        sock = in_namespace(namespace, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, protocol))
+    except FileNotFoundError:
+        raise NetworkError(f"network namespace {namespace} does not exist") from None
+    return sock.detach()
 
 
 @contextlib.contextmanager
 def iproute(namespace: str | None = None) -> Iterator[IPRoute]:
     """A netlink socket in the host's namespace or in ``namespace`` (which must exist)."""
-    if namespace is None:
-        ipr = IPRoute()
-    else:
-        try:
-            sock = in_namespace(namespace, _route_socket)
-        except FileNotFoundError:
-            raise NetworkError(f"network namespace {namespace} does not exist") from None
-        ipr = IPRoute(fileno=sock.detach())
+    ipr = IPRoute() if namespace is None else IPRoute(fileno=netlink_fd(namespace, NETLINK_ROUTE))
     try:
         yield ipr
     finally:

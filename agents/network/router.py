@@ -32,6 +32,7 @@ from collections.abc import Iterable
 
 from pyroute2 import IPRoute
 from pyroute2.conntrack import Conntrack
+from pyroute2.netlink import NETLINK_NETFILTER
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agents import names
@@ -105,7 +106,7 @@ def _flush_conntrack(namespace: str, addresses: set[str]) -> None:
     """Forget the NATed connections of floating IPs that are gone."""
     if not addresses:
         return
-    with contextlib.closing(Conntrack(netns=namespace, flags=0)) as ct:
+    with contextlib.closing(Conntrack(fileno=linux.netlink_fd(namespace, NETLINK_NETFILTER))) as ct:
         # Read them all first: a request while the dump runs ends the dump.
         stale = [e for e in ct.dump_entries()
                  if e.tuple_orig.daddr in addresses or e.tuple_reply.daddr in addresses]
