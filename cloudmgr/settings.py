@@ -110,6 +110,8 @@ TEMPLATES = [
 
 # SQLite in the data dir by default: WAL so readers never block the writer, IMMEDIATE so a
 # transaction takes the write lock up front instead of failing with "database is locked" later.
+# Connections are kept for 60 s, SQLite's too: opening one (and its pragmas) per request cost
+# ~3 ms of CPU (docs/identity.md, "Benchmark").
 _default_db = f"sqlite:///{DATA_DIR / 'cloudmgr.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(env("DATABASE_URL", _default_db), conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -120,7 +122,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not shared-cache memory, so threaded concurrency tests see real SQLite locking.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "tenants.User"
