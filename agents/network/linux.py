@@ -118,7 +118,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def _enter_namespace(path: Path) -> None:
     """Move the calling thread (only it) into the network namespace at ``path``."""
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NetworkError(f"network namespace {path.name} does not exist") from None
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
@@ -129,7 +132,7 @@ def _enter_namespace(path: Path) -> None:
 
 def in_namespace(namespace: str, work):
     """Run ``work()`` in a throwaway thread inside ``namespace`` and return what it returns; the
-    sockets it makes stay in that namespace."""
+    sockets it makes stay in that namespace. NetworkError if the namespace does not exist."""
     path = NETNS_DIR / namespace
     outcome: dict = {}
 
@@ -151,10 +154,7 @@ def in_namespace(namespace: str, work):
 def netlink_fd(namespace: str, protocol: int) -> int:
     """The file descriptor of a new netlink socket of ``protocol`` inside ``namespace`` (which
     must exist), for pyroute2's ``fileno=``; the pyroute2 object that takes it closes it."""
-    try:
-        sock = in_namespace(namespace, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, protocol))
-    except FileNotFoundError:
-        raise NetworkError(f"network namespace {namespace} does not exist") from None
+    sock = in_namespace(namespace, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, protocol))
     return sock.detach()
 
 

@@ -134,3 +134,5 @@ def test_nft_runs_a_script_in_the_namespace_it_is_given():
         sh(f"ip netns delete {namespace}")
     with pytest.raises(NetworkError, match="No such file or directory"):
         linux.nft(f"list table inet {table}")
+    with pytest.raises(NetworkError, match=f"network namespace {namespace} does not exist"):
+        linux.nft(f"list table inet {table}", namespace=namespace)
