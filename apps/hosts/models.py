@@ -45,6 +45,8 @@ class Host(BaseModel):
     state = models.CharField(max_length=8, choices=HostState.choices, default=HostState.DOWN)
     status = models.CharField(max_length=8, choices=HostStatus.choices, default=HostStatus.ENABLED)
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    # Down whatever its heartbeats say (Nova's forced_down): an operator who fenced the host.
+    forced_down = models.BooleanField(default=False)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     agent_version = models.CharField(max_length=32, blank=True, default="")
     # The last heartbeat's domains ({instance id: power state}) for the reconciler; may include

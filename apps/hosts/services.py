@@ -23,11 +23,11 @@ def host_register(*, hostname: str, virt_type: str) -> Host:
 
 @transaction.atomic
 def host_heartbeat(*, report: HostReport) -> Host:
-    """Apply an agent's report: capacity, version, and the host is up (again)."""
+    """Apply an agent's report: capacity, version, and the host is up (again) unless forced down."""
     host, created = Host.objects.select_for_update().get_or_create(
         hostname=report.hostname, defaults={"queue": report.queue}
     )
-    if host.state != HostState.UP:
+    if host.state != HostState.UP and not host.forced_down:
         logger.info("host %s is up", host.hostname)
     host.queue = report.queue
     host.virt_type = report.virt_type
@@ -36,7 +36,7 @@ def host_heartbeat(*, report: HostReport) -> Host:
     host.disk_gb = report.disk_gb
     host.agent_version = report.agent_version
     host.domains = dict(report.domains or {})
-    host.state = HostState.UP
+    host.state = HostState.DOWN if host.forced_down else HostState.UP
     host.last_heartbeat = timezone.now()
     host.save()
     # A new agent process (restart, reboot) gets the host's whole network state.
@@ -53,6 +53,24 @@ def hosts_mark_down() -> list[str]:
         stale.update(state=HostState.DOWN, updated_at=timezone.now())
         logger.warning("hosts down (no heartbeat for %ss): %s", settings.CLOUDMGR_HOST_DOWN_AFTER, ", ".join(names))
     return names
+
+
+@transaction.atomic
+def host_force_down(*, host: Host, forced_down: bool) -> Host:
+    """Force the host down (the scheduler and instance operations treat it as down, whatever its
+    heartbeats say), or lift that: then it is up again if its last heartbeat is recent."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    host.forced_down = forced_down
+    if forced_down:
+        host.state = HostState.DOWN
+    else:
+        fresh_after = timezone.now() - timedelta(seconds=settings.CLOUDMGR_HOST_DOWN_AFTER)
+        alive = host.last_heartbeat is not None and host.last_heartbeat >= fresh_after
+        host.state = HostState.UP if alive else HostState.DOWN
+    host.save(update_fields=["forced_down", "state", "updated_at"])
+    logger.warning("host %s: %s", host.hostname,
+                   "forced down" if forced_down else f"no longer forced down ({host.state})")
+    return host
 
 
 def host_disable(*, host: Host, reason: str = "") -> Host:

@@ -48,6 +48,25 @@ def test_server_group_create_anti_affinity(live_cloud):
     openstack(live_cloud, "server", "group", "delete", "cli-group")
 
 
+def test_server_group_create_soft_anti_affinity(live_cloud):
+    # OSC asks for 2.15 before it sends a soft policy, and shows the group's owners from 2.13.
+    out = openstack(live_cloud, "server", "group", "create", "--policy", "soft-anti-affinity", "cli-soft", "-f", "json")
+    assert "soft-anti-affinity" in str(out.get("policy") or out.get("policies"))
+    assert out["project_id"] and out["user_id"]
+    openstack(live_cloud, "server", "group", "delete", "cli-soft")
+
+
+def test_compute_service_forced_down(live_cloud):
+    (service,) = openstack(live_cloud, "compute", "service", "list", "--long", "-f", "json")
+    assert (service["State"], service["Forced Down"]) == ("up", False)
+    run(live_cloud, "compute", "service", "set", "--down", service["Host"], service["Binary"])
+    (service,) = openstack(live_cloud, "compute", "service", "list", "--long", "-f", "json")
+    assert (service["State"], service["Forced Down"]) == ("down", True)
+    run(live_cloud, "compute", "service", "set", "--up", service["Host"], service["Binary"])
+    (service,) = openstack(live_cloud, "compute", "service", "list", "--long", "-f", "json")
+    assert (service["State"], service["Forced Down"]) == ("up", False)
+
+
 def test_server_lifecycle(live_cloud):
     cloud = live_cloud
     server = openstack(cloud, "server", "create", "--image", "testvm", "--flavor", "m1.nano", "--key-name", "cli-key",

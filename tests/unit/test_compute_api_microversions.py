@@ -49,14 +49,14 @@ def nova_error(resp, status):
     return kind, body["message"]
 
 
-def test_version_document_and_negotiation_up_to_2_10(world):
+def test_version_document_and_negotiation_up_to_2_15(world):
     version = APIClient().get(f"{V}/").json()["version"]
-    assert (version["min_version"], version["version"]) == ("2.1", "2.10")
+    assert (version["min_version"], version["version"]) == ("2.1", "2.15")
     c = Api(world, world.member)
     resp = c("get", "/flavors", "latest")
-    assert resp["OpenStack-API-Version"] == "compute 2.10" and resp["X-OpenStack-Nova-API-Version"] == "2.10"
-    assert c("get", "/flavors", "2.10").status_code == 200
-    assert c("get", "/flavors", "2.11").status_code == 406
+    assert resp["OpenStack-API-Version"] == "compute 2.15" and resp["X-OpenStack-Nova-API-Version"] == "2.15"
+    assert c("get", "/flavors", "2.15").status_code == 200
+    assert c("get", "/flavors", "2.16").status_code == 406
 
 
 # -- 2.2: keypair type, create 201 and delete 204 ------------------------------------------------
@@ -361,3 +361,70 @@ def test_2_10_admins_manage_other_users_keypairs(world):
     assert admin("delete", f"/os-keypairs/for-alice?user_id={other}", "2.10").status_code == 204
     assert member("get", "/os-keypairs", "2.10").json()["keypairs"] == []
 
+
+
+# -- 2.11: forced_down of services -----------------------------------------------------------------
+
+
+def test_2_11_services_show_and_take_forced_down(world):
+    make_host("node1")
+    admin, member = Api(world, world.admin), Api(world, world.member)
+    assert "forced_down" not in admin("get", "/os-services", "2.10").json()["services"][0]
+    (service,) = admin("get", "/os-services", "2.11").json()["services"]
+    assert (service["forced_down"], service["state"]) == (False, "up")
+
+    body = {"host": "node1", "binary": "nova-compute", "forced_down": True}
+    nova_error(admin("put", "/os-services/force-down", "2.10", body), 404)
+    nova_error(member("put", "/os-services/force-down", "2.11", body), 403)
+    resp = admin("put", "/os-services/force-down", "2.11", body)
+    assert resp.status_code == 200, resp.content
+    assert resp.json() == {"service": {"host": "node1", "binary": "nova-compute", "forced_down": True}}
+    (service,) = admin("get", "/os-services", "2.11").json()["services"]
+    assert (service["forced_down"], service["state"]) == (True, "down")
+    # A forced-down host takes no new server: the scheduler finds no valid host.
+    sid = boot(Api(world, world.member), world)
+    server = member("get", f"/servers/{sid}", "2.11").json()["server"]
+    assert server["status"] == "ERROR" and "No valid host" in server["fault"]["message"]
+
+    _, message = nova_error(admin("put", "/os-services/force-down", "2.11", {**body, "forced_down": "maybe"}), 400)
+    assert "forced_down" in message and "not a boolean" in message
+    _, message = nova_error(admin("put", "/os-services/force-down", "2.11", {"host": "node1", "binary": "nova-compute"}),
+                            400)
+    assert "Missing forced_down field" in message
+    _, message = nova_error(admin("put", "/os-services/force-down", "2.11", {**body, "zone": "x"}), 400)
+    assert "Additional properties" in message
+    nova_error(admin("put", "/os-services/force-down", "2.11", {**body, "host": "nope"}), 404)
+    resp = admin("put", "/os-services/force-down", "2.11", {**body, "forced_down": "False"})
+    assert resp.json()["service"]["forced_down"] is False
+    assert admin("get", "/os-services", "2.11").json()["services"][0]["state"] == "up"
+
+
+# -- 2.13: project_id and user_id of server groups ------------------------------------------------
+
+
+def test_2_13_server_groups_show_their_project_and_user(world):
+    c = Api(world, world.member)
+    group = c("post", "/os-server-groups", "2.12", {"server_group": {"name": "g", "policies": ["affinity"]}}).json()
+    assert set(group["server_group"]) == {"id", "name", "policies", "members", "metadata"}
+    gid = group["server_group"]["id"]
+    owners = {"project_id": world.project.pk.hex, "user_id": world.member.pk.hex}
+    created = c("post", "/os-server-groups", "2.13", {"server_group": {"name": "h", "policies": ["affinity"]}})
+    assert {k: created.json()["server_group"][k] for k in owners} == owners
+    shown = c("get", f"/os-server-groups/{gid}", "2.13").json()["server_group"]
+    assert set(shown) == {"id", "name", "policies", "members", "metadata", "project_id", "user_id"}
+    assert {k: shown[k] for k in owners} == owners
+    assert all(g["user_id"] == owners["user_id"] for g in c("get", "/os-server-groups", "2.13").json()["server_groups"])
+    assert "user_id" not in c("get", f"/os-server-groups/{gid}", "2.12").json()["server_group"]
+
+
+# -- 2.15: soft-affinity and soft-anti-affinity ----------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["soft-affinity", "soft-anti-affinity"])
+def test_2_15_soft_policies(world, policy):
+    c = Api(world, world.member)
+    _, message = nova_error(c("post", "/os-server-groups", "2.14", {"server_group": {"name": "g", "policies": [policy]}}),
+                            400)
+    assert policy in message
+    resp = c("post", "/os-server-groups", "2.15", {"server_group": {"name": "g", "policies": [policy]}})
+    assert resp.status_code == 200 and resp.json()["server_group"]["policies"] == [policy]

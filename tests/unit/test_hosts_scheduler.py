@@ -44,6 +44,24 @@ def test_missed_heartbeats_mark_a_host_down_and_a_new_one_brings_it_back(setting
     assert Host.objects.get().state == HostState.UP
 
 
+def test_a_forced_down_host_stays_down_through_heartbeats_until_lifted(settings):
+    settings.CLOUDMGR_HOST_DOWN_AFTER = 30
+    host = host_services.host_heartbeat(report=report())
+    host = host_services.host_force_down(host=host, forced_down=True)
+    assert (host.forced_down, host.state) == (True, HostState.DOWN)
+    assert host_services.host_heartbeat(report=report()).state == HostState.DOWN
+    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == []
+
+    # Lifted: up at once while its heartbeats are fresh; down if they stopped meanwhile.
+    host = host_services.host_force_down(host=host, forced_down=False)
+    assert (host.forced_down, host.state) == (False, HostState.UP)
+    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == [host]
+    host_services.host_force_down(host=host, forced_down=True)
+    Host.objects.update(last_heartbeat=timezone.now() - timedelta(seconds=31))
+    assert host_services.host_force_down(host=host, forced_down=False).state == HostState.DOWN
+    assert host_services.host_heartbeat(report=report()).state == HostState.UP
+
+
 def test_host_commands(capsys):
     make_host("node1")
     call_command("host_disable", "node1", "--reason", "maintenance")
@@ -53,6 +71,11 @@ def test_host_commands(capsys):
     assert "disabled" in capsys.readouterr().out
     call_command("host_enable", "node1")
     assert Host.objects.get().status == HostStatus.ENABLED
+    call_command("host_force_down", "node1")
+    assert (Host.objects.get().forced_down, Host.objects.get().state) == (True, HostState.DOWN)
+    assert "node1 forced down: down" in capsys.readouterr().out
+    call_command("host_force_down", "node1", "--clear")
+    assert Host.objects.get().forced_down is False
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="could not be found"):

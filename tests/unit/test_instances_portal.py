@@ -103,6 +103,9 @@ def test_admin_host_and_flavor_pages(client, world):
     client.force_login(world.admin)
     page = client.get("/instances/hosts/").content.decode()
     assert 'data-host="node1"' in page and "progress-bar" in page
+    assert "forced down" not in page
+    Host.objects.filter(hostname="node1").update(forced_down=True, state="down")
+    assert "forced down" in client.get("/instances/hosts/").content.decode()
     client.post("/instances/hosts/node1/toggle/", {"reason": "maintenance"})
     assert Host.objects.get(hostname="node1").status == "disabled"
     client.post("/instances/hosts/node1/toggle/", {"enable": "1"})

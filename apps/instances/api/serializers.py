@@ -24,6 +24,20 @@ NOVA_TRUE = frozenset({"True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Ye
 NOVA_FALSE = frozenset({"False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no"})
 
 
+def nova_boolean(value) -> bool | None:
+    """Nova's ``boolean`` parameter type: true/false, or one of its spellings as a string; None if
+    ``value`` is neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in NOVA_TRUE | NOVA_FALSE:
+        return value in NOVA_TRUE
+    return None
+
+
+NOT_BOOLEAN = ("is not a boolean (true or false, or a string such as 'True', 'yes', 'on', '1', 'False', 'no', "
+               "'off', '0').")
+
+
 def _time(value) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
@@ -56,13 +70,10 @@ class ServerCreateSerializer(serializers.Serializer):
     config_drive = serializers.JSONField(required=False, default=False)
 
     def validate_config_drive(self, value):
-        """Nova's boolean: true/false, or one of its spellings as a string; anything else is 400."""
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value in NOVA_TRUE | NOVA_FALSE:
-            return value in NOVA_TRUE
-        raise serializers.ValidationError(f"{value!r} is not a boolean (true or false, or a string such as "
-                                          "'True', 'yes', 'on', '1', 'False', 'no', 'off', '0').")
+        parsed = nova_boolean(value)
+        if parsed is None:
+            raise serializers.ValidationError(f"{value!r} {NOT_BOOLEAN}")
+        return parsed
 
     def validate_networks(self, value):
         """Nova's networks: "auto", "none", or [{uuid | port, fixed_ip, tag}]."""
@@ -257,10 +268,13 @@ def interface_body(port) -> dict:
     }
 
 
-def server_group_body(group) -> dict:
+def server_group_body(group, *, version: Version = BASE_VERSION) -> dict:
     members = [str(m.pk) for m in group.members.all() if m.deleted_at is None]
-    return {"id": str(group.pk), "name": group.name, "policies": [group.policy], "members": members,
+    body = {"id": str(group.pk), "name": group.name, "policies": [group.policy], "members": members,
             "metadata": {}}
+    if in_span(version, "2.13"):
+        body.update(project_id=group.project_id.hex, user_id=group.user_id.hex)
+    return body
 
 
 def _event_time(value) -> str | None:
@@ -301,9 +315,12 @@ def hypervisor_body(host, usage, running: int, *, detail: bool) -> dict:
     return body
 
 
-def service_body(host) -> dict:
-    return {
+def service_body(host, *, version: Version = BASE_VERSION) -> dict:
+    body = {
         "id": str(host.pk), "binary": "nova-compute", "host": host.hostname, "zone": host.availability_zone,
         "status": host.status, "state": host.state, "updated_at": _usage_time(host.last_heartbeat),
         "disabled_reason": host.disabled_reason or None,
     }
+    if in_span(version, "2.11"):
+        body["forced_down"] = host.forced_down
+    return body

@@ -55,6 +55,7 @@ urlpatterns = [
     path("v2.1/os-services/enable", services.as_view({"put": "enable"})),
     path("v2.1/os-services/disable", services.as_view({"put": "disable"})),
     path("v2.1/os-services/disable-log-reason", services.as_view({"put": "disable"})),
+    path("v2.1/os-services/force-down", services.as_view({"put": "force_down"})),
     path("v2.1/os-services/<str:pk>", services.as_view({"put": "update"})),
     path("v2.1/os-quota-sets/<str:pk>", quotas.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})),
     path("v2.1/os-quota-sets/<str:pk>/detail", quotas.as_view({"get": "quota_detail"})),

@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from apps.hosts.models import Host
 from apps.hosts.selectors import host_get, host_list
-from apps.hosts.services import host_disable, host_enable
+from apps.hosts.services import host_disable, host_enable, host_force_down
 from apps.images.selectors import image_get
 from apps.instances import services
 from apps.instances.api import serializers as s
@@ -40,7 +40,7 @@ from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
 # Raised only when every change up to it is honoured (docs/compute.md): the SDK uses the maximum.
-MAX_VERSION = Version(2, 10)
+MAX_VERSION = Version(2, 15)
 
 
 def _version_v21() -> dict:
@@ -760,6 +760,7 @@ class HypervisorViewSet(ComputeViewSet):
 
 class ServiceViewSet(ComputeViewSet):
     admin_only = True
+    action_versions = {"force_down": ("2.11", None)}
 
     def list(self, request):
         hosts = host_list()
@@ -768,7 +769,7 @@ class ServiceViewSet(ComputeViewSet):
             hosts = hosts.filter(hostname=params["host"])
         if params.get("binary") and params["binary"] != "nova-compute":
             hosts = hosts.none()
-        return Response({"services": [s.service_body(h) for h in hosts]})
+        return Response({"services": [s.service_body(h, version=request.api_version) for h in hosts]})
 
     def _host(self) -> Host:
         data = self.request.data
@@ -800,14 +801,31 @@ class ServiceViewSet(ComputeViewSet):
             host = host_enable(host=host)
         else:
             raise ValidationError("'status' must be enabled or disabled.")
-        return Response({"service": s.service_body(host)})
+        return Response({"service": s.service_body(host, version=request.api_version)})
+
+    def force_down(self, request):  # 2.11: {"host", "binary", "forced_down"} (Nova's update schema)
+        data = request.data if isinstance(request.data, dict) else {}
+        unknown = sorted(set(data) - {"host", "binary", "forced_down", "disabled_reason"})
+        if unknown:
+            raise ValidationError(f"Additional properties are not allowed ({', '.join(unknown)}).")
+        if "binary" not in data:
+            raise ValidationError("'binary' is a required property.")
+        if "forced_down" not in data:
+            raise ValidationError("Missing forced_down field")
+        forced_down = s.nova_boolean(data["forced_down"])
+        if forced_down is None:
+            raise ValidationError(f"Invalid input for field/attribute forced_down. "
+                                  f"{data['forced_down']!r} {s.NOT_BOOLEAN}")
+        host = host_force_down(host=self._host(), forced_down=forced_down)
+        return Response({"service": {"host": host.hostname, "binary": "nova-compute",
+                                     "forced_down": host.forced_down}})
 
 
 class ServerGroupViewSet(ComputeViewSet):
     def list(self, request):
         groups = server_group_list(user=self.user, project=self.project,
                                    all_projects=bool(query_flag(request.query_params, "all_projects")))
-        return Response({"server_groups": [s.server_group_body(g) for g in groups]})
+        return Response({"server_groups": [s.server_group_body(g, version=request.api_version) for g in groups]})
 
     def create(self, request):
         data = self.body("server_group")
@@ -817,13 +835,16 @@ class ServerGroupViewSet(ComputeViewSet):
             policy = policies[0]
         if not isinstance(policy, str):
             raise ValidationError("A server group needs exactly one policy ('policies': [policy]).")
+        if policy.startswith("soft-") and not supports(request, "2.15"):
+            raise ValidationError(f"Invalid input for field/attribute 0. Value: {policy}. "
+                                  f"{policy!r} is not one of ['anti-affinity', 'affinity'] (soft policies: 2.15)")
         group = services.server_group_create(user=self.user, project=self.project, name=str(data.get("name") or ""),
                                              policy=policy, rules=data.get("rules"))
-        return Response({"server_group": s.server_group_body(group)})
+        return Response({"server_group": s.server_group_body(group, version=request.api_version)})
 
     def retrieve(self, request, pk):
-        return Response({"server_group": s.server_group_body(
-            server_group_get(user=self.user, project=self.project, group_id=pk))})
+        group = server_group_get(user=self.user, project=self.project, group_id=pk)
+        return Response({"server_group": s.server_group_body(group, version=request.api_version)})
 
     def destroy(self, request, pk):
         services.server_group_delete(group=server_group_get(user=self.user, project=self.project, group_id=pk))
