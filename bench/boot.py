@@ -183,7 +183,7 @@ class CpuMeter:
 
     def _snapshot(self) -> dict:
         snap = {"machine": _machine_jiffies(), "load": os.getloadavg()[0], "roles": {},
-                "qemu": dict(self.qemu.seconds)}
+                "qemu": dict(self.qemu.seconds), "bench": time.process_time()}
         procs = _cloud_processes(self.root_pid)
         libvirtd = _libvirtd()
         if libvirtd:
@@ -205,7 +205,7 @@ class CpuMeter:
         )
         qemu = {pid: seconds - self.start["qemu"].get(pid, 0.0) for pid, seconds in end["qemu"].items()}
         qemu = {pid: seconds for pid, seconds in qemu.items() if seconds > 0}
-        roles += f", QEMU {sum(qemu.values()):.1f} ({len(qemu)} processes)"
+        roles += f", QEMU {sum(qemu.values()):.1f} ({len(qemu)} processes), this bench {end['bench'] - self.start['bench']:.1f}"
         return (f"  machine: {os.cpu_count()} CPUs {100 * busy / max(total, 1):.0f}% busy, load average "
                 f"{self.start['load']:.1f} -> {end['load']:.1f}; CPU seconds: {roles}")
 
