@@ -37,9 +37,9 @@ log line (agent and callback clocks) and the client's own clock:
     seen       callback finished -> the client's poll saw ACTIVE (up to --poll late)
 
 Each round also prints the API requests its clients made, the machine's load average and CPU
-busy share, and the CPU seconds the cloud's processes, libvirtd and the guests' QEMU processes
-(every QEMU on the machine, read every 0.1 s) used, so a reader can tell a
-busy machine from a slow cloud (the machine is shared: run it several times and report the
+busy share, and the CPU seconds the cloud's processes, libvirtd, the guests' QEMU processes
+(every QEMU on the machine, read every 0.1 s) and this bench itself (its clients and samplers,
+on the same cores) used, so a reader can tell a busy machine from a slow cloud (the machine is shared: run it several times and report the
 range), and how many tasks of each kind the network agent ran in the round and the seconds they
 took. Finally the peak RSS of the control-plane processes (web server, control worker, beat).
 
