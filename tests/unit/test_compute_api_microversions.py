@@ -49,14 +49,14 @@ def nova_error(resp, status):
     return kind, body["message"]
 
 
-def test_version_document_and_negotiation_up_to_2_15(world):
+def test_version_document_and_negotiation_up_to_2_16(world):
     version = APIClient().get(f"{V}/").json()["version"]
-    assert (version["min_version"], version["version"]) == ("2.1", "2.15")
+    assert (version["min_version"], version["version"]) == ("2.1", "2.16")
     c = Api(world, world.member)
     resp = c("get", "/flavors", "latest")
-    assert resp["OpenStack-API-Version"] == "compute 2.15" and resp["X-OpenStack-Nova-API-Version"] == "2.15"
-    assert c("get", "/flavors", "2.15").status_code == 200
-    assert c("get", "/flavors", "2.16").status_code == 406
+    assert resp["OpenStack-API-Version"] == "compute 2.16" and resp["X-OpenStack-Nova-API-Version"] == "2.16"
+    assert c("get", "/flavors", "2.16").status_code == 200
+    assert c("get", "/flavors", "2.17").status_code == 406
 
 
 # -- 2.2: keypair type, create 201 and delete 204 ------------------------------------------------
@@ -428,3 +428,32 @@ def test_2_15_soft_policies(world, policy):
     assert policy in message
     resp = c("post", "/os-server-groups", "2.15", {"server_group": {"name": "g", "policies": [policy]}})
     assert resp.status_code == 200 and resp.json()["server_group"]["policies"] == [policy]
+
+
+# -- 2.16: host_status, for admins -----------------------------------------------------------------
+
+
+def test_2_16_host_status_for_admins(world):
+    from apps.hosts.models import Host
+
+    make_host("node1")
+    admin, member = Api(world, world.admin), Api(world, world.member)
+    sid = boot(member, world)
+
+    def status(server_id=sid, version="2.16"):
+        shown = admin("get", f"/servers/{server_id}?all_tenants=1", version).json()["server"]
+        listed = admin("get", "/servers/detail?all_tenants=1", version).json()["servers"]
+        assert shown.get("host_status") == next(s for s in listed if s["id"] == server_id).get("host_status")
+        return shown.get("host_status")
+
+    assert status(version="2.15") is None
+    assert "host_status" not in member("get", f"/servers/{sid}", "2.16").json()["server"]
+    assert status() == "UP"
+    Host.objects.filter(hostname="node1").update(status="disabled")
+    assert status() == "MAINTENANCE"
+    Host.objects.filter(hostname="node1").update(forced_down=True, state="down")
+    assert status() == "DOWN"
+    unplaced = boot(member, world, name="unplaced")  # no host is up: ERROR, on no host
+    assert status(unplaced) == ""
+    Host.objects.filter(hostname="node1").update(forced_down=False, status="enabled")
+    assert status() == "UNKNOWN"  # down: its heartbeats stopped

@@ -9,6 +9,7 @@ import hashlib
 from rest_framework import serializers
 
 from agents.names import domain_name
+from apps.hosts.models import HostState, HostStatus
 from apps.instances.models import Flavor, Instance
 from apps.instances.states import PowerState, api_status
 from apps.networks.selectors import server_addresses
@@ -219,6 +220,17 @@ def _extended_attributes(instance: Instance) -> dict:
     }
 
 
+def _host_status(host) -> str:
+    """Nova's ``host_status`` (2.16) of a server's host: forced down, disabled, heartbeats."""
+    if host is None:
+        return ""
+    if host.forced_down:
+        return "DOWN"
+    if host.status == HostStatus.DISABLED:
+        return "MAINTENANCE"
+    return "UP" if host.state == HostState.UP else "UNKNOWN"
+
+
 def server_detail(instance: Instance, *, is_admin: bool = False, version: Version = BASE_VERSION) -> dict:
     body = {
         **server_basic(instance, version=version),
@@ -239,6 +251,8 @@ def server_detail(instance: Instance, *, is_admin: bool = False, version: Versio
         body["OS-EXT-SRV-ATTR:instance_name"] = domain_name(str(instance.id))
         if in_span(version, "2.3"):
             body.update(_extended_attributes(instance))
+        if in_span(version, "2.16"):
+            body["host_status"] = _host_status(instance.host)
     return body
 
 

@@ -40,7 +40,7 @@ from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
 # Raised only when every change up to it is honoured (docs/compute.md): the SDK uses the maximum.
-MAX_VERSION = Version(2, 15)
+MAX_VERSION = Version(2, 16)
 
 
 def _version_v21() -> dict:
