@@ -44,10 +44,14 @@ def host_heartbeat(*, report: HostReport) -> Host:
     return host
 
 
+def _heartbeat_cutoff():
+    """A host whose last heartbeat is older than this is down."""
+    return timezone.now() - timedelta(seconds=settings.CLOUDMGR_HOST_DOWN_AFTER)
+
+
 def hosts_mark_down() -> list[str]:
     """Mark down every up host whose heartbeats stopped; returns their names."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CLOUDMGR_HOST_DOWN_AFTER)
-    stale = Host.objects.filter(state=HostState.UP, last_heartbeat__lt=cutoff)
+    stale = Host.objects.filter(state=HostState.UP, last_heartbeat__lt=_heartbeat_cutoff())
     names = list(stale.values_list("hostname", flat=True))
     if names:
         stale.update(state=HostState.DOWN, updated_at=timezone.now())
@@ -64,8 +68,7 @@ def host_force_down(*, host: Host, forced_down: bool) -> Host:
     if forced_down:
         host.state = HostState.DOWN
     else:
-        fresh_after = timezone.now() - timedelta(seconds=settings.CLOUDMGR_HOST_DOWN_AFTER)
-        alive = host.last_heartbeat is not None and host.last_heartbeat >= fresh_after
+        alive = host.last_heartbeat is not None and host.last_heartbeat >= _heartbeat_cutoff()
         host.state = HostState.UP if alive else HostState.DOWN
     host.save(update_fields=["forced_down", "state", "updated_at"])
     logger.warning("host %s: %s", host.hostname,

@@ -382,7 +382,7 @@ def test_2_11_services_show_and_take_forced_down(world):
     (service,) = admin("get", "/os-services", "2.11").json()["services"]
     assert (service["forced_down"], service["state"]) == (True, "down")
     # A forced-down host takes no new server: the scheduler finds no valid host.
-    sid = boot(Api(world, world.member), world)
+    sid = boot(member, world)
     server = member("get", f"/servers/{sid}", "2.11").json()["server"]
     assert server["status"] == "ERROR" and "No valid host" in server["fault"]["message"]
 
