@@ -28,10 +28,11 @@ log line (agent and callback clocks) and the client's own clock:
 
     api        POST sent -> 202 received (quota, scheduler claim, records, the on_commit send)
     to agent   202 received -> the agent task began (negative: it began before the 202 arrived)
-    lock, prepare, image, disk, (config_drive,) (plug,) define, start
+    lock, prepare, image, disk, (config_drive,) (plug,) define, turn, start
                the agent's stages: instance lock; spec and directory; image cache lookup (no
                re-hash: the digest is recorded); qcow2 overlay; taps (behind the network agent's
-               lock); libvirt define; libvirt start
+               lock); libvirt define; the wait for one of the host's start slots
+               (CLOUDMGR_MAX_CONCURRENT_STARTS); libvirt start
     result     agent finished -> the control worker's callback began (broker round trip)
     callback   the callback's database update to ACTIVE
     seen       callback finished -> the client's poll saw ACTIVE (up to --poll late)

@@ -323,7 +323,7 @@ class LibvirtDriver(ComputeDriver):
                     dom.pMWakeup(0)
                 elif not dom.isActive():
                     log.info("starting domain %s", guest.name)
-                    self._create(dom)
+                    self._create(dom, stages)
                 power_state = self._state(dom)
             stages.lap("start")
             return {"power_state": power_state, "stages": stages.seconds}
@@ -471,10 +471,12 @@ class LibvirtDriver(ComputeDriver):
                     dom.name(), timeout, presses)
         self._destroy_domain(dom)
 
-    def _create(self, dom: libvirt.virDomain) -> None:
+    def _create(self, dom: libvirt.virDomain, stages: Stages | None = None) -> None:
         """Start ``dom`` (a new QEMU process; at most ``max_concurrent_starts`` at once), then
-        lower its CPU weight (RUNNING_WEIGHT_DIVISOR)."""
+        lower its CPU weight (RUNNING_WEIGHT_DIVISOR). ``stages`` gets the wait for a turn."""
         with self._starts:
+            if stages is not None:
+                stages.lap("turn")
             dom.create()
         try:
             shares = dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE).get("cpu_shares")
