@@ -172,6 +172,7 @@ def _run_operation(driver, spec: OperationSpec) -> int:
         "snapshot": lambda: driver.snapshot(iid, spec.upload_url, spec.upload_token),
         "rescue": lambda: driver.rescue(spec.domain, spec.timeout),
         "unrescue": lambda: driver.unrescue(spec.domain),
+        "trigger_crash_dump": lambda: driver.trigger_crash_dump(iid),
     }
     if op not in calls:
         raise ComputeError(f"unknown operation {op!r}")

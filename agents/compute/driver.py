@@ -107,6 +107,10 @@ class ComputeDriver(abc.ABC):
         """Destroy the rescue domain, drop the rescue disk, boot the instance's own ``spec`` again."""
         self._unsupported("unrescue instances")
 
+    def trigger_crash_dump(self, instance_id: str) -> int:
+        """Inject an NMI into the running guest (its kernel decides: a kdump, a panic, a message)."""
+        self._unsupported("inject NMIs")
+
     def vnc_address(self, instance_id: str) -> tuple[str, int]:
         """Where the instance's VNC server listens on this host (localhost only)."""
         self._unsupported("show consoles")

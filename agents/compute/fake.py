@@ -150,6 +150,12 @@ class FakeDriver(ComputeDriver):
                 self.domains[i] = POWER_RUNNING
         return self._op("unpause", instance_id, change)
 
+    def trigger_crash_dump(self, instance_id: str) -> int:
+        def change(i):
+            if self.domains[i] not in (POWER_RUNNING, POWER_PAUSED):
+                raise ComputeError("cannot inject an NMI: the instance is not running")
+        return self._op("trigger_crash_dump", instance_id, change)
+
     def suspend(self, instance_id: str) -> int:
         def change(i):
             if self.domains[i] in (POWER_RUNNING, POWER_PAUSED):

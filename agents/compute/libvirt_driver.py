@@ -560,6 +560,14 @@ class LibvirtDriver(ComputeDriver):
     def resume(self, instance_id: str) -> int:
         return self._operation(instance_id, "resuming the instance", self._start)
 
+    def trigger_crash_dump(self, instance_id: str) -> int:
+        def body(dom):
+            if not dom.isActive():
+                raise ComputeError("cannot inject an NMI: the instance is not running")
+            dom.injectNMI(0)
+
+        return self._operation(instance_id, "injecting an NMI", body)
+
     def resize(self, spec: DomainSpec, timeout: int = 60, start: bool = True) -> int:
         paths = self._paths(spec.instance_id)
         with self._instance_locks(spec.instance_id):

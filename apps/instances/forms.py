@@ -33,6 +33,9 @@ class InstanceLaunchForm(forms.Form):
         max_length=255, strip=True,
         widget=forms.TextInput(attrs={**_INPUT, "autofocus": True, "autocomplete": "off"}),
     )
+    description = forms.CharField(
+        required=False, max_length=255, strip=True, widget=forms.TextInput(attrs={**_INPUT, "autocomplete": "off"}),
+    )
     image = ImageChoiceField(
         queryset=None, empty_label="Choose an image", widget=forms.Select(attrs={"class": "form-select"})
     )

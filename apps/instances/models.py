@@ -39,6 +39,8 @@ class Flavor(models.Model):
 
 class Instance(TenantOwnedModel):
     name = models.CharField(max_length=255)
+    # Nova's display_description: set at create from 2.19 (null if not given), the name before.
+    description = models.CharField(max_length=255, null=True, blank=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="instances")
     flavor = models.ForeignKey(Flavor, on_delete=models.PROTECT, related_name="instances")
     # The flavor's resources at boot, so that a later flavor edit does not change claims.

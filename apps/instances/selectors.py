@@ -69,15 +69,15 @@ def flavor_get(*, user: User, name_or_id: str, project: Project | None = None) -
 
 def instance_list(*, user: User, project: Project, status: str | None = None, name: str | None = None,
                   all_projects: bool = False, changes_since=None, project_id: str | None = None,
-                  reservation_id: str | None = None, ip: str | None = None, ip6: str | None = None
-                  ) -> QuerySet[Instance]:
+                  reservation_id: str | None = None, ip: str | None = None, ip6: str | None = None,
+                  include_deleted: bool = False) -> QuerySet[Instance]:
     """The project's instances that are not deleted (with ``changes_since``, also those deleted
-    since then, as Nova); every project's (or ``project_id``'s) for an admin who asks.
-    ``ip``/``ip6`` are regexes on the instances' fixed IPv4/IPv6 addresses."""
+    since then, as Nova; with ``include_deleted``, all); every project's (or ``project_id``'s) for
+    an admin who asks. ``ip``/``ip6`` are regexes on the instances' fixed IPv4/IPv6 addresses."""
     instances = Instance.objects.all()
     if changes_since is not None:
         instances = instances.filter(updated_at__gte=changes_since)
-    else:
+    elif not include_deleted:
         instances = instances.filter(deleted_at__isnull=True)
     if all_projects and is_cloud_admin(user=user):
         if project_id:
@@ -110,6 +110,7 @@ SERVER_SORT_COLUMNS = {
     "created_at": SortColumn("created_at"),
     "updated_at": SortColumn("updated_at"),
     "display_name": SortColumn("name"),
+    "display_description": SortColumn("description", nullable=True),
     "hostname": SortColumn("hostname"),
     "uuid": SortColumn("id"),
     "vm_state": SortColumn("vm_state"),
@@ -132,10 +133,10 @@ SERVER_SORT_COLUMNS = {
     "host": SortColumn("host__hostname", nullable=True, admin_only=True),
     "node": SortColumn("host__hostname", nullable=True, admin_only=True),
 }
-# Valid keys whose value is the same for every server here (empty access IPs, no description, no
-# kernel, progress 0...): they do not change the order, but their direction still counts.
-SERVER_SORT_CONSTANT_KEYS = {"access_ip_v4", "access_ip_v6", "auto_disk_config", "display_description",
-                             "kernel_id", "ramdisk_id", "progress"}
+# Valid keys whose value is the same for every server here (empty access IPs, no kernel, progress
+# 0...): they do not change the order, but their direction still counts.
+SERVER_SORT_CONSTANT_KEYS = {"access_ip_v4", "access_ip_v6", "auto_disk_config", "kernel_id", "ramdisk_id",
+                             "progress"}
 # Valid keys Nova ignores (dropped with their direction) rather than refuse, for compatibility.
 SERVER_SORT_IGNORED_KEYS = {
     "architecture", "cell_name", "cleaned", "default_ephemeral_device", "default_swap_device", "deleted",
@@ -307,8 +308,10 @@ def instance_actions(*, instance: Instance) -> QuerySet:
     return instance.actions.select_related("user").prefetch_related("events").order_by("-created_at")
 
 
-def instance_get(*, user: User, project: Project, instance_id: str) -> Instance:
-    instance = filter_pk(instance_list(user=user, project=project, all_projects=True), instance_id).first()
+def instance_get(*, user: User, project: Project, instance_id: str, include_deleted: bool = False) -> Instance:
+    """The instance, if the user may see it (a deleted one only with ``include_deleted``)."""
+    instances = instance_list(user=user, project=project, all_projects=True, include_deleted=include_deleted)
+    instance = filter_pk(instances, instance_id).first()
     if instance is None:
         raise NotFound(f"Instance {instance_id} could not be found.")
     return instance
@@ -347,6 +350,8 @@ PORTAL_ACTIONS = [
     ("rescue", "Rescue", "Boot {name} from a rescue system (its disk becomes the second disk)?"),
     ("unrescue", "Unrescue", ""),
     ("revertResize", "Revert resize", "Revert {name} to its old flavor?"),
+    ("trigger_crash_dump", "Trigger crash dump",
+     "Send {name} an NMI? Its kernel decides what follows: a crash dump, a panic, or a log line."),
     ("lock", "Lock", ""),
     ("unlock", "Unlock", ""),
 ]

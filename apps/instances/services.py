@@ -6,6 +6,7 @@ import math
 import re
 import secrets
 import string
+import unicodedata
 import uuid
 from datetime import timedelta
 
@@ -77,6 +78,7 @@ from cloudmgr.rpc import agent_call, agent_cast
 logger = logging.getLogger(__name__)
 
 GIB = 1024**3
+UNSET = object()  # a field left as it is (None means clear it)
 
 
 def _quota_deltas(instance: Instance) -> dict[str, int]:
@@ -163,6 +165,7 @@ def instance_create(
     availability_zone: str | None = None, server_group: ServerGroup | None = None,
     reservation_id: str | None = None, launch_index: int = 0, networks=None,
     security_groups: list[str] | None = None, block_devices: list[dict] | None = None, config_drive: bool = False,
+    description: str | None = None,
 ) -> Instance:
     """Record a new instance, claim quota and a host, and (on commit) ask that host to spawn it.
 
@@ -172,9 +175,8 @@ def instance_create(
     with boot index 0 is its root disk (no ``image``), and it spawns once they are all made.
     ``config_drive`` asks for a config drive even where the network serves metadata.
     """
-    name = name.strip()
-    if not name or len(name) > 255:
-        raise ValidationError("An instance needs a name of 1 to 255 characters.")
+    name = _check_name(name)
+    description = _check_description(description)
     if flavor.disabled:
         raise ValidationError(f"Flavor {flavor.name} is disabled.")
     boots_from_volume = any(b.get("boot_index") == 0 for b in block_devices or [])
@@ -204,6 +206,7 @@ def instance_create(
             project=project,
             user=user,
             name=name,
+            description=description,
             flavor=flavor,
             image=image,
             vcpus=flavor.vcpus,
@@ -239,6 +242,30 @@ def instance_create(
         _spawn_on(instance, host, create_action)
     logger.info("instance %s (%s) scheduled to %s", instance.id, instance.name, host.hostname)
     return instance
+
+
+def _printable(char: str) -> bool:
+    """Nova's rule for names and descriptions: no control or format characters, no separators
+    but spaces."""
+    category = unicodedata.category(char)
+    return category[0] not in "CZ" or category == "Zs"
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 255 or not all(map(_printable, name)):
+        raise ValidationError("An instance needs a name of 1 to 255 printable characters.")
+    return name
+
+
+def _check_description(description: str | None) -> str | None:
+    """Nova's server description: null, or at most 255 printable characters."""
+    if description is None:
+        return None
+    if not isinstance(description, str) or len(description) > 255 or not all(map(_printable, description)):
+        raise ValidationError("Invalid input for field/attribute description: a description is at most 255 "
+                              "printable characters, or null.")
+    return description
 
 
 def _no_valid_host(instance: Instance, detail: str = "") -> None:
@@ -491,7 +518,7 @@ def _begin(*, instance: Instance, transition: Transition, user: User | None, req
         setattr(instance, field, value)
     action = _action_start(instance=instance, action=transition.action, user=user, request_id=request_id)
     if transition.operation:
-        _event_start(action=action, event=f"compute_{transition.operation}_instance", host=instance.host)
+        _event_start(action=action, event=transition.event_name, host=instance.host)
     return action
 
 
@@ -541,6 +568,12 @@ def instance_suspend(*, instance: Instance, user: User | None, request_id: str =
 
 def instance_resume(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
     return _simple_action("resume", instance=instance, user=user, request_id=request_id)
+
+
+def instance_trigger_crash_dump(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    """Nova's trigger_crash_dump (2.17): an NMI to the guest. What follows is the guest's choice
+    (a kdump, a panic, or a kernel message), so no state changes; the action records the result."""
+    return _simple_action("trigger_crash_dump", instance=instance, user=user, request_id=request_id)
 
 
 def instance_lock(*, instance: Instance, user: User, request_id: str = "") -> Instance:
@@ -654,8 +687,9 @@ def instance_resize_revert(*, instance: Instance, user: User | None, request_id:
 
 
 def instance_rebuild(*, instance: Instance, image: Image, user: User | None, name: str | None = None,
-                     request_id: str = "") -> Instance:
-    """A new root disk from ``image`` (the old one is thrown away) and a fresh boot."""
+                     description=UNSET, request_id: str = "") -> Instance:
+    """A new root disk from ``image`` (the old one is thrown away) and a fresh boot; a new
+    ``name`` and ``description`` (None clears it) if given."""
     _refuse_volume_backed(instance, "rebuild")
     _check_bootable(image)
     if image.min_ram > instance.memory_mib:
@@ -663,10 +697,9 @@ def instance_rebuild(*, instance: Instance, image: Image, user: User | None, nam
     root_gb = _root_gb(flavor=instance.flavor, image=image)
     updates = {"image_id": image.pk, "root_gb": max(root_gb, instance.root_gb)}
     if name is not None:
-        name = name.strip()
-        if not name or len(name) > 255:
-            raise ValidationError("An instance needs a name of 1 to 255 characters.")
-        updates["name"] = name
+        updates["name"] = _check_name(name)
+    if description is not UNSET:
+        updates["description"] = _check_description(description)
     with transaction.atomic():
         _begin(instance=instance, transition=TRANSITIONS["rebuild"], user=user, request_id=request_id, **updates)
         instance.image = image
@@ -794,6 +827,9 @@ def instance_operation_done(*, result: dict) -> None:
     instance = Instance.objects.select_related("host", "project").filter(pk=result.get("instance_id")).first()
     if instance is None:
         return
+    if result.get("operation") == "trigger_crash_dump":
+        _crash_dump_done(instance, result)
+        return
     transition = _OPERATION_TASKS.get(result.get("operation"), {}).get(instance.task_state)
     if transition is None:
         logger.info("ignoring a late %s result for instance %s (task state %s)",
@@ -826,6 +862,19 @@ def instance_operation_done(*, result: dict) -> None:
             if transition.action == "createImage" and result.get("image_id"):
                 _discard_snapshot_image(result["image_id"])
             logger.warning("%s of instance %s failed: %s", transition.action, instance.id, error)
+
+
+def _crash_dump_done(instance: Instance, result: dict) -> None:
+    """Finish the trigger_crash_dump action whatever the instance does now (it held no task
+    state); a failure (the guest was not running) is the action's error and a fault, as Nova."""
+    with transaction.atomic():
+        if result.get("ok"):
+            _action_finish(instance=instance, action="trigger_crash_dump", result="Success")
+            return
+        error = result.get("error") or "The host failed to inject an NMI."
+        _fault(instance=instance, message=error)
+        _action_finish(instance=instance, action="trigger_crash_dump", result="Error", message=error)
+        logger.warning("trigger_crash_dump of instance %s failed: %s", instance.id, error)
 
 
 # --- reconciler -------------------------------------------------------------------------------
@@ -1069,15 +1118,19 @@ def _check_metadata(metadata) -> dict[str, str]:
     return dict(metadata)
 
 
-def instance_update(*, instance: Instance, user: User, name: str | None = None) -> Instance:
+def instance_update(*, instance: Instance, user: User, name: str | None = None, description=UNSET) -> Instance:
+    """Rename, and set or (None) clear the description, of the fields given."""
     if instance.deleted_at:
         raise NotFound(f"Instance {instance.id} could not be found.")
+    fields = []
     if name is not None:
-        name = name.strip()
-        if not name or len(name) > 255:
-            raise ValidationError("An instance needs a name of 1 to 255 characters.")
-        instance.name = name
-        instance.save(update_fields=["name", "updated_at"])
+        instance.name = _check_name(name)
+        fields.append("name")
+    if description is not UNSET:
+        instance.description = _check_description(description)
+        fields.append("description")
+    if fields:
+        instance.save(update_fields=[*fields, "updated_at"])
     return instance
 
 

@@ -106,7 +106,8 @@ class Transition:
     """One action's allow-list and the states it moves through.
 
     ``operation`` is the agent operation (None: the action only changes records); ``done`` is the
-    vm_state on success (None: decided from the power state the host reports).
+    vm_state on success (None: decided from the power state the host reports). ``event`` is the
+    action event's name where Nova's is not ``compute_<operation>_instance``.
     """
 
     action: str  # the instance-action name (Nova's)
@@ -114,6 +115,11 @@ class Transition:
     task_state: str | None
     operation: str | None
     done: str | None
+    event: str = ""
+
+    @property
+    def event_name(self) -> str:
+        return self.event or f"compute_{self.operation}_instance"
 
 
 _ANY = tuple(s for s in VmState if s not in (VmState.DELETED, VmState.BUILDING))
@@ -141,6 +147,10 @@ TRANSITIONS = {
     "unrescue": Transition("unrescue", (VmState.RESCUED,), TaskState.UNRESCUING, "unrescue", VmState.ACTIVE),
     "createImage": Transition("createImage", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED),
                               TaskState.IMAGE_SNAPSHOT, "snapshot", None),
+    # An NMI, whose effect is the guest's to decide: no task state, the states stay (Nova).
+    "trigger_crash_dump": Transition("trigger_crash_dump", (VmState.ACTIVE, VmState.PAUSED, VmState.RESCUED,
+                                                            VmState.RESIZED, VmState.ERROR),
+                                     None, "trigger_crash_dump", None, event="compute_trigger_crash_dump"),
     "lock": Transition("lock", _ANY + (VmState.BUILDING,), None, None, None),
     "unlock": Transition("unlock", _ANY + (VmState.BUILDING,), None, None, None),
 }

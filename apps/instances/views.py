@@ -78,6 +78,7 @@ def instance_create(request, *, project):
                 user_data=form.cleaned_data["user_data"],
                 networks=_requested_networks(form.cleaned_data["network"]),
                 config_drive=form.cleaned_data["config_drive"],
+                description=form.cleaned_data["description"] or None,
                 request_id=getattr(request, "request_id", ""),
             )
         except ApplicationError as exc:
@@ -163,6 +164,7 @@ _ACTION_SERVICES = {
     "rescue": services.instance_rescue,
     "unrescue": services.instance_unrescue,
     "revertResize": services.instance_resize_revert,
+    "trigger_crash_dump": services.instance_trigger_crash_dump,
     "lock": services.instance_lock,
     "unlock": services.instance_unlock,
 }

@@ -188,6 +188,25 @@ def test_spawn_restarts_a_stopped_domain(driver, testvm_image, libvirt_conn):
     assert not domain_exists(libvirt_conn, spec.instance_id)
 
 
+def test_trigger_crash_dump_sends_the_guest_kernel_an_nmi(driver, testvm_image, libvirt_conn):
+    """Nova's trigger_crash_dump: an NMI the guest's kernel handles (this one logs it and goes on)."""
+    spec = make_spec(driver, testvm_image)
+    driver.spawn(spec)
+    wait_for_marker(driver, spec.instance_id)
+    assert "NMI received" not in driver.console_log(spec.instance_id)
+    assert driver.trigger_crash_dump(spec.instance_id) == POWER_RUNNING
+    deadline = time.monotonic() + 30
+    while "NMI received" not in driver.console_log(spec.instance_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "NMI received" in driver.console_log(spec.instance_id), driver.console_log(spec.instance_id, 20)
+    assert driver.power_state(spec.instance_id) == POWER_RUNNING
+
+    libvirt_conn.lookupByName(names.domain_name(spec.instance_id)).destroy()
+    with pytest.raises(ComputeError, match="not running"):
+        driver.trigger_crash_dump(spec.instance_id)
+    driver.destroy(spec.instance_id)
+
+
 def test_started_domains_yield_cpu_weight_to_starting_ones(driver, testvm_image, libvirt_conn):
     """A running guest keeps a quarter of the CPU weight a domain starts with, so starting another
     domain (hundreds of QMP round trips in libvirt) is not starved by running guests' vCPUs."""

@@ -125,6 +125,15 @@ def test_hard_reboot_resets_the_guest(vm):
     vm.wait_booted(times=booted + 1)  # reset: same log, one more boot
 
 
+def test_trigger_crash_dump_sends_the_guest_an_nmi(vm):
+    resp = vm.cloud.request("POST", f"/compute/v2.1/servers/{vm.id}/action", {"trigger_crash_dump": None}, vm.token,
+                            headers={"OpenStack-API-Version": "compute 2.17"})
+    assert resp.status == 202, resp.body
+    vm.wait_console(lambda out: "NMI received" in out, "the guest kernel to log the NMI")
+    body = vm.wait_status("ACTIVE")  # the guest goes on: its kernel only logs an unknown NMI
+    assert body["OS-EXT-STS:power_state"] == 1
+
+
 def test_pause_and_unpause(vm):
     vm.action({"pause": None})
     assert vm.wait_status("PAUSED")["OS-EXT-STS:power_state"] == 3
@@ -267,7 +276,7 @@ def test_novnc_console_websocket_handshake_and_rfb_greeting(live_cloud, vm):
     shown = openstack(live_cloud, "--debug", "console", "url", "show", vm.id, "-f", "json", check=False)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert f"POST {live_cloud.url}/compute/v2.1/servers/{vm.id}/remote-consoles" in shown.stderr
-    assert "OpenStack-API-Version: compute 2.16" in shown.stderr
+    assert "OpenStack-API-Version: compute 2.21" in shown.stderr
     console = json.loads(shown.stdout)
     assert console["type"] == "novnc" and console["protocol"] == "vnc"
     data = novnc_handshake(live_cloud, console["url"])
@@ -306,6 +315,8 @@ def test_lifecycle_commands(live_cloud):
     assert "ACTIVE" in cloud.manage("instance_reboot", sid, "--hard", "--wait").stdout
     assert "PAUSED" in cloud.manage("instance_pause", sid, "--wait").stdout
     assert "ACTIVE" in cloud.manage("instance_unpause", sid, "--wait").stdout
+    assert "ACTIVE" in cloud.manage("instance_trigger_crash_dump", sid, "--wait").stdout
+    server.wait_console(lambda out: "NMI received" in out, "the guest kernel to log the NMI")
     cloud.manage("instance_lock", sid)
     assert "SHUTOFF" in cloud.manage("instance_stop", sid, "--wait").stdout  # admins may act on locked ones
     cloud.manage("instance_start", sid, "--wait")

@@ -70,13 +70,20 @@ def test_compute_service_forced_down(live_cloud):
 def test_server_lifecycle(live_cloud):
     cloud = live_cloud
     server = openstack(cloud, "server", "create", "--image", "testvm", "--flavor", "m1.nano", "--key-name", "cli-key",
-                       "--wait", "cli-vm", "-f", "json")
+                       "--description", "made by the CLI", "--wait", "cli-vm", "-f", "json")
     sid = server["id"]
     assert server["status"] == "ACTIVE"
     assert sid in [s["ID"] for s in openstack(cloud, "server", "list", "-f", "json")]
     shown = openstack(cloud, "server", "show", sid, "-f", "json")
-    assert shown["name"] == "cli-vm" and shown["key_name"] == "cli-key"
+    assert (shown["name"], shown["key_name"], shown["description"]) == ("cli-vm", "cli-key", "made by the CLI")
+    run(cloud, "server", "set", "--description", "changed by the CLI", sid)  # 2.19
+    assert openstack(cloud, "server", "show", sid, "-f", "json")["description"] == "changed by the CLI"
     wait_ready(cloud, sid)
+
+    run(cloud, "server", "dump", "create", sid)  # 2.17: an NMI, which this guest's kernel logs
+    cloud.wait_for(lambda: "NMI received" in run(cloud, "console", "log", "show", sid), 60, interval=1,
+                   what="the guest kernel to log the NMI")
+    assert status(cloud, sid) == "ACTIVE"
 
     run(cloud, "server", "stop", sid)
     cloud.wait_for(lambda: status(cloud, sid) == "SHUTOFF", 120, interval=1, what="SHUTOFF")
@@ -107,3 +114,6 @@ def test_server_lifecycle(live_cloud):
     gone = subprocess.run([OPENSTACK, "server", "show", sid], env=cli_env(cloud), capture_output=True, text=True,
                           check=False)
     assert gone.returncode != 0
+    # 2.21: a deleted server's events can still be read.
+    actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
+    assert {"create", "trigger_crash_dump", "delete"} <= {a["Action"] for a in actions}

@@ -49,14 +49,14 @@ def nova_error(resp, status):
     return kind, body["message"]
 
 
-def test_version_document_and_negotiation_up_to_2_16(world):
+def test_version_document_and_negotiation_up_to_2_21(world):
     version = APIClient().get(f"{V}/").json()["version"]
-    assert (version["min_version"], version["version"]) == ("2.1", "2.16")
+    assert (version["min_version"], version["version"]) == ("2.1", "2.21")
     c = Api(world, world.member)
     resp = c("get", "/flavors", "latest")
-    assert resp["OpenStack-API-Version"] == "compute 2.16" and resp["X-OpenStack-Nova-API-Version"] == "2.16"
-    assert c("get", "/flavors", "2.16").status_code == 200
-    assert c("get", "/flavors", "2.17").status_code == 406
+    assert resp["OpenStack-API-Version"] == "compute 2.21" and resp["X-OpenStack-Nova-API-Version"] == "2.21"
+    assert c("get", "/flavors", "2.21").status_code == 200
+    assert c("get", "/flavors", "2.22").status_code == 406
 
 
 # -- 2.2: keypair type, create 201 and delete 204 ------------------------------------------------
@@ -457,3 +457,110 @@ def test_2_16_host_status_for_admins(world):
     assert status(unplaced) == ""
     Host.objects.filter(hostname="node1").update(forced_down=False, status="enabled")
     assert status() == "UNKNOWN"  # down: its heartbeats stopped
+
+
+# -- 2.17: trigger_crash_dump ----------------------------------------------------------------------
+
+
+def test_2_17_trigger_crash_dump(world, fake_driver):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    dump = {"trigger_crash_dump": None}
+    nova_error(c("post", f"/servers/{sid}/action", "2.16", dump), 404)  # no such action before 2.17
+    _, message = nova_error(c("post", f"/servers/{sid}/action", "2.17", {"trigger_crash_dump": {}}), 400)
+    assert "null" in message
+    resp = c("post", f"/servers/{sid}/action", "2.17", dump)
+    assert resp.status_code == 202 and not resp.content
+    assert ("trigger_crash_dump", sid) in fake_driver.calls
+    server = c("get", f"/servers/{sid}", "2.17").json()["server"]
+    assert (server["status"], server["OS-EXT-STS:task_state"]) == ("ACTIVE", None)  # no state of its own
+    actions = c("get", f"/servers/{sid}/os-instance-actions", "2.17").json()["instanceActions"]
+    assert actions[0]["action"] == "trigger_crash_dump"
+    shown = c("get", f"/servers/{sid}/os-instance-actions/{actions[0]['request_id']}", "2.17").json()
+    assert [(e["event"], e["result"]) for e in shown["instanceAction"]["events"]] == [
+        ("compute_trigger_crash_dump", "Success")]
+
+    # A guest that is not running: the host's error is the action's, and a fault.
+    fake_driver.fail_next("trigger_crash_dump", "cannot inject an NMI: the instance is not running")
+    assert c("post", f"/servers/{sid}/action", "2.17", dump).status_code == 202
+    latest = c("get", f"/servers/{sid}/os-instance-actions", "2.17").json()["instanceActions"][0]
+    shown = c("get", f"/servers/{sid}/os-instance-actions/{latest['request_id']}", "2.17").json()["instanceAction"]
+    assert shown["events"][0]["result"] == "Error"
+    from apps.instances.models import InstanceFault
+    assert InstanceFault.objects.get(instance_id=sid).message == "cannot inject an NMI: the instance is not running"
+
+    # Stopped: Nova's allow-list refuses (409); locked: 409 for its owner.
+    assert c("post", f"/servers/{sid}/action", "2.17", {"os-stop": None}).status_code == 202
+    _, message = nova_error(c("post", f"/servers/{sid}/action", "2.17", dump), 409)
+    assert "trigger_crash_dump" in message and "stopped" in message
+    assert c("post", f"/servers/{sid}/action", "2.17", {"os-start": None}).status_code == 202
+    assert c("post", f"/servers/{sid}/action", "2.17", {"lock": None}).status_code == 202
+    _, message = nova_error(c("post", f"/servers/{sid}/action", "2.17", dump), 409)
+    assert "locked" in message
+    outsider = Api(world, world.outsider, world.other_project)
+    nova_error(outsider("post", f"/servers/{sid}/action", "2.17", dump), 404)
+
+
+# -- 2.19: server description --------------------------------------------------------------------
+
+
+def test_2_19_description_in_create_update_rebuild_and_show(world):
+    make_host()
+    c = Api(world, world.member)
+    # Before 2.19 the description is the name, and a description is refused.
+    _, message = nova_error(c("post", "/servers", "2.18", {"server": {
+        "name": "old", "imageRef": str(world.image.id), "flavorRef": world.flavor.id, "description": "d"}}), 400)
+    assert "'description'" in message
+    old = boot(c, world, name="old", version="2.18")
+    assert "description" not in c("get", f"/servers/{old}", "2.18").json()["server"]
+    assert c("get", f"/servers/{old}", "2.19").json()["server"]["description"] == "old"
+
+    # From 2.19: null unless given; shown, listed in detail, updated, cleared, rebuilt.
+    plain = boot(c, world, name="plain", version="2.19")
+    assert c("get", f"/servers/{plain}", "2.19").json()["server"]["description"] is None
+    sid = boot(c, world, name="new", version="2.19", description="a web server")
+    assert c("get", f"/servers/{sid}", "2.19").json()["server"]["description"] == "a web server"
+    listed = {s["id"]: s["description"] for s in c("get", "/servers/detail", "2.19").json()["servers"]}
+    assert listed == {old: "old", plain: None, sid: "a web server"}
+    assert all("description" not in s for s in c("get", "/servers", "2.19").json()["servers"])
+
+    nova_error(c("put", f"/servers/{sid}", "2.18", {"server": {"description": "x"}}), 400)
+    updated = c("put", f"/servers/{sid}", "2.19", {"server": {"description": "the web server"}}).json()["server"]
+    assert set(updated) == BASIC_KEYS | {"locked", "description"} and updated["description"] == "the web server"
+    updated = c("put", f"/servers/{sid}", "2.19", {"server": {"name": "renamed"}}).json()["server"]
+    assert updated["description"] == "the web server"  # only what is given changes
+    cleared = c("put", f"/servers/{sid}", "2.19", {"server": {"description": None}}).json()["server"]
+    assert cleared["description"] is None
+    for bad in ("x" * 256, "tab\there", 5):
+        nova_error(c("put", f"/servers/{sid}", "2.19", {"server": {"description": bad}}), 400)
+    _, message = nova_error(c("put", f"/servers/{sid}", "2.19", {"server": {"name": "new\nline"}}), 400)
+    assert "printable" in message  # names follow the same rule (Nova's)
+
+    rebuild = {"rebuild": {"imageRef": str(world.image.id), "description": "rebuilt"}}
+    nova_error(c("post", f"/servers/{sid}/action", "2.18", rebuild), 400)
+    resp = c("post", f"/servers/{sid}/action", "2.19", rebuild)
+    assert resp.status_code == 202 and resp.json()["server"]["description"] == "rebuilt"
+    assert c("get", f"/servers/{sid}", "2.19").json()["server"]["description"] == "rebuilt"
+
+    by_description = c("get", "/servers/detail?sort_key=display_description&sort_dir=asc", "2.19").json()["servers"]
+    assert [s["id"] for s in by_description] == [plain, old, sid]  # null first ascending
+
+
+# -- 2.21: actions of deleted servers ------------------------------------------------------------
+
+
+def test_2_21_actions_of_a_deleted_server(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    assert c("delete", f"/servers/{sid}", "2.21").status_code == 204
+    nova_error(c("get", f"/servers/{sid}", "2.21"), 404)
+    nova_error(c("get", f"/servers/{sid}/os-instance-actions", "2.20"), 404)
+    actions = c("get", f"/servers/{sid}/os-instance-actions", "2.21").json()["instanceActions"]
+    assert [a["action"] for a in actions] == ["delete", "create"]
+    shown = c("get", f"/servers/{sid}/os-instance-actions/{actions[0]['request_id']}", "2.21")
+    assert shown.status_code == 200 and shown.json()["instanceAction"]["action"] == "delete"
+    # Still the project's: another project's user sees nothing.
+    outsider = Api(world, world.outsider, world.other_project)
+    nova_error(outsider("get", f"/servers/{sid}/os-instance-actions", "2.21"), 404)

@@ -48,8 +48,19 @@ def test_each_lifecycle_command(world, vm):
     assert "ACTIVE" in run("instance_rebuild", sid, "--wait", *who)
     assert "RESCUE" in run("instance_rescue", sid, "--wait", *who)
     assert "ACTIVE" in run("instance_unrescue", sid, "--wait", *who)
+    assert "ACTIVE" in run("instance_trigger_crash_dump", sid, *who)
+    assert vm.actions.filter(action="trigger_crash_dump", result="Success").exists()
     run("instance_lock", sid, *who)
     with pytest.raises(CommandError, match="locked"):
         run("instance_stop", sid, *who)
     run("instance_unlock", sid, *who)
     assert Instance.objects.get(pk=vm.pk).vm_state == VmState.ACTIVE
+
+
+def test_instance_create_command_takes_a_description(world, vm):
+    run("instance_create", "described", "--flavor", world.flavor.name, "--image", world.image.name,
+        "--description", "made by a command", *actor(world))
+    assert Instance.objects.get(name="described").description == "made by a command"
+    with pytest.raises(CommandError, match="description"):
+        run("instance_create", "bad", "--flavor", world.flavor.name, "--image", world.image.name,
+            "--description", "x" * 256, *actor(world))

@@ -32,6 +32,16 @@ def test_action_menu_follows_the_state_and_actions_run(client, world, vm):
     assert "Cannot &#x27;unpause&#x27;" in r.content.decode() or "Cannot 'unpause'" in r.content.decode()
 
 
+def test_trigger_crash_dump_from_the_menu(client, world, vm, fake_driver):
+    client.force_login(world.member)
+    page = client.get(f"/instances/{vm.pk}/").content.decode()
+    assert 'data-action="trigger_crash_dump"' in page and "Send vm1 an NMI?" in page  # with a confirmation
+    assert client.post(f"/instances/{vm.pk}/action/trigger_crash_dump/").status_code == 302
+    assert ("trigger_crash_dump", str(vm.pk)) in fake_driver.calls
+    assert Instance.objects.get(pk=vm.pk).vm_state == VmState.ACTIVE
+    assert ">trigger_crash_dump<" in client.get(f"/instances/{vm.pk}/overview/").content.decode()
+
+
 def test_readers_get_no_menu_and_cannot_act(client, world, vm):
     client.force_login(world.reader)
     assert 'data-action="stop"' not in client.get(f"/instances/{vm.pk}/").content.decode()
@@ -52,6 +62,20 @@ def test_launch_form_with_key_pair_user_data_and_count(client, world):
     made = Instance.objects.order_by("name")
     assert [i.name for i in made] == ["many-1", "many-2"] and made[0].key_name == "mykey"
     assert made[0].user_data  # base64 of the script
+    assert made[0].description is None  # none given
+    assert "Description" not in client.get(f"/instances/{made[0].pk}/").content.decode()
+
+
+def test_launch_form_description_shows_on_the_overview(client, world):
+    make_host()
+    client.force_login(world.member)
+    r = client.post("/instances/launch/", {"name": "described", "description": "runs the web site",
+                                           "image": str(world.image.pk), "flavor": world.flavor.pk, "count": 1})
+    assert r.status_code == 302
+    vm = Instance.objects.get(name="described")
+    assert vm.description == "runs the web site"
+    page = client.get(f"/instances/{vm.pk}/").content.decode()
+    assert 'data-testid="description">runs the web site<' in page
 
 
 def test_launch_form_puts_the_instance_on_the_chosen_network(client, world):

@@ -199,6 +199,8 @@ def server_basic(instance: Instance, *, version: Version = BASE_VERSION) -> dict
     }
     if in_span(version, "2.9"):
         body["locked"] = instance.locked
+    if in_span(version, "2.19"):
+        body["description"] = instance.description
     if instance.vm_state in ("error", "deleted"):  # Nova shows the fault of these only
         fault = next(iter(instance.faults.all()), None)  # newest first; prefetched on list pages
         if fault is not None:

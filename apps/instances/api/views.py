@@ -40,7 +40,7 @@ from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
 # Raised only when every change up to it is honoured (docs/compute.md): the SDK uses the maximum.
-MAX_VERSION = Version(2, 16)
+MAX_VERSION = Version(2, 21)
 
 
 def _version_v21() -> dict:
@@ -295,10 +295,21 @@ class ServerViewSet(ComputeViewSet):
         return Response({"server": s.server_detail(instance, is_admin=is_cloud_admin(user=self.user),
                                                    version=request.api_version)})
 
+    def _description(self, data: dict, *, default=services.UNSET):
+        """The body's ``description`` (2.19; None clears it), ``default`` if absent; 400 before 2.19."""
+        if "description" not in data:
+            return default
+        if not supports(self.request, "2.19"):
+            raise ValidationError("Additional properties are not allowed ('description' was unexpected).")
+        return data["description"]
+
     def create(self, request):
-        parsed = s.ServerCreateSerializer(data=self.body("server"))
+        body = self.body("server")
+        parsed = s.ServerCreateSerializer(data=body)
         parsed.is_valid(raise_exception=True)
         data = parsed.validated_data
+        # Before 2.19 Nova set the description to the name; from 2.19 it is null unless given.
+        description = self._description(body, default=None if supports(request, "2.19") else data["name"])
         hints = request.data.get("os:scheduler_hints") or request.data.get("OS-SCH-HNT:scheduler_hints") or {}
         group = None
         if isinstance(hints, dict) and hints.get("group"):
@@ -327,6 +338,7 @@ class ServerViewSet(ComputeViewSet):
             networks=data.get("networks"),
             security_groups=data.get("security_groups"),
             config_drive=data.get("config_drive", False),
+            description=description,
         )
         if data.get("return_reservation_id"):
             return Response({"reservation_id": instances[0].reservation_id}, status=status.HTTP_202_ACCEPTED)
@@ -339,7 +351,8 @@ class ServerViewSet(ComputeViewSet):
         unknown = set(data) - {"name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "description"}
         if unknown:
             raise ValidationError(f"Additional properties are not allowed ({', '.join(sorted(unknown))}).")
-        instance = services.instance_update(instance=self._get(pk), user=self.user, name=data.get("name"))
+        instance = services.instance_update(instance=self._get(pk), user=self.user, name=data.get("name"),
+                                            description=self._description(data))
         return Response({"server": s.server_basic(self._get(str(instance.pk)), version=request.api_version)})
 
     # -- metadata --------------------------------------------------------------------------------
@@ -381,12 +394,17 @@ class ServerViewSet(ComputeViewSet):
 
     # -- instance actions ------------------------------------------------------------------------
 
+    def _get_for_actions(self, pk):
+        """From 2.21 a deleted server's actions can be read too (its record is kept)."""
+        return instance_get(user=self.user, project=self.project, instance_id=pk,
+                            include_deleted=supports(self.request, "2.21"))
+
     def actions_list(self, request, pk):
-        instance = self._get(pk)
+        instance = self._get_for_actions(pk)
         return Response({"instanceActions": [s.instance_action_body(a) for a in instance_actions(instance=instance)]})
 
     def actions_show(self, request, pk, request_id):
-        instance = self._get(pk)
+        instance = self._get_for_actions(pk)
         action = instance_actions(instance=instance).filter(request_id=request_id).first()
         if action is None:
             raise NotFound(f"Action for request_id {request_id} on instance {pk} not found.")
@@ -483,7 +501,7 @@ class ServerViewSet(ComputeViewSet):
             raise ValidationError("Invalid input for field/attribute rebuild: 'imageRef' is a required property.")
         image = image_get(user=self.user, project=self.project, name_or_id=str(args["imageRef"]))
         instance = services.instance_rebuild(instance=instance, image=image, user=self.user, name=args.get("name"),
-                                             request_id=self.request_id)
+                                             description=self._description(args), request_id=self.request_id)
         instance = self._get(str(instance.id))
         return Response({"server": s.server_basic(instance, version=self.request.api_version)},
                         status=status.HTTP_202_ACCEPTED)
@@ -519,6 +537,12 @@ class ServerViewSet(ComputeViewSet):
                                             console_type=kind)
         return Response({"remote_console": {"protocol": protocol, "type": kind, "url": url}})
 
+    def _trigger_crash_dump(self, instance, args):
+        if args is not None:
+            raise ValidationError("Invalid input for field/attribute trigger_crash_dump: it must be null.")
+        services.instance_trigger_crash_dump(instance=instance, user=self.user, request_id=self.request_id)
+        return self._accepted()
+
     def _rescue(self, instance, args):
         image = None
         if isinstance(args, dict) and args.get("rescue_image_ref"):
@@ -548,10 +572,14 @@ class ServerViewSet(ComputeViewSet):
         "confirmResize": _confirm_resize,
         "revertResize": _simple(services.instance_resize_revert),
         "rebuild": _rebuild,
+        "trigger_crash_dump": _trigger_crash_dump,
     }
     # Actions that exist only in a span of microversions; outside it they are 404, as in Nova.
-    ACTION_VERSIONS = {name: ("2.1", "2.5") for name in
-                       ("os-getVNCConsole", "os-getSPICEConsole", "os-getSerialConsole", "os-getRDPConsole")}
+    ACTION_VERSIONS = {
+        **{name: ("2.1", "2.5") for name in
+           ("os-getVNCConsole", "os-getSPICEConsole", "os-getSerialConsole", "os-getRDPConsole")},
+        "trigger_crash_dump": ("2.17", None),
+    }
 
 
 class KeypairViewSet(ComputeViewSet):

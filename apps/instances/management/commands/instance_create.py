@@ -17,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("--flavor", required=True, help="flavor name or id")
         parser.add_argument("--image", required=True, help="image name or id")
+        parser.add_argument("--description", help="a description of up to 255 characters")
         parser.add_argument("--config-drive", action="store_true",
                             help="give the guest a config drive even where its network serves metadata")
         parser.add_argument("--wait", action="store_true", help="wait until the instance is ACTIVE or ERROR")
@@ -33,6 +34,7 @@ class Command(BaseCommand):
                 flavor=flavor_get(user=user, name_or_id=options["flavor"]),
                 image=image_get(user=user, project=project, name_or_id=options["image"]),
                 config_drive=options["config_drive"],
+                description=options["description"],
             )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
