@@ -40,9 +40,10 @@ log line (agent and callback clocks) and the client's own clock:
 Each round also prints the API requests its clients made, the machine's load average and CPU
 busy share, and the CPU seconds the cloud's processes, libvirtd, the guests' QEMU processes
 (every QEMU on the machine, read every 0.1 s) and this bench itself (its clients and samplers,
-on the same cores) used, so a reader can tell a busy machine from a slow cloud (the machine is shared: run it several times and report the
-range), and how many tasks of each kind the network agent ran in the round and the seconds they
-took. Finally the peak RSS of the control-plane processes (web server, control worker, beat).
+on the same cores) used, so a reader can tell a busy machine from a slow cloud (the machine is
+shared: run it several times and report the range), and how many tasks of each kind the network
+agent ran in the round and the seconds they took. Finally the peak RSS of the control-plane
+processes (web server, control worker, beat).
 
 --networks none boots servers without ports: the compute path alone. With the default networks
 each boot also waits for the network agent's syncs (docs/compute.md, "Boot performance").
@@ -206,7 +207,8 @@ class CpuMeter:
         )
         qemu = {pid: seconds - self.start["qemu"].get(pid, 0.0) for pid, seconds in end["qemu"].items()}
         qemu = {pid: seconds for pid, seconds in qemu.items() if seconds > 0}
-        roles += f", QEMU {sum(qemu.values()):.1f} ({len(qemu)} processes), this bench {end['bench'] - self.start['bench']:.1f}"
+        bench = end["bench"] - self.start["bench"]
+        roles += f", QEMU {sum(qemu.values()):.1f} ({len(qemu)} processes), this bench {bench:.1f}"
         return (f"  machine: {os.cpu_count()} CPUs {100 * busy / max(total, 1):.0f}% busy, load average "
                 f"{self.start['load']:.1f} -> {end['load']:.1f}; CPU seconds: {roles}")
 

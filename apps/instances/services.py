@@ -244,16 +244,15 @@ def instance_create(
     return instance
 
 
-def _printable(char: str) -> bool:
+def _printable(text: str) -> bool:
     """Nova's rule for names and descriptions: no control or format characters, no separators
     but spaces."""
-    category = unicodedata.category(char)
-    return category[0] not in "CZ" or category == "Zs"
+    return all(category[0] not in "CZ" or category == "Zs" for category in map(unicodedata.category, text))
 
 
 def _check_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 255 or not all(map(_printable, name)):
+    if not name or len(name) > 255 or not _printable(name):
         raise ValidationError("An instance needs a name of 1 to 255 printable characters.")
     return name
 
@@ -262,7 +261,7 @@ def _check_description(description: str | None) -> str | None:
     """Nova's server description: null, or at most 255 printable characters."""
     if description is None:
         return None
-    if not isinstance(description, str) or len(description) > 255 or not all(map(_printable, description)):
+    if not isinstance(description, str) or len(description) > 255 or not _printable(description):
         raise ValidationError("Invalid input for field/attribute description: a description is at most 255 "
                               "printable characters, or null.")
     return description

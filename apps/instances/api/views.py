@@ -272,8 +272,8 @@ class ServerViewSet(ComputeViewSet):
             links["servers_links"] = [link("next", request.build_absolute_uri(request.path) + "?" + query.urlencode())]
         return page, links
 
-    def _get(self, pk):
-        return instance_get(user=self.user, project=self.project, instance_id=pk)
+    def _get(self, pk, *, include_deleted: bool = False):
+        return instance_get(user=self.user, project=self.project, instance_id=pk, include_deleted=include_deleted)
 
     def list(self, request):
         page, links = self._page(request)
@@ -392,19 +392,14 @@ class ServerViewSet(ComputeViewSet):
         services.instance_metadata_set(instance=self._get(pk), user=self.user, metadata={}, delete_key=key)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    # -- instance actions ------------------------------------------------------------------------
-
-    def _get_for_actions(self, pk):
-        """From 2.21 a deleted server's actions can be read too (its record is kept)."""
-        return instance_get(user=self.user, project=self.project, instance_id=pk,
-                            include_deleted=supports(self.request, "2.21"))
+    # -- instance actions (from 2.21 of deleted servers too: their records are kept) -------------
 
     def actions_list(self, request, pk):
-        instance = self._get_for_actions(pk)
+        instance = self._get(pk, include_deleted=supports(request, "2.21"))
         return Response({"instanceActions": [s.instance_action_body(a) for a in instance_actions(instance=instance)]})
 
     def actions_show(self, request, pk, request_id):
-        instance = self._get_for_actions(pk)
+        instance = self._get(pk, include_deleted=supports(request, "2.21"))
         action = instance_actions(instance=instance).filter(request_id=request_id).first()
         if action is None:
             raise NotFound(f"Action for request_id {request_id} on instance {pk} not found.")
