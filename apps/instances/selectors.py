@@ -1,4 +1,5 @@
 import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -67,19 +68,82 @@ def flavor_get(*, user: User, name_or_id: str, project: Project | None = None) -
     return flavor
 
 
+# Nova's server list filters that only admins may use (before 2.83 a non-admin's are dropped),
+# as (field, match): "exact" and "uuid" are the exact ones of its database layer, "regex" the rest
+# (a regex on the column); "config_drive" is a regex on the column Nova stores, "True" or "".
+ADMIN_SERVER_FILTERS = {
+    "uuid": ("pk", "uuid"),
+    "user_id": ("user_id", "uuid"),
+    "image_ref": ("image_id", "uuid"),
+    "vm_state": ("vm_state", "exact"),
+    "task_state": ("task_state", "exact"),
+    "host": ("host__hostname", "exact"),
+    "node": ("host__hostname", "regex"),
+    "hostname": ("hostname", "regex"),
+    "display_name": ("name", "regex"),
+    "description": ("description", "regex"),
+    "display_description": ("description", "regex"),
+    "key_name": ("key_name", "regex"),
+    "availability_zone": ("availability_zone", "regex"),
+    "power_state": ("power_state", "regex"),
+    "locked_by": ("locked_by", "regex"),
+    "launch_index": ("launch_index", "regex"),
+    "config_drive": ("config_drive", "config_drive"),
+}
+
+
+def _checked_regex(name: str, pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValidationError(f"Invalid regular expression for {name}: {exc}") from None
+    return pattern
+
+
+def _admin_filter(name: str, value: str) -> Q:
+    field, match = ADMIN_SERVER_FILTERS[name]
+    if match == "exact":
+        return Q(**{field: value})
+    if match == "uuid":
+        uuid = _uuid_or_none(value)
+        return Q(**{field: uuid}) if uuid else Q(pk__in=[])  # matches nothing
+    pattern = _checked_regex(name, value)
+    if match == "regex":
+        return Q(**{f"{field}__regex": pattern})
+    matches = Q(pk__in=[])  # config_drive: "False" matches neither "True" nor ""
+    if re.search(pattern, "True"):
+        matches |= Q(config_drive=True)
+    if re.search(pattern, ""):
+        matches |= Q(config_drive=False)
+    return matches
+
+
 def instance_list(*, user: User, project: Project, status: str | None = None, name: str | None = None,
                   all_projects: bool = False, changes_since=None, project_id: str | None = None,
                   reservation_id: str | None = None, ip: str | None = None, ip6: str | None = None,
-                  include_deleted: bool = False) -> QuerySet[Instance]:
+                  image: str | None = None, flavor: str | None = None, admin_filters: dict[str, str] | None = None,
+                  deleted: bool | None = None, include_deleted: bool = False) -> QuerySet[Instance]:
     """The project's instances that are not deleted (with ``changes_since``, also those deleted
     since then, as Nova; with ``include_deleted``, all); every project's (or ``project_id``'s) for
-    an admin who asks. ``ip``/``ip6`` are regexes on the instances' fixed IPv4/IPv6 addresses."""
+    an admin who asks. ``ip``/``ip6`` are regexes on the instances' fixed IPv4/IPv6 addresses,
+    ``image`` an image id, ``flavor`` a flavor id. ``admin_filters`` (``ADMIN_SERVER_FILTERS``) and
+    ``deleted`` (only deleted, or only live, instances) apply for admins and are dropped for others.
+    A status of DELETED lists deleted instances, for admins only (403 for others, as Nova)."""
+    admin = is_cloud_admin(user=user)
+    if not admin:
+        admin_filters, deleted = {}, None
+    if status and status.upper() == "DELETED":
+        if not admin:
+            raise PermissionDenied("Only administrators may list deleted instances")
+        deleted = True
     instances = Instance.objects.all()
     if changes_since is not None:
         instances = instances.filter(updated_at__gte=changes_since)
-    elif not include_deleted:
+    if deleted is not None:
+        instances = instances.filter(deleted_at__isnull=not deleted)
+    elif changes_since is None and not include_deleted:
         instances = instances.filter(deleted_at__isnull=True)
-    if all_projects and is_cloud_admin(user=user):
+    if all_projects and admin:
         if project_id:
             instances = instances.filter(project_id=_uuid_or_none(project_id))
     else:
@@ -87,11 +151,18 @@ def instance_list(*, user: User, project: Project, status: str | None = None, na
     if status:
         instances = instances.filter(vm_state__in=vm_states_for_status(status))
     if name:
-        instances = instances.filter(name__regex=name)
+        instances = instances.filter(name__regex=_checked_regex("name", name))
     if reservation_id:
         instances = instances.filter(reservation_id=reservation_id)
     if ip is not None or ip6 is not None:
         instances = instances.filter(pk__in=server_ids_by_address(ip=ip, ip6=ip6))
+    if image:
+        image_id = _uuid_or_none(image)
+        instances = instances.filter(image_id=image_id) if image_id else instances.none()
+    if flavor:
+        instances = instances.filter(flavor_id=flavor)
+    for key, value in (admin_filters or {}).items():
+        instances = instances.filter(_admin_filter(key, value))
     return instances.select_related("flavor", "image", "host", "user", "project")
 
 

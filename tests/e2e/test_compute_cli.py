@@ -76,6 +76,13 @@ def test_server_lifecycle(live_cloud):
     assert sid in [s["ID"] for s in openstack(cloud, "server", "list", "-f", "json")]
     shown = openstack(cloud, "server", "show", sid, "-f", "json")
     assert (shown["name"], shown["key_name"], shown["description"]) == ("cli-vm", "cli-key", "made by the CLI")
+    listed = lambda *args: [s["ID"] for s in openstack(cloud, "server", "list", *args, "-f", "json")]
+    assert sid in listed("--image", "testvm", "--flavor", "m1.nano")
+    assert sid not in listed("--flavor", "m1.micro")
+    # Admin-only filters (this user is an admin).
+    assert sid in listed("--host", shown["OS-EXT-SRV-ATTR:host"], "--key-name", "^cli-")
+    assert sid not in listed("--config-drive")
+    assert sid not in listed("--host", "no-such-host")
     run(cloud, "server", "set", "--description", "changed by the CLI", sid)  # 2.19
     assert openstack(cloud, "server", "show", sid, "-f", "json")["description"] == "changed by the CLI"
     wait_ready(cloud, sid)

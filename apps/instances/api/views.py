@@ -13,6 +13,7 @@ from apps.instances import services
 from apps.instances.api import serializers as s
 from apps.instances.models import Flavor, Instance, ServerGroup
 from apps.instances.selectors import (
+    ADMIN_SERVER_FILTERS,
     flavor_get,
     flavor_list,
     hosts_usage,
@@ -95,6 +96,8 @@ class EmptyAcceptNegotiation(DefaultContentNegotiation):
 
 # Nova's remote console schema (2.6); 2.8 adds mks/webmks. Guests serve VNC only: the others are
 # valid requests that the console service refuses with a 400 (as Nova with them disabled).
+# oslo's bool_from_string, which Nova's server list reads ``deleted`` with.
+BOOL_TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
 REMOTE_CONSOLE_PROTOCOLS = ("vnc", "spice", "serial", "rdp")
 REMOTE_CONSOLE_TYPES = ("novnc", "xvpvnc", "spice-html5", "serial", "rdp-html5")
 
@@ -264,6 +267,11 @@ class ServerViewSet(ComputeViewSet):
             reservation_id=params.get("reservation_id"),
             ip=params.get("ip"),
             ip6=params.get("ip6") if ip6_allowed else None,
+            image=params.get("image"),
+            flavor=params.get("flavor"),
+            admin_filters={key: params[key] for key in ADMIN_SERVER_FILTERS if key in params},
+            # Nova's bool_from_string: any other value is false.
+            deleted=params["deleted"].strip().lower() in BOOL_TRUE_STRINGS if "deleted" in params else None,
         )
         links = {}
         if limit and len(page) == limit:
