@@ -57,6 +57,8 @@ from apps.networks.services import (
     server_ports_bind,
     server_ports_create,
     server_ports_release,
+    server_security_group_add,
+    server_security_group_remove,
 )
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
@@ -1221,6 +1223,17 @@ def instance_interface_attach(*, instance: Instance, user: User | None, network_
     if error:
         raise Conflict(f"Failed to attach network adapter device to {instance.id}: {error}")
     return port
+
+
+def instance_security_group_add(*, instance: Instance, user: User | None, name: str) -> None:
+    """Nova's addSecurityGroup: the group (id or name) on every port of the instance. As in Nova,
+    in any state, locked or not, and no instance action (it changes the ports, not the instance)."""
+    server_security_group_add(user=user, project=instance.project, device_id=str(instance.id), name=name)
+
+
+def instance_security_group_remove(*, instance: Instance, user: User | None, name: str) -> None:
+    """Nova's removeSecurityGroup: the group off every port of the instance that has it."""
+    server_security_group_remove(user=user, project=instance.project, device_id=str(instance.id), name=name)
 
 
 def instance_interface_detach(*, instance: Instance, user: User | None, port, request_id: str = "") -> None:

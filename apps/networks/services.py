@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from apps.hosts.models import Host
 from apps.networks import ipam, selectors
-from apps.networks.dataplane import Sync, host_resync
+from apps.networks.dataplane import Sync, batched_sync, host_resync
 from apps.networks.errors import bad_request, conflict, forbidden, invalid_input, not_found
 from apps.networks.models import (
     FloatingIP,
@@ -61,7 +61,7 @@ from apps.networks.states import (
 )
 from apps.tenants.models import Project, Resource, User
 from apps.tenants.services import quota_release, quota_reserve, quota_set
-from cloudmgr.exceptions import NotFound, QuotaExceeded
+from cloudmgr.exceptions import Conflict, NotFound, QuotaExceeded, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -1533,21 +1533,73 @@ def _server_network(user: User | None, project: Project, network_id) -> Network:
         raise invalid_input(f"Network {network_id} could not be found.") from exc
 
 
+def _project_group(project: Project, name: str) -> SecurityGroup | None:
+    """A security group of the project by id or name (Nova through Neutron: a name two groups
+    share is 409); ``default`` is made on first use."""
+    groups = SecurityGroup.objects.filter(project=project)
+    group = groups.filter(pk=_uuid(name)).first()
+    if group is not None:
+        return group
+    if name == "default":
+        return security_group_default(project=project)
+    named = list(groups.filter(name=name)[:2])
+    if len(named) > 1:
+        raise Conflict(f"Multiple security_group matches found for name '{name}', use an ID to be more specific.")
+    return named[0] if named else None
+
+
 def _server_groups(user: User | None, project: Project, names: list[str] | None) -> list | None:
     """Nova's security_groups of a server, by name or id, in the project."""
     if names is None:
         return None
     found = []
     for name in names:
-        if name == "default":
-            found.append(str(security_group_default(project=project).pk))
-            continue
-        groups = SecurityGroup.objects.filter(project=project)
-        group = groups.filter(name=name).first() or groups.filter(pk=_uuid(name)).first()
+        group = _project_group(project, name)
         if group is None:
             raise invalid_input(f"Security group {name} not found for project {project.pk.hex}.")
         found.append(str(group.pk))
     return found
+
+
+def _server_group_ports(project: Project, device_id: str, name: str) -> tuple[SecurityGroup, list[Port]]:
+    group = _project_group(project, name)
+    if group is None:
+        raise NotFound(f"Security group {name} is not found for project {project.pk.hex}")
+    ports = list(Port.objects.filter(device_id=device_id, device_owner=OWNER_COMPUTE).order_by("created_at", "id"))
+    if not ports:
+        raise NotFound(f"instance_id {device_id} could not be found as device id on any ports")
+    return group, ports
+
+
+def server_security_group_add(*, user: User | None, project: Project, device_id: str, name: str) -> None:
+    """Nova's addSecurityGroup: the group (id or name) joins every port of the server. Every port
+    must have port security and an address (400 otherwise, and none changes)."""
+    with transaction.atomic(), batched_sync():
+        group, ports = _server_group_ports(project, device_id, name)
+        if any(not port.port_security_enabled or not port.fixed_ips.exists() for port in ports):
+            raise ValidationError("Network requires port_security_enabled and subnet associated in order to apply "
+                                  "security groups.")
+        for port in ports:
+            groups = [str(pk) for pk in port.security_groups.values_list("pk", flat=True)]
+            if str(group.pk) not in groups:
+                port_update(port=port, user=user, project=project,
+                            changes={"security_groups": [*groups, str(group.pk)]})
+
+
+def server_security_group_remove(*, user: User | None, project: Project, device_id: str, name: str) -> None:
+    """Nova's removeSecurityGroup: the group leaves every port of the server that has it (404
+    when none has)."""
+    with transaction.atomic(), batched_sync():
+        group, ports = _server_group_ports(project, device_id, name)
+        found = False
+        for port in ports:
+            groups = [str(pk) for pk in port.security_groups.values_list("pk", flat=True)]
+            if str(group.pk) in groups:
+                found = True
+                groups.remove(str(group.pk))
+                port_update(port=port, user=user, project=project, changes={"security_groups": groups})
+        if not found:
+            raise NotFound(f"Security group {name} not associated with the instance {device_id}")
 
 
 def _server_port(*, user: User | None, project: Project, device_id: str, hostname: str, entry: dict,

@@ -91,6 +91,16 @@ def test_a_tenant_network_end_to_end_with_the_cli(live_cloud, member):
 
     # The default group lets nothing in from outside it: no answer until ICMP is allowed.
     assert not pings(address)
+    # A group allowing ICMP, added to the running server (Nova's addSecurityGroup), then removed.
+    osc("security", "group", "create", "cli-ping", "-f", "json")
+    osc("security", "group", "rule", "create", "--protocol", "icmp", "cli-ping", "-f", "json")
+    assert osc("server", "add", "security", "group", "cli-net-vm", "cli-ping") is None
+    groups = osc("server", "show", "cli-net-vm", "-f", "json")["security_groups"]
+    assert sorted(g["name"] for g in groups) == ["cli-ping", "default"]
+    cloud.wait_for(lambda: pings(address), 60, interval=1, what=f"the added group to let ping reach {address}")
+    assert osc("server", "remove", "security", "group", "cli-net-vm", "cli-ping") is None
+    assert [g["name"] for g in osc("server", "show", "cli-net-vm", "-f", "json")["security_groups"]] == ["default"]
+    cloud.wait_for(lambda: not pings(address), 60, interval=1, what=f"ping to {address} to be blocked again")
     rule = osc("security", "group", "rule", "create", "--protocol", "icmp", "default", "-f", "json")
     assert rule["protocol"] == "icmp" and rule["direction"] == "ingress"
     cloud.wait_for(lambda: pings(address), 60, interval=1, what=f"the floating IP {address} to answer ping")

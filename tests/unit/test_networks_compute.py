@@ -154,6 +154,74 @@ def test_security_groups_of_a_new_server(world, cloud):
     assert resp.status_code == 400 and "Security group nope not found" in resp.json()["badRequest"]["message"]
 
 
+def test_add_and_remove_security_group_actions(world, cloud):
+    c = client(world.token(world.member))
+    web = services.security_group_create(user=world.member, project=world.project, name="web")
+    server_id = boot(c, world).json()["server"]["id"]
+    other = services.network_create(user=world.member, project=world.project, name="other")
+    services.subnet_create(user=world.member, project=world.project, network=other, cidr="10.1.0.0/24")
+    assert c.post(f"/compute/v2.1/servers/{server_id}/os-interface",
+                  {"interfaceAttachment": {"net_id": str(other.pk)}}, format="json").status_code == 200
+    action = lambda body: c.post(f"/compute/v2.1/servers/{server_id}/action", body, format="json")
+    groups = lambda: [g["name"] for g in c.get(f"/compute/v2.1/servers/{server_id}").json()["server"]["security_groups"]]
+    assert groups() == ["default", "default"]  # per port, as Nova
+
+    net = get_network_driver()
+    net.calls.clear()
+    assert action({"addSecurityGroup": {"name": "web"}}).status_code == 202
+    assert [sorted(g.name for g in p.security_groups.all()) for p in server_ports(server_id)] == [["default", "web"]] * 2
+    assert groups() == ["default", "web", "default", "web"]
+    assert [s["security_groups"] for s in c.get("/compute/v2.1/servers/detail").json()["servers"]] == [
+        [{"name": n} for n in ("default", "web", "default", "web")]]
+    # The host got each port's new filter, in one message per port.
+    assert sorted(call for call in net.calls if call[0] == "port_sync") == sorted(
+        ("port_sync", str(p.pk)) for p in server_ports(server_id))
+    assert net.ports[str(server_ports(server_id)[0].pk)].security_rules
+    assert action({"addSecurityGroup": {"name": str(web.pk)}}).status_code == 202  # by id; already there: no change
+    assert web.ports.count() == 2
+
+    assert action({"removeSecurityGroup": {"name": "web"}}).status_code == 202
+    assert groups() == ["default", "default"] and web.ports.count() == 0
+    resp = action({"removeSecurityGroup": {"name": "web"}})
+    assert resp.status_code == 404 and "not associated with the instance" in resp.json()["itemNotFound"]["message"]
+
+    resp = action({"addSecurityGroup": {"name": "nope"}})
+    assert resp.status_code == 404 and "Security group nope is not found" in resp.json()["itemNotFound"]["message"]
+    for body, message in (({"addSecurityGroup": None}, "Missing parameter dict"),
+                          ({"addSecurityGroup": {}}, "Security group not specified"),
+                          ({"addSecurityGroup": {"name": " "}}, "Security group name cannot be empty"),
+                          ({"removeSecurityGroup": {"name": "web", "x": 1}}, "Additional properties")):
+        resp = action(body)
+        assert resp.status_code == 400 and message in resp.json()["badRequest"]["message"], body
+    # Two groups of one name: 409, use the id.
+    services.security_group_create(user=world.member, project=world.project, name="web")
+    resp = action({"addSecurityGroup": {"name": "web"}})
+    assert resp.status_code == 409 and "Multiple security_group matches" in resp.json()["conflictingRequest"]["message"]
+    # A port without port security takes no group: 400, and no port changes.
+    [first, second] = server_ports(server_id)
+    services.port_update(port=second, user=world.member, project=world.project,
+                         changes={"security_groups": [], "port_security_enabled": False})
+    resp = action({"addSecurityGroup": {"name": str(web.pk)}})
+    assert resp.status_code == 400 and "requires port_security_enabled" in resp.json()["badRequest"]["message"]
+    assert web.ports.count() == 0 and groups() == ["default"]
+    # A reader may not, another project's user sees no server.
+    reader = client(world.token(world.reader))
+    assert reader.post(f"/compute/v2.1/servers/{server_id}/action", {"addSecurityGroup": {"name": "default"}},
+                       format="json").status_code == 403
+    bob = client(world.token(world.outsider, world.other_project))
+    assert bob.post(f"/compute/v2.1/servers/{server_id}/action", {"addSecurityGroup": {"name": "default"}},
+                    format="json").status_code == 404
+
+
+def test_a_server_without_ports_has_no_security_groups_key(world, cloud):
+    c = client(world.token(world.member))
+    server_id = boot(c, world, networks="none").json()["server"]["id"]
+    assert "security_groups" not in c.get(f"/compute/v2.1/servers/{server_id}").json()["server"]
+    resp = c.post(f"/compute/v2.1/servers/{server_id}/action", {"addSecurityGroup": {"name": "default"}},
+                  format="json")
+    assert resp.status_code == 404 and "could not be found as device id" in resp.json()["itemNotFound"]["message"]
+
+
 def test_port_quota_stops_a_server_with_nova_403(world, cloud):
     quota_set(project=world.project, resource="ports", limit=0)
     resp = boot(client(world.token(world.member)), world)
@@ -237,10 +305,11 @@ def test_a_delete_tells_the_host_the_port_is_gone(world, cloud):
     assert str(port.pk) not in {p.id for p in net.networks[str(cloud["network"].pk)].ports}  # its DHCP entry
 
 
-def test_showing_a_server_with_a_floating_ip_takes_six_queries(world, cloud):
+def test_showing_a_server_with_a_floating_ip_takes_seven_queries(world, cloud):
     """What every status poll costs: the token, the server (flavor, image, host, user, project
     joined), its ports (network joined), their fixed IPs (subnet joined), their floating IPs,
-    its volumes. An ACTIVE server's faults are not read: Nova shows them for ERROR ones only."""
+    their security groups' names, its volumes. An ACTIVE server's faults are not read: Nova shows
+    them for ERROR ones only."""
     c = client(world.token(world.member))
     server_id = boot(c, world).json()["server"]["id"]
     services.floating_ip_create(user=world.member, project=world.project, floating_network_id=cloud["external"].pk,
@@ -249,7 +318,7 @@ def test_showing_a_server_with_a_floating_ip_takes_six_queries(world, cloud):
         resp = c.get(f"/compute/v2.1/servers/{server_id}")
     assert resp.status_code == 200
     assert [a["OS-EXT-IPS:type"] for a in resp.json()["server"]["addresses"]["private"]] == ["fixed", "floating"]
-    assert len(ctx.captured_queries) == 6, "\n".join(q["sql"] for q in ctx.captured_queries)
+    assert len(ctx.captured_queries) == 7, "\n".join(q["sql"] for q in ctx.captured_queries)
 
 
 def test_rescheduling_moves_the_ports_to_the_new_host(world, cloud, fake_driver):

@@ -12,7 +12,7 @@ from agents.names import domain_name
 from apps.hosts.models import HostState, HostStatus
 from apps.instances.models import Flavor, Instance
 from apps.instances.states import PowerState, api_status
-from apps.networks.selectors import server_addresses
+from apps.networks.selectors import server_addresses, server_security_groups
 from apps.volumes.api.serializers import server_body_volumes
 from apps.volumes.selectors import servers_volumes
 from cloudmgr.api.microversions import Version, in_span
@@ -164,6 +164,15 @@ def _addresses(instance: Instance) -> dict:
     return cached
 
 
+def _security_groups(instance: Instance) -> list[dict]:
+    """The security groups of the server's ports: set on list pages in one query by the views
+    (``network_security_groups``), read here for a single server."""
+    cached = getattr(instance, "network_security_groups", None)
+    if cached is None:
+        cached = server_security_groups(device_ids=[str(instance.id)])[str(instance.id)]
+    return cached
+
+
 def _volumes(instance: Instance) -> list[tuple[str, bool]]:
     """The server's attached volumes: set on list pages in one query by the views
     (``attached_volumes``), read here for a single server."""
@@ -246,6 +255,8 @@ def server_detail(instance: Instance, *, is_admin: bool = False, version: Versio
         "OS-EXT-STS:power_state": PowerState(instance.power_state).value,
         "os-extended-volumes:volumes_attached": server_body_volumes(_volumes(instance), version=version),
     }
+    if groups := _security_groups(instance):  # Nova leaves the key out for a server without any
+        body["security_groups"] = groups
     if is_admin:
         hostname = instance.host.hostname if instance.host else None
         body["OS-EXT-SRV-ATTR:host"] = hostname

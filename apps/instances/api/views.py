@@ -26,7 +26,7 @@ from apps.instances.selectors import (
     server_group_get,
     server_group_list,
 )
-from apps.networks.selectors import server_addresses, server_port_get, server_ports
+from apps.networks.selectors import server_addresses, server_port_get, server_ports, server_security_groups
 from apps.tenants.models import Project, Quota
 from apps.tenants.selectors import is_cloud_admin
 from apps.tenants.services import quota_set
@@ -290,9 +290,11 @@ class ServerViewSet(ComputeViewSet):
     def list_detail(self, request):
         page, links = self._page(request)
         addresses = server_addresses(device_ids=[str(i.pk) for i in page])
+        groups = server_security_groups(device_ids=[str(i.pk) for i in page])
         volumes = servers_volumes(instance_ids=[i.pk for i in page])
         for instance in page:
             instance.network_addresses = addresses[str(instance.pk)]
+            instance.network_security_groups = groups[str(instance.pk)]
             instance.attached_volumes = volumes[str(instance.pk)]
         admin = is_cloud_admin(user=self.user)
         return Response({"servers": [s.server_detail(i, is_admin=admin, version=request.api_version) for i in page],
@@ -540,6 +542,24 @@ class ServerViewSet(ComputeViewSet):
                                             console_type=kind)
         return Response({"remote_console": {"protocol": protocol, "type": kind, "url": url}})
 
+    def _security_group(service, action: str):
+        """addSecurityGroup / removeSecurityGroup: ``{"name": <group name or id>}``."""
+        def handler(self, instance, args):
+            if not isinstance(args, dict):
+                raise ValidationError("Missing parameter dict")
+            unknown = sorted(set(args) - {"name"})
+            if unknown:
+                raise ValidationError(f"Invalid input for field/attribute {action}. Additional properties are not "
+                                      f"allowed ({', '.join(map(repr, unknown))} was unexpected)")
+            if "name" not in args:
+                raise ValidationError("Security group not specified")
+            name = args["name"]
+            if not isinstance(name, str) or not name.strip():
+                raise ValidationError("Security group name cannot be empty")
+            service(instance=instance, user=self.user, name=name)
+            return self._accepted()
+        return handler
+
     def _trigger_crash_dump(self, instance, args):
         if args is not None:
             raise ValidationError("Invalid input for field/attribute trigger_crash_dump: it must be null.")
@@ -576,6 +596,8 @@ class ServerViewSet(ComputeViewSet):
         "revertResize": _simple(services.instance_resize_revert),
         "rebuild": _rebuild,
         "trigger_crash_dump": _trigger_crash_dump,
+        "addSecurityGroup": _security_group(services.instance_security_group_add, "addSecurityGroup"),
+        "removeSecurityGroup": _security_group(services.instance_security_group_remove, "removeSecurityGroup"),
     }
     # Actions that exist only in a span of microversions; outside it they are 404, as in Nova.
     ACTION_VERSIONS = {
