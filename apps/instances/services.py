@@ -590,6 +590,30 @@ def instance_lock(*, instance: Instance, user: User, request_id: str = "") -> In
     return instance
 
 
+# The states an admin may reset an instance to (Nova's os-resetState).
+RESET_STATES = (VmState.ACTIVE, VmState.ERROR)
+
+
+def instance_reset_state(*, instance: Instance, user: User, state: str, request_id: str = "") -> Instance:
+    """Nova's os-resetState, for admins: an instance stuck in a task (or in ERROR after a failure
+    that was mended by hand) gets ``state`` as its vm_state and no task, whatever it was doing; the
+    power state stays what the host reports. Recorded as the ``resetState`` action."""
+    if not is_cloud_admin(user=user):
+        raise PermissionDenied("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")
+    if state not in RESET_STATES:
+        raise ValidationError(f"Invalid input for field/attribute state. Value: {state}. "
+                              f"It must be one of {', '.join(RESET_STATES)}.")
+    if instance.deleted_at:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    with transaction.atomic():
+        _action_start(instance=instance, action="resetState", user=user, request_id=request_id)
+        Instance.objects.filter(pk=instance.pk).update(vm_state=state, task_state=None, updated_at=timezone.now())
+        _action_finish(instance=instance, action="resetState", result="Success")
+    logger.info("instance %s reset to %s (was %s, task %s)", instance.id, state, instance.vm_state, instance.task_state)
+    instance.vm_state, instance.task_state = state, None
+    return instance
+
+
 def instance_unlock(*, instance: Instance, user: User, request_id: str = "") -> Instance:
     if instance.deleted_at:
         raise NotFound(f"Instance {instance.id} could not be found.")

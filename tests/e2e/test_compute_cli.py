@@ -117,10 +117,15 @@ def test_server_lifecycle(live_cloud):
                    60, interval=1, what="the snapshot task to end")
     openstack(cloud, "image", "delete", "cli-snap")
 
+    run(cloud, "server", "set", "--state", "error", "--auto-approve", sid)  # an admin's os-resetState
+    assert status(cloud, sid) == "ERROR"
+    run(cloud, "server", "set", "--state", "active", "--auto-approve", sid)
+    assert status(cloud, sid) == "ACTIVE"
+
     run(cloud, "server", "delete", "--wait", sid)
     gone = subprocess.run([OPENSTACK, "server", "show", sid], env=cli_env(cloud), capture_output=True, text=True,
                           check=False)
     assert gone.returncode != 0
     # 2.21: a deleted server's events can still be read.
     actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
-    assert {"create", "trigger_crash_dump", "delete"} <= {a["Action"] for a in actions}
+    assert {"create", "trigger_crash_dump", "resetState", "delete"} <= {a["Action"] for a in actions}

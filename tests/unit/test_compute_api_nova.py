@@ -236,6 +236,31 @@ def test_server_list_admin_only_filters(world):
     assert resp.status_code == 400 and "key_name" in resp.json()["badRequest"]["message"]
 
 
+def test_reset_state_is_for_admins_and_clears_the_task(world):
+    make_host()
+    member, admin = api(world, world.member), api(world, world.admin)
+    sid = boot(member, world)
+    Instance.objects.filter(pk=sid).update(task_state="deleting")  # stuck, say its host died mid-delete
+    reset = lambda client, body: client.post(f"{V}/servers/{sid}/action", {"os-resetState": body}, format="json")
+    resp = reset(member, {"state": "active"})
+    assert resp.status_code == 403 and "reset_state" in resp.json()["forbidden"]["message"]
+    for body in ({"state": "building"}, {}, {"state": "error", "x": 1}, None):
+        assert reset(admin, body).status_code == 400, body
+    assert Instance.objects.get(pk=sid).task_state == "deleting"  # nothing changed
+    assert reset(admin, {"state": "error"}).status_code == 202
+    instance = Instance.objects.get(pk=sid)
+    assert (instance.vm_state, instance.task_state, instance.power_state) == ("error", None, 1)
+    assert member.get(f"{V}/servers/{sid}").json()["server"]["status"] == "ERROR"
+    assert reset(admin, {"state": "active"}).status_code == 202
+    assert member.get(f"{V}/servers/{sid}").json()["server"]["status"] == "ACTIVE"
+    actions = member.get(f"{V}/servers/{sid}/os-instance-actions").json()["instanceActions"]
+    assert [a["action"] for a in actions][:2] == ["resetState", "resetState"]
+    # Now the member can act on it again.
+    assert member.post(f"{V}/servers/{sid}/action", {"os-stop": None}, format="json").status_code == 202
+    assert member.delete(f"{V}/servers/{sid}").status_code == 204
+    assert reset(admin, {"state": "active"}).status_code == 404
+
+
 def test_multiple_create(world):
     make_host()
     c = api(world, world.member)

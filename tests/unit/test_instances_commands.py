@@ -57,6 +57,21 @@ def test_each_lifecycle_command(world, vm):
     assert Instance.objects.get(pk=vm.pk).vm_state == VmState.ACTIVE
 
 
+def test_instance_reset_state_command(world, vm):
+    sid = str(vm.pk)
+    Instance.objects.filter(pk=vm.pk).update(task_state="rebooting")
+    with pytest.raises(CommandError, match="reset_state"):
+        run("instance_reset_state", sid, "--state", "active", *actor(world))
+    admin = ["--user", world.admin.username, "--project", world.project.name]
+    role_grant(user=world.admin, project=world.project, role=Role.ADMIN)
+    assert "ERROR" in run("instance_reset_state", sid, "--state", "error", *admin)
+    assert "ACTIVE" in run("instance_reset_state", sid, "--state", "active", *admin)
+    assert Instance.objects.get(pk=vm.pk).task_state is None
+    assert vm.actions.filter(action="resetState", result="Success").count() == 2
+    with pytest.raises(CommandError):
+        run("instance_reset_state", sid, "--state", "building", *admin)
+
+
 def test_instance_create_command_takes_a_description(world, vm):
     run("instance_create", "described", "--flavor", world.flavor.name, "--image", world.image.name,
         "--description", "made by a command", *actor(world))

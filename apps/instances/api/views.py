@@ -560,6 +560,17 @@ class ServerViewSet(ComputeViewSet):
             return self._accepted()
         return handler
 
+    def _reset_state(self, instance, args):
+        if not isinstance(args, dict) or "state" not in args:
+            raise ValidationError("Invalid input for field/attribute os-resetState. 'state' is a required property")
+        unknown = sorted(set(args) - {"state"})
+        if unknown:
+            raise ValidationError(f"Invalid input for field/attribute os-resetState. Additional properties are not "
+                                  f"allowed ({', '.join(map(repr, unknown))} was unexpected)")
+        services.instance_reset_state(instance=instance, user=self.user, state=args["state"],
+                                      request_id=self.request_id)
+        return self._accepted()
+
     def _trigger_crash_dump(self, instance, args):
         if args is not None:
             raise ValidationError("Invalid input for field/attribute trigger_crash_dump: it must be null.")
@@ -596,6 +607,7 @@ class ServerViewSet(ComputeViewSet):
         "revertResize": _simple(services.instance_resize_revert),
         "rebuild": _rebuild,
         "trigger_crash_dump": _trigger_crash_dump,
+        "os-resetState": _reset_state,
         "addSecurityGroup": _security_group(services.instance_security_group_add, "addSecurityGroup"),
         "removeSecurityGroup": _security_group(services.instance_security_group_remove, "removeSecurityGroup"),
     }

@@ -35,8 +35,8 @@ def actor(options) -> tuple[User, Project]:
 def action_command(service_name: str, help_text: str, *, option: str | None = None):
     """A command that runs one lifecycle service on an instance: ``<command> ID [--wait]``.
 
-    ``option`` adds what the action needs: ``hard`` (``--hard``), ``flavor`` (a FLAVOR argument)
-    or ``image`` (``--image``, rebuild; default: the instance's image).
+    ``option`` adds what the action needs: ``hard`` (``--hard``), ``flavor`` (a FLAVOR argument),
+    ``image`` (``--image``, rebuild; default: the instance's image) or ``state`` (``--state``).
     """
     import time
 
@@ -57,6 +57,8 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
                 parser.add_argument("--hard", action="store_true", help="reset instead of a clean ACPI reboot")
             if option == "image":
                 parser.add_argument("--image", help="image name or id (default: the instance's image)")
+            if option == "state":
+                parser.add_argument("--state", required=True, choices=("active", "error"), help="the new vm_state")
             parser.add_argument("--wait", action="store_true", help="wait until the action is done")
             parser.add_argument("--timeout", type=int, default=300, help="seconds to --wait (default 300)")
             add_actor_arguments(parser)
@@ -70,8 +72,8 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
             try:
                 instance = instance_get(user=user, project=project, instance_id=instance_id)
                 kwargs = {}
-                if option == "hard":
-                    kwargs["hard"] = options["hard"]
+                if option in ("hard", "state"):
+                    kwargs[option] = options[option]
                 if option == "flavor":
                     kwargs["flavor"] = flavor_get(user=user, name_or_id=options["flavor"])
                 if option == "image":
