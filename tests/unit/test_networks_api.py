@@ -128,7 +128,7 @@ def test_list_query_count_does_not_grow_with_the_objects(world, objects, collect
         return len(ctx.captured_queries)
 
     one = count()
-    network, subnet = objects["networks"], objects["subnets"]
+    network = objects["networks"]
     for i in range(4):
         group = services.security_group_create(user=world.member, project=world.project, name=f"g{i}")
         services.security_group_rule_create(user=world.member, project=world.project, group=group,

@@ -15,7 +15,7 @@ from apps.volumes import selectors, services
 from apps.volumes.models import Attachment, Backup, Message, Snapshot, Transfer, Volume
 from apps.volumes.states import AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus
 from cloudmgr.exceptions import InvalidState, NotFound, PermissionDenied, QuotaExceeded, ValidationError
-from tests.unit.conftest import fresh, make_host
+from tests.unit.conftest import fresh
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
