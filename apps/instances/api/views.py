@@ -94,10 +94,10 @@ class EmptyAcceptNegotiation(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
-# Nova's remote console schema (2.6); 2.8 adds mks/webmks. Guests serve VNC only: the others are
-# valid requests that the console service refuses with a 400 (as Nova with them disabled).
 # oslo's bool_from_string, which Nova's server list reads ``deleted`` with.
 BOOL_TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
+# Nova's remote console schema (2.6); 2.8 adds mks/webmks. Guests serve VNC only: the others are
+# valid requests that the console service refuses with a 400 (as Nova with them disabled).
 REMOTE_CONSOLE_PROTOCOLS = ("vnc", "spice", "serial", "rdp")
 REMOTE_CONSOLE_TYPES = ("novnc", "xvpvnc", "spice-html5", "serial", "rdp-html5")
 
