@@ -4,6 +4,16 @@ the selectors and services, which scope every query by the project (another proj
 
 from rest_framework import viewsets
 
+from cloudmgr.exceptions import ValidationError
+
+
+def only_keys(body: dict, allowed: set[str], what: str) -> None:
+    """400 with the JSON-schema message OpenStack services give for keys ``what`` does not take."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(f"Invalid input for field/attribute {what}. Additional properties are not allowed "
+                              f"({', '.join(map(repr, unknown))} were unexpected)")
+
 
 class ProjectScopedViewSet(viewsets.ViewSet):
     error_style = "keystone"
@@ -24,8 +34,6 @@ class ProjectScopedViewSet(viewsets.ViewSet):
 
     def body(self, key: str) -> dict:
         """The object under the OpenStack envelope key (`{"server": {...}}`), or 400."""
-        from cloudmgr.exceptions import ValidationError
-
         data = self.request.data
         if not isinstance(data, dict) or not isinstance(data.get(key), dict):
             raise ValidationError(f"The request body must be a JSON object with a '{key}' object.")

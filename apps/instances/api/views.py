@@ -35,7 +35,7 @@ from apps.volumes.selectors import servers_volumes
 from cloudmgr.api.microversions import MicroversionMixin, Version, supports
 from cloudmgr.api.pagination import page_limit, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
-from cloudmgr.api.viewsets import ProjectScopedViewSet
+from cloudmgr.api.viewsets import ProjectScopedViewSet, only_keys
 from cloudmgr.exceptions import NotFound, PermissionDenied, ValidationError
 from cloudmgr.models import filter_pk
 
@@ -106,10 +106,7 @@ def _console_field(body, field: str, allowed: tuple[str, ...], key: str, others:
     """``body[field]``, one of ``allowed``; 400 with Nova's schema messages otherwise."""
     if not isinstance(body, dict):
         raise ValidationError(f"Invalid input for field/attribute {key}: it must be an object.")
-    unknown = sorted(set(body) - {field, *others})
-    if unknown:
-        raise ValidationError(f"Invalid input for field/attribute {key}. "
-                              f"Additional properties are not allowed ({', '.join(map(repr, unknown))} were unexpected)")
+    only_keys(body, {field, *others}, key)
     if field not in body:
         raise ValidationError(f"Invalid input for field/attribute {key}. '{field}' is a required property")
     value = body[field]
@@ -358,9 +355,7 @@ class ServerViewSet(ComputeViewSet):
 
     def update(self, request, pk):
         data = self.body("server")
-        unknown = set(data) - {"name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "description"}
-        if unknown:
-            raise ValidationError(f"Additional properties are not allowed ({', '.join(sorted(unknown))}).")
+        only_keys(data, {"name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "description"}, "server")
         instance = services.instance_update(instance=self._get(pk), user=self.user, name=data.get("name"),
                                             description=self._description(data))
         return Response({"server": s.server_basic(self._get(str(instance.pk)), version=request.api_version)})
@@ -429,9 +424,7 @@ class ServerViewSet(ComputeViewSet):
 
     def interface_attach(self, request, pk):
         data = self.body("interfaceAttachment")
-        unknown = set(data) - {"net_id", "port_id", "fixed_ips", "tag"}
-        if unknown:
-            raise ValidationError(f"Additional properties are not allowed ({', '.join(sorted(unknown))}).")
+        only_keys(data, {"net_id", "port_id", "fixed_ips", "tag"}, "interfaceAttachment")
         fixed_ips = data.get("fixed_ips") or []
         if not isinstance(fixed_ips, list) or len(fixed_ips) > 1 or not all(
                 isinstance(f, dict) and isinstance(f.get("ip_address"), str) for f in fixed_ips):
@@ -547,10 +540,7 @@ class ServerViewSet(ComputeViewSet):
         def handler(self, instance, args):
             if not isinstance(args, dict):
                 raise ValidationError("Missing parameter dict")
-            unknown = sorted(set(args) - {"name"})
-            if unknown:
-                raise ValidationError(f"Invalid input for field/attribute {action}. Additional properties are not "
-                                      f"allowed ({', '.join(map(repr, unknown))} was unexpected)")
+            only_keys(args, {"name"}, action)
             if "name" not in args:
                 raise ValidationError("Security group not specified")
             name = args["name"]
@@ -563,10 +553,7 @@ class ServerViewSet(ComputeViewSet):
     def _reset_state(self, instance, args):
         if not isinstance(args, dict) or "state" not in args:
             raise ValidationError("Invalid input for field/attribute os-resetState. 'state' is a required property")
-        unknown = sorted(set(args) - {"state"})
-        if unknown:
-            raise ValidationError(f"Invalid input for field/attribute os-resetState. Additional properties are not "
-                                  f"allowed ({', '.join(map(repr, unknown))} was unexpected)")
+        only_keys(args, {"state"}, "os-resetState")
         services.instance_reset_state(instance=instance, user=self.user, state=args["state"],
                                       request_id=self.request_id)
         return self._accepted()
@@ -646,10 +633,7 @@ class KeypairViewSet(ComputeViewSet):
         data = self.body("keypair")
         allowed = {"name", "public_key"} | ({"type"} if supports(request, "2.2") else set()) | (
             {"user_id"} if supports(request, "2.10") else set())
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ValidationError("Invalid input for field/attribute keypair. Additional properties are not allowed "
-                                  f"({', '.join(map(repr, unknown))} were unexpected)")
+        only_keys(data, allowed, "keypair")
         parsed = s.KeypairCreateSerializer(data=data)
         parsed.is_valid(raise_exception=True)
         d = parsed.validated_data

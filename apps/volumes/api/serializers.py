@@ -6,6 +6,7 @@ from apps.volumes import selectors
 from apps.volumes.models import MULTIATTACH_SPEC, Attachment, Backup, Message, Snapshot, Transfer, Volume, VolumeType
 from cloudmgr.api.microversions import Version, in_span
 from cloudmgr.api.versions import link, public_url
+from cloudmgr.api.viewsets import only_keys
 from cloudmgr.exceptions import NotFound, ValidationError
 
 BASE_VERSION = Version(3, 0)
@@ -231,13 +232,6 @@ def optional_int(value, name: str) -> int | None:
     except (TypeError, ValueError):
         raise ValidationError(f"Invalid input for field/attribute {name}. Value: {value}. It must be an "
                               "integer.") from None
-
-
-def only_keys(body: dict, allowed: set[str], what: str) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ValidationError(f"Invalid input for field/attribute {what}. Additional properties are not allowed "
-                              f"({', '.join(map(repr, unknown))} were unexpected)")
 
 
 BDM_KEYS = {"boot_index", "uuid", "source_type", "destination_type", "volume_size", "delete_on_termination",

@@ -28,7 +28,7 @@ from cloudmgr.api.errors import error_body, exception_handler
 from cloudmgr.api.microversions import MicroversionMixin, Version, supports
 from cloudmgr.api.pagination import query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
-from cloudmgr.api.viewsets import ProjectScopedViewSet
+from cloudmgr.api.viewsets import ProjectScopedViewSet, only_keys
 from cloudmgr.exceptions import (
     InvalidState,
     NotFound,
@@ -260,7 +260,7 @@ class VolumeTypeViewSet(CinderViewSet):
 
     def create(self, request):
         data = self.body("volume_type")
-        s.only_keys(data, {"name", "description", "os-volume-type-access:is_public", "is_public", "extra_specs"},
+        only_keys(data, {"name", "description", "os-volume-type-access:is_public", "is_public", "extra_specs"},
                     "volume_type")
         public = data.get("os-volume-type-access:is_public", data.get("is_public", True))
         vtype = services.volume_type_create(name=data.get("name") or "", description=data.get("description") or "",
@@ -270,7 +270,7 @@ class VolumeTypeViewSet(CinderViewSet):
 
     def update(self, request, pk):
         data = self.body("volume_type")
-        s.only_keys(data, {"name", "description", "is_public"}, "volume_type")
+        only_keys(data, {"name", "description", "is_public"}, "volume_type")
         public = data.get("is_public")
         vtype = services.volume_type_update(vtype=self._type(pk), name=data.get("name"),
                                             description=data.get("description"),
@@ -397,7 +397,7 @@ class VolumeViewSet(_MetadataMixin, CinderViewSet):
 
     def create(self, request):
         data = self.body("volume")
-        s.only_keys(data, VOLUME_CREATE_KEYS, "volume")
+        only_keys(data, VOLUME_CREATE_KEYS, "volume")
         if data.get("multiattach"):
             raise ValidationError("multiattach parameter has been removed. The default behavior is to use "
                                   "multiattach enabled volume types.")
@@ -435,7 +435,7 @@ class VolumeViewSet(_MetadataMixin, CinderViewSet):
 
     def update(self, request, pk):
         data = self.body("volume")
-        s.only_keys(data, {"name", "description", "display_name", "display_description", "metadata"}, "volume")
+        only_keys(data, {"name", "description", "display_name", "display_description", "metadata"}, "volume")
         metadata = data.get("metadata")
         volume = services.volume_update(
             volume=self._volume(pk), user=self.user, name=data.get("name", data.get("display_name")),
@@ -469,7 +469,7 @@ class VolumeViewSet(_MetadataMixin, CinderViewSet):
 
     def _reset_status(self, volume, args):
         self._require_admin("volume_extension:volume_admin_actions:reset_status")
-        s.only_keys(args, {"status", "attach_status", "migration_status"}, "os-reset_status")
+        only_keys(args, {"status", "attach_status", "migration_status"}, "os-reset_status")
         services.volume_reset_status(volume=volume, status=args.get("status"), attach_status=args.get("attach_status"),
                                      migration_status=args.get("migration_status"))
         return Response(status=status.HTTP_202_ACCEPTED)
@@ -560,7 +560,7 @@ class SnapshotViewSet(_MetadataMixin, CinderViewSet):
 
     def create(self, request):
         data = self.body("snapshot")
-        s.only_keys(data, {"volume_id", "force", "name", "description", "display_name", "display_description",
+        only_keys(data, {"volume_id", "force", "name", "description", "display_name", "display_description",
                            "metadata"}, "snapshot")
         if not data.get("volume_id"):
             raise ValidationError("Invalid input for field/attribute volume_id: it is required.")
@@ -575,7 +575,7 @@ class SnapshotViewSet(_MetadataMixin, CinderViewSet):
 
     def update(self, request, pk):
         data = self.body("snapshot")
-        s.only_keys(data, {"name", "description", "display_name", "display_description"}, "snapshot")
+        only_keys(data, {"name", "description", "display_name", "display_description"}, "snapshot")
         snapshot = services.snapshot_update(snapshot=self._snapshot(pk),
                                             name=data.get("name", data.get("display_name")),
                                             description=data.get("description", data.get("display_description")))
@@ -633,7 +633,7 @@ class AttachmentViewSet(CinderViewSet):
 
     def create(self, request):
         data = self.body("attachment")
-        s.only_keys(data, {"volume_uuid", "instance_uuid", "connector", "mode"}, "attachment")
+        only_keys(data, {"volume_uuid", "instance_uuid", "connector", "mode"}, "attachment")
         if not data.get("volume_uuid"):
             raise ValidationError("Invalid input for field/attribute volume_uuid: it is required.")
         if not data.get("instance_uuid"):
@@ -652,7 +652,7 @@ class AttachmentViewSet(CinderViewSet):
 
     def update(self, request, pk):
         data = self.body("attachment")
-        s.only_keys(data, {"connector"}, "attachment")
+        only_keys(data, {"connector"}, "attachment")
         attachment = services.attachment_update(attachment=self._attachment(pk), connector=data.get("connector"))
         return Response({"attachment": s.attachment_detail(attachment)})
 
@@ -701,7 +701,7 @@ class BackupViewSet(CinderViewSet):
 
     def create(self, request):
         data = self.body("backup")
-        s.only_keys(data, {"volume_id", "container", "name", "description", "incremental", "force", "snapshot_id",
+        only_keys(data, {"volume_id", "container", "name", "description", "incremental", "force", "snapshot_id",
                            "display_name", "display_description"}, "backup")
         if not data.get("volume_id"):
             raise ValidationError("Invalid input for field/attribute volume_id: it is required.")
@@ -716,7 +716,7 @@ class BackupViewSet(CinderViewSet):
 
     def update(self, request, pk):
         data = self.body("backup")
-        s.only_keys(data, {"name", "description"}, "backup")
+        only_keys(data, {"name", "description"}, "backup")
         backup = services.backup_update(backup=self._backup(pk), name=data.get("name"),
                                         description=data.get("description"))
         return Response({"backup": s.backup_summary(backup)})
@@ -727,7 +727,7 @@ class BackupViewSet(CinderViewSet):
 
     def restore(self, request, pk):
         data = self.body("restore")
-        s.only_keys(data, {"volume_id", "name"}, "restore")
+        only_keys(data, {"volume_id", "name"}, "restore")
         backup = self._backup(pk)
         if data.get("volume_id") and data.get("name"):
             raise ValidationError("Invalid input received: give a volume_id or a name for a new volume, not both.")
@@ -776,7 +776,7 @@ class TransferViewSet(CinderViewSet):
 
     def create(self, request):
         data = self.body("transfer")
-        s.only_keys(data, {"volume_id", "name", "no_snapshots"}, "transfer")
+        only_keys(data, {"volume_id", "name", "no_snapshots"}, "transfer")
         if not data.get("volume_id"):
             raise ValidationError("Invalid input for field/attribute volume_id: it is required.")
         transfer, key = services.transfer_create(volume=self._volume(data["volume_id"]), user=self.user,
@@ -972,7 +972,7 @@ class ServerVolumeAttachmentViewSet(ComputeViewSet):
 
     def create(self, request, pk):
         data = self.body("volumeAttachment")
-        s.only_keys(data, {"volumeId", "device"}, "volumeAttachment")
+        only_keys(data, {"volumeId", "device"}, "volumeAttachment")
         if not isinstance(data.get("volumeId"), str):
             raise ValidationError("Invalid input for field/attribute volumeAttachment. 'volumeId' is a required "
                                   "property")
