@@ -1565,7 +1565,9 @@ def _server_group_ports(project: Project, device_id: str, name: str) -> tuple[Se
     group = _project_group(project, name)
     if group is None:
         raise NotFound(f"Security group {name} is not found for project {project.pk.hex}")
-    ports = list(Port.objects.filter(device_id=device_id, device_owner=OWNER_COMPUTE).order_by("created_at", "id"))
+    # Locked: two changes at once must not each write the groups they read before the other.
+    ports = list(Port.objects.select_for_update().filter(device_id=device_id, device_owner=OWNER_COMPUTE)
+                 .order_by("created_at", "id"))
     if not ports:
         raise NotFound(f"instance_id {device_id} could not be found as device id on any ports")
     return group, ports

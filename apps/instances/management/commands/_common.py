@@ -58,7 +58,8 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
             if option == "image":
                 parser.add_argument("--image", help="image name or id (default: the instance's image)")
             if option == "state":
-                parser.add_argument("--state", required=True, choices=("active", "error"), help="the new vm_state")
+                parser.add_argument("--state", required=True, choices=[str(s) for s in services.RESET_STATES],
+                                    help="the new vm_state")
             parser.add_argument("--wait", action="store_true", help="wait until the action is done")
             parser.add_argument("--timeout", type=int, default=300, help="seconds to --wait (default 300)")
             add_actor_arguments(parser)
