@@ -131,8 +131,9 @@ class OperationSpec:
     may take before the domain is destroyed; ``domain`` is the instance's (new) spec for
     ``resize`` and ``rebuild``; ``start`` says whether ``resize`` leaves the guest running.
     ``snapshot`` uploads the root disk (qcow2, flattened) with ``PUT upload_url`` and
-    ``X-Auth-Token: upload_token``; ``image_id`` names the image it fills (it comes back in the
-    result).
+    ``X-Auth-Token: upload_token``; ``image_id`` names the image it fills. Both ``image_id`` and
+    ``rotation`` (how many backups a createBackup keeps, which the control plane applies) come back
+    in the result.
     """
 
     instance_id: str
@@ -144,6 +145,7 @@ class OperationSpec:
     image_id: str | None = None
     upload_url: str | None = None
     upload_token: str | None = None
+    rotation: int | None = None
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:

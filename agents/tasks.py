@@ -192,6 +192,7 @@ def operate(task, spec_dict: dict[str, Any], expected: str) -> dict[str, Any]:
     out["operation"] = expected
     out["hard"] = bool(spec.hard)
     out["image_id"] = spec.image_id
+    out["rotation"] = spec.rotation
     return out
 
 

@@ -66,6 +66,7 @@ from apps.tenants.services import quota_release, quota_reserve
 from apps.volumes.selectors import server_boot_volume, server_has_volumes, server_volume_disks
 from apps.volumes.services import PENDING, server_block_devices_create, server_volumes_connect, server_volumes_release
 from cloudmgr.exceptions import (
+    ApplicationError,
     Conflict,
     InvalidState,
     NotFound,
@@ -765,6 +766,33 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
                           request_id: str = ""):
     """Nova's createImage: a new (queued) image in the instance's project; the host copies the
     root disk (flattened qcow2) and uploads it through the image API, which makes it active."""
+    _refuse_volume_backed(instance, "createImage")
+    return _image_of_instance(instance=instance, user=user, name=name, metadata=metadata, request_id=request_id,
+                              transition=TRANSITIONS["createImage"], properties={"image_type": "snapshot"})
+
+
+def instance_create_backup(*, instance: Instance, user: User, name: str, backup_type: str, rotation: int,
+                           metadata: dict | None = None, request_id: str = ""):
+    """Nova's createBackup: an image made as createImage's, with ``image_type`` "backup" and its
+    ``backup_type``. Once it is uploaded, the instance's backups of that type beyond the newest
+    ``rotation`` are deleted (0 deletes them all, this one too, as Nova); a failed backup deletes
+    none."""
+    if not isinstance(backup_type, str):
+        raise ValidationError("Invalid input for field/attribute backup_type: it must be a string.")
+    if isinstance(rotation, bool) or not isinstance(rotation, int) or rotation < 0:
+        raise ValidationError(f"Invalid input for field/attribute rotation. Value: {rotation}. "
+                              "It must be a non-negative integer.")
+    if server_boot_volume(instance=instance) is not None:
+        raise ValidationError("Backup is not supported for volume-backed instances.")
+    return _image_of_instance(instance=instance, user=user, name=name, metadata=metadata, request_id=request_id,
+                              transition=TRANSITIONS["createBackup"], rotation=rotation,
+                              properties={"image_type": "backup", "backup_type": backup_type})
+
+
+def _image_of_instance(*, instance: Instance, user: User, name: str, metadata: dict | None, request_id: str,
+                       transition: Transition, properties: dict, rotation: int | None = None):
+    """Queue an image of the instance's root disk, with ``properties`` over the user's metadata, and
+    send the host the snapshot operation that fills it."""
     from apps.images import tickets
     from apps.images.services import image_create
 
@@ -772,14 +800,12 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
     if not name or len(name) > 255:
         raise ValidationError("An image needs a name of 1 to 255 characters.")
     metadata = _check_metadata(metadata or {})
-    _refuse_volume_backed(instance, "createImage")
-    transition = TRANSITIONS["createImage"]
     if user is not None:
         _check_locked(instance=instance, user=user)
     if instance.vm_state not in transition.allowed or instance.task_state is not None:
         raise _refuse(instance, transition)
     attrs = {"name": name, "disk_format": "qcow2", "container_format": "bare", "visibility": "private",
-             **{k: v for k, v in metadata.items()}, "instance_uuid": str(instance.id), "image_type": "snapshot"}
+             **metadata, "instance_uuid": str(instance.id), **properties}
     if instance.image is not None:
         attrs["base_image_ref"] = str(instance.image_id)
         for key in ("architecture", "os_distro", "hw_disk_bus"):
@@ -793,8 +819,30 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
         ticket = tickets.ticket_issue(image_id=str(image.pk), action=tickets.UPLOAD)
         base = getattr(settings, "CLOUDMGR_IMAGE_AGENT_URL", settings.CLOUDMGR_PUBLIC_URL).rstrip("/")
         _send(instance, OperationSpec(instance_id=str(instance.id), operation="snapshot", image_id=str(image.pk),
-                                      upload_url=f"{base}/image/v2/images/{image.pk}/file", upload_token=ticket))
+                                      upload_url=f"{base}/image/v2/images/{image.pk}/file", upload_token=ticket,
+                                      rotation=rotation))
     return image
+
+
+def _rotate_backups(instance: Instance, image_id: str, rotation: int) -> None:
+    """Delete the instance's backups of the new backup's type beyond the newest ``rotation``
+    (Nova's ``_rotate_backups``). A backup that cannot go (protected) stays, and the rest go."""
+    from apps.images.services import image_delete
+
+    backup = Image.objects.filter(pk=image_id).first()
+    if backup is None:
+        return
+    backups = (Image.objects.filter(project_id=backup.project_id, properties__image_type="backup",
+                                    properties__backup_type=backup.properties.get("backup_type"),
+                                    properties__instance_uuid=str(instance.id))
+               .exclude(status=ImageStatus.DELETED).order_by("-created_at", "-id"))
+    for old in backups[rotation:]:
+        try:
+            image_delete(user=None, project=old.project, image=old)
+        except ApplicationError as exc:
+            logger.info("backup rotation of instance %s: image %s stays (%s)", instance.id, old.id, exc.message)
+            continue
+        logger.info("backup rotation of instance %s: deleted image %s", instance.id, old.id)
 
 
 def instance_console_url(*, instance: Instance, user: User, protocol: str = "vnc", console_type: str = "novnc") -> str:
@@ -839,7 +887,8 @@ _OPERATION_TASKS = {
     "resize": {TaskState.RESIZE_MIGRATING: TRANSITIONS["resize"],
                TaskState.RESIZE_REVERTING: TRANSITIONS["revertResize"]},
     "rebuild": {TaskState.REBUILDING: TRANSITIONS["rebuild"]},
-    "snapshot": {TaskState.IMAGE_SNAPSHOT: TRANSITIONS["createImage"]},
+    "snapshot": {TaskState.IMAGE_SNAPSHOT: TRANSITIONS["createImage"],
+                 TaskState.IMAGE_BACKUP: TRANSITIONS["createBackup"]},
     "rescue": {TaskState.RESCUING: TRANSITIONS["rescue"]},
     "unrescue": {TaskState.UNRESCUING: TRANSITIONS["unrescue"]},
 }
@@ -873,6 +922,8 @@ def instance_operation_done(*, result: dict) -> None:
                                          power_state=power_state, updated_at=now)
             if applied:
                 _action_finish(instance=instance, action=transition.action, result="Success")
+                if transition.action == "createBackup" and result.get("image_id"):
+                    _rotate_backups(instance, result["image_id"], int(result.get("rotation") or 0))
             return
         error = result.get("error") or f"The host failed to {transition.action} the instance."
         if transition.action == "resize":
@@ -884,7 +935,7 @@ def instance_operation_done(*, result: dict) -> None:
         if applied:
             _fault(instance=instance, message=error)
             _action_finish(instance=instance, action=transition.action, result="Error", message=error)
-            if transition.action == "createImage" and result.get("image_id"):
+            if transition.operation == "snapshot" and result.get("image_id"):
                 _discard_snapshot_image(result["image_id"])
             logger.warning("%s of instance %s failed: %s", transition.action, instance.id, error)
 

@@ -39,6 +39,7 @@ class TaskState(models.TextChoices):
     RESIZE_CONFIRMING = "resize_confirming"
     REBUILDING = "rebuilding"
     IMAGE_SNAPSHOT = "image_snapshot"
+    IMAGE_BACKUP = "image_backup"
     RESCUING = "rescuing"
     UNRESCUING = "unrescuing"
     DELETING = "deleting"
@@ -147,6 +148,8 @@ TRANSITIONS = {
     "unrescue": Transition("unrescue", (VmState.RESCUED,), TaskState.UNRESCUING, "unrescue", VmState.ACTIVE),
     "createImage": Transition("createImage", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED),
                               TaskState.IMAGE_SNAPSHOT, "snapshot", None),
+    "createBackup": Transition("createBackup", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED),
+                               TaskState.IMAGE_BACKUP, "snapshot", None, event="compute_backup_instance"),
     # An NMI, whose effect is the guest's to decide: no task state, the states stay (Nova).
     "trigger_crash_dump": Transition("trigger_crash_dump", (VmState.ACTIVE, VmState.PAUSED, VmState.RESCUED,
                                                             VmState.RESIZED, VmState.ERROR),
@@ -154,9 +157,6 @@ TRANSITIONS = {
     "lock": Transition("lock", _ANY + (VmState.BUILDING,), None, None, None),
     "unlock": Transition("unlock", _ANY + (VmState.BUILDING,), None, None, None),
 }
-
-# Which transition an agent operation's result belongs to, by the task state it finishes.
-TRANSITION_BY_TASK = {t.task_state: t for key, t in TRANSITIONS.items() if t.operation and t.task_state}
 
 
 def vm_state_for_power(power_state: int) -> str:

@@ -117,6 +117,19 @@ def test_server_lifecycle(live_cloud):
                    60, interval=1, what="the snapshot task to end")
     openstack(cloud, "image", "delete", "cli-snap")
 
+    # createBackup: once a backup is uploaded, only the newest --rotate backups of its type stay
+    for name in ("cli-daily-1", "cli-daily-2"):
+        run(cloud, "server", "backup", "create", "--name", name, "--type", "daily", "--rotate", "1", "--wait", sid)
+        cloud.wait_for(lambda: openstack(cloud, "server", "show", sid, "-f", "json")["OS-EXT-STS:task_state"] is None,
+                       60, interval=1, what="the backup task to end")
+    names = {image["Name"] for image in openstack(cloud, "image", "list", "-f", "json")}
+    assert "cli-daily-2" in names and "cli-daily-1" not in names
+    latest = openstack(cloud, "image", "show", "cli-daily-2", "-f", "json")
+    assert latest["status"] == "active"
+    assert {k: latest["properties"][k] for k in ("image_type", "backup_type", "instance_uuid")} == {
+        "image_type": "backup", "backup_type": "daily", "instance_uuid": sid}
+    openstack(cloud, "image", "delete", "cli-daily-2")
+
     run(cloud, "server", "set", "--state", "error", "--auto-approve", sid)  # an admin's os-resetState
     assert status(cloud, sid) == "ERROR"
     run(cloud, "server", "set", "--state", "active", "--auto-approve", sid)
@@ -128,4 +141,4 @@ def test_server_lifecycle(live_cloud):
     assert gone.returncode != 0
     # 2.21: a deleted server's events can still be read.
     actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
-    assert {"create", "trigger_crash_dump", "resetState", "delete"} <= {a["Action"] for a in actions}
+    assert {"create", "trigger_crash_dump", "createBackup", "resetState", "delete"} <= {a["Action"] for a in actions}

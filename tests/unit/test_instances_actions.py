@@ -275,6 +275,102 @@ def test_create_image_failure_discards_the_image(world, vm, fake_driver):
     assert states(vm)[:2] == (VmState.ACTIVE, None)
 
 
+def backup(c, server_id, name, rotation, backup_type="daily"):
+    return act(c, server_id, {"createBackup": {"name": name, "backup_type": backup_type, "rotation": rotation}})
+
+
+def live_images():
+    from apps.images.models import Image, ImageStatus
+
+    return {image.name: image for image in Image.objects.exclude(status=ImageStatus.DELETED)}
+
+
+def test_create_backup_keeps_the_newest_backups_of_its_type(world, vm, fake_driver):
+    c = api(world, world.member)
+    sid = str(vm.id)
+    for name in ("daily-1", "daily-2", "daily-3"):
+        resp = backup(c, sid, name, 2)
+        assert resp.status_code == 202 and resp["Location"].endswith(f"/image/v2/images/{live_images()[name].pk}")
+    assert backup(c, sid, "weekly-1", 1, backup_type="weekly").status_code == 202
+    services.instance_create_image(instance=fresh(vm), user=world.member, name="snap")
+    # the oldest daily backup went once the third was uploaded; other types and snapshots stay
+    assert set(live_images()) == {world.image.name, "daily-2", "daily-3", "weekly-1", "snap"}
+    latest = live_images()["daily-3"]
+    assert {k: latest.properties[k] for k in ("image_type", "backup_type", "instance_uuid")} == {
+        "image_type": "backup", "backup_type": "daily", "instance_uuid": sid}
+    assert live_images()["snap"].properties["image_type"] == "snapshot"
+    assert len(fake_driver.uploads) == 5 and states(vm)[:2] == (VmState.ACTIVE, None)
+    action = fresh(vm).actions.filter(action="createBackup").order_by("-created_at").first()
+    assert action.result == "Success"
+    assert list(action.events.values_list("event", "result")) == [("compute_backup_instance", "Success")]
+
+    # rotation 0 keeps none of the type, the new one included (Nova), and names no image
+    resp = backup(c, sid, "daily-0", "0")
+    assert resp.status_code == 202 and "Location" not in resp
+    assert set(live_images()) == {world.image.name, "weekly-1", "snap"}
+
+
+def test_a_failed_backup_deletes_no_older_backup(world, vm, fake_driver):
+    c = api(world, world.member)
+    assert backup(c, str(vm.id), "daily-1", 1).status_code == 202
+    fake_driver.fail_next("snapshot", "disk on fire")
+    assert backup(c, str(vm.id), "daily-2", 1).status_code == 202
+    assert set(live_images()) == {world.image.name, "daily-1"}
+    assert "disk on fire" in fresh(vm).faults.first().message
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+    assert fresh(vm).actions.filter(action="createBackup").order_by("-created_at").first().result == "Error"
+
+
+def test_create_backup_bodies_states_and_access(world, vm, fake_driver):
+    c = api(world, world.member)
+    sid = str(vm.id)
+    bad = [
+        {"createBackup": None},
+        {"createBackup": {"name": "b", "backup_type": "daily"}},
+        {"createBackup": {"name": "b", "rotation": 1}},
+        {"createBackup": {"backup_type": "daily", "rotation": 1}},
+        {"createBackup": {"name": "b", "backup_type": "daily", "rotation": -1}},
+        {"createBackup": {"name": "b", "backup_type": "daily", "rotation": "one"}},
+        {"createBackup": {"name": "b", "backup_type": "daily", "rotation": True}},
+        {"createBackup": {"name": "b", "backup_type": 7, "rotation": 1}},
+        {"createBackup": {"name": "", "backup_type": "daily", "rotation": 1}},
+        {"createBackup": {"name": "b", "backup_type": "daily", "rotation": 1, "metadata": "x"}},
+    ]
+    for body in bad:
+        resp = act(c, sid, body)
+        assert resp.status_code == 400, body
+        assert resp.json()["badRequest"]["message"]
+    resp = act(c, sid, {"createBackup": {"name": "b", "backup_type": "daily", "rotation": 1, "colour": "red"}})
+    assert resp.status_code == 400 and "Additional properties" in resp.json()["badRequest"]["message"]
+    assert set(live_images()) == {world.image.name}
+
+    services.instance_stop(instance=fresh(vm), user=world.member)
+    assert backup(c, sid, "stopped", 1).status_code == 202  # a stopped server is backed up too
+    Instance.objects.filter(pk=vm.pk).update(task_state=TaskState.REBOOTING_HARD)
+    resp = backup(c, sid, "busy", 1)
+    assert resp.status_code == 409 and "createBackup" in resp.json()["conflictingRequest"]["message"]
+    Instance.objects.filter(pk=vm.pk).update(task_state=None)
+    assert backup(api(world, world.reader), sid, "r", 1).status_code == 403
+    assert backup(api(world, world.outsider, world.other_project), sid, "o", 1).status_code == 404
+    assert set(live_images()) == {world.image.name, "stopped"}
+
+
+def test_instance_image_and_backup_commands(world, vm, fake_driver):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("instance_image_create", str(vm.id), "--name", "cmd-snap", "--wait", "--user", world.member.username,
+                 "--project", world.project.name, stdout=out)
+    assert f"image cmd-snap {live_images()['cmd-snap'].pk}" in out.getvalue()
+    for n in (1, 2):
+        call_command("instance_backup", str(vm.id), "--name", f"cmd-b{n}", "--type", "daily", "--rotation", "1",
+                     "--wait", "--user", world.member.username, "--project", world.project.name, stdout=out)
+    assert set(live_images()) == {world.image.name, "cmd-snap", "cmd-b2"}
+    assert f"instance {vm.name} {vm.id} ACTIVE" in out.getvalue()
+
+
 def test_empty_accept_header_is_any(world, vm):
     """openstacksdk sends server actions with an empty Accept header."""
     c = api(world, world.member)

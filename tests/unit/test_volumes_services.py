@@ -395,6 +395,8 @@ def test_boot_from_a_volume_made_from_an_image(world, host, storage, fake_driver
         services.volume_detach(attachment=Attachment.objects.get(volume=volume), user=world.member)
     with pytest.raises(InvalidState, match="boots from a volume"):
         compute.instance_rebuild(instance=vm, image=world.image, user=world.member)
+    with pytest.raises(ValidationError, match="Backup is not supported for volume-backed instances"):
+        compute.instance_create_backup(instance=vm, user=world.member, name="b", backup_type="daily", rotation=1)
     compute.instance_delete(instance=vm, user=world.member)
     if delete_on_termination:
         assert not Volume.objects.filter(pk=volume.pk).exists() and str(volume.pk) not in storage.volumes

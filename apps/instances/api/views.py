@@ -514,6 +514,29 @@ class ServerViewSet(ComputeViewSet):
             return Response({"image_id": str(image.pk)}, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
         return Response(status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
+    def _create_backup(self, instance, args):
+        if not isinstance(args, dict):
+            raise ValidationError("Invalid input for field/attribute createBackup: it must be an object.")
+        only_keys(args, {"name", "backup_type", "rotation", "metadata"}, "createBackup")
+        for key in ("name", "backup_type", "rotation"):
+            if key not in args:
+                raise ValidationError(
+                    f"Invalid input for field/attribute createBackup: '{key}' is a required property.")
+        if not isinstance(args["name"], str):
+            raise ValidationError("Invalid input for field/attribute name: it must be a string.")
+        rotation = args["rotation"]
+        # Nova's non_negative_integer: an integer, or a string of digits
+        if isinstance(rotation, str) and rotation.isascii() and rotation.isdigit():
+            rotation = int(rotation)
+        image = services.instance_create_backup(instance=instance, user=self.user, name=args["name"],
+                                                backup_type=args["backup_type"], rotation=rotation,
+                                                metadata=args.get("metadata"), request_id=self.request_id)
+        if self.request.api_version >= Version(2, 45):
+            return Response({"image_id": str(image.pk)}, status=status.HTTP_202_ACCEPTED)
+        # Before 2.45 the image is named by the Location header, and only if it is kept (rotation > 0).
+        headers = {"Location": public_url(f"image/v2/images/{image.pk}")} if rotation else {}
+        return Response(status=status.HTTP_202_ACCEPTED, headers=headers)
+
     def _old_console(protocol: str, types: tuple[str, ...]):
         """The console actions of 2.1 to 2.5 (``{"os-getVNCConsole": {"type": "novnc"}}``)."""
         def handler(self, instance, args):
@@ -580,6 +603,7 @@ class ServerViewSet(ComputeViewSet):
         "os-getSerialConsole": _old_console("serial", ("serial",)),
         "os-getRDPConsole": _old_console("rdp", ("rdp-html5",)),
         "createImage": _create_image,
+        "createBackup": _create_backup,
         "os-start": _simple(services.instance_start),
         "os-stop": _simple(services.instance_stop),
         "reboot": _reboot,

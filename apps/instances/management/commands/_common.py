@@ -36,7 +36,8 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
     """A command that runs one lifecycle service on an instance: ``<command> ID [--wait]``.
 
     ``option`` adds what the action needs: ``hard`` (``--hard``), ``flavor`` (a FLAVOR argument),
-    ``image`` (``--image``, rebuild; default: the instance's image) or ``state`` (``--state``).
+    ``image`` (``--image``, rebuild; default: the instance's image), ``state`` (``--state``),
+    ``snapshot`` (``--name`` of the new image) or ``backup`` (``--name``, ``--type``, ``--rotation``).
     """
     import time
 
@@ -60,6 +61,13 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
             if option == "state":
                 parser.add_argument("--state", required=True, choices=[str(s) for s in services.RESET_STATES],
                                     help="the new vm_state")
+            if option in ("snapshot", "backup"):
+                parser.add_argument("--name", required=True, help="the new image's name")
+            if option == "backup":
+                parser.add_argument("--type", dest="backup_type", required=True,
+                                    help='the backup type, e.g. "daily": rotation counts the backups of one type')
+                parser.add_argument("--rotation", type=int, required=True,
+                                    help="how many backups of this type to keep (the oldest beyond go)")
             parser.add_argument("--wait", action="store_true", help="wait until the action is done")
             parser.add_argument("--timeout", type=int, default=300, help="seconds to --wait (default 300)")
             add_actor_arguments(parser)
@@ -75,6 +83,10 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
                 kwargs = {}
                 if option in ("hard", "state"):
                     kwargs[option] = options[option]
+                if option in ("snapshot", "backup"):
+                    kwargs["name"] = options["name"]
+                if option == "backup":
+                    kwargs.update(backup_type=options["backup_type"], rotation=options["rotation"])
                 if option == "flavor":
                     kwargs["flavor"] = flavor_get(user=user, name_or_id=options["flavor"])
                 if option == "image":
@@ -82,7 +94,7 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
                                        if options["image"] else instance.image)
                     if kwargs["image"] is None:
                         raise CommandError("The instance's image is gone: name one with --image.")
-                service(instance=instance, user=user, **kwargs)
+                made = service(instance=instance, user=user, **kwargs)
             except ApplicationError as exc:
                 raise CommandError(exc.message) from exc
             if options["wait"]:
@@ -97,5 +109,7 @@ def action_command(service_name: str, help_text: str, *, option: str | None = No
                 instance = instance_get(user=user, project=project, instance_id=str(instance.id))
             status = api_status(instance.vm_state, instance.task_state)
             self.stdout.write(f"instance {instance.name} {instance.id} {status}")
+            if option in ("snapshot", "backup"):
+                self.stdout.write(f"image {made.name} {made.id}")
 
     return Command
