@@ -15,6 +15,7 @@ urlpatterns = [
     path("<uuid:instance_id>/console/", views.instance_console, name="console"),
     path("<uuid:instance_id>/delete/", views.instance_delete, name="delete"),
     path("<uuid:instance_id>/action/<str:action>/", views.instance_action, name="action"),
+    path("<uuid:instance_id>/image/<str:kind>/", views.instance_image_create, name="image"),
     path("<uuid:instance_id>/vnc/", views.instance_vnc, name="vnc"),
     path("<uuid:instance_id>/vnc/url/", views.instance_vnc_url, name="vnc_url"),
     path("keypairs/", views_admin.keypair_list, name="keypairs"),

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from apps.instances import selectors, services
-from apps.instances.forms import InstanceLaunchForm
+from apps.instances.forms import InstanceBackupForm, InstanceLaunchForm, InstanceSnapshotForm
 from apps.instances.states import VmState
 from apps.portal.decorators import portal_view
 from cloudmgr.exceptions import ApplicationError, NotFound, ServiceUnavailable
@@ -115,7 +115,8 @@ def instance_detail(request, *, project, instance_id):
         messages.error(request, exc.message)
         return redirect("instances:list")
     return render(request, "instances/instance_detail.html",
-                  _overview_context(instance, console_lines=CONSOLE_LINES))
+                  _overview_context(instance, console_lines=CONSOLE_LINES, snapshot_form=InstanceSnapshotForm(),
+                                    backup_form=InstanceBackupForm(initial={"name": f"{instance.name}-backup"})))
 
 
 @require_GET
@@ -242,6 +243,41 @@ def instance_action(request, *, project, instance_id, action):
         return answer
     target = reverse("instances:detail", kwargs={"instance_id": instance_id})
     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+
+
+_IMAGE_FORMS = {"snapshot": InstanceSnapshotForm, "backup": InstanceBackupForm}
+
+
+@require_POST
+@portal_view(write=True)
+def instance_image_create(request, *, project, instance_id, kind):
+    """The instance page's Images tab: a snapshot (createImage) or a backup (createBackup)."""
+    target = reverse("instances:detail", kwargs={"instance_id": instance_id}) + "#images"
+    form_class = _IMAGE_FORMS.get(kind)
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+        if form_class is None:
+            raise NotFound(f"There is no image kind {kind}.")
+        form = form_class(request.POST)
+        if not form.is_valid():
+            problems = "; ".join(f"{form.fields[name].label or name}: {' '.join(errors)}"
+                                 for name, errors in form.errors.items())
+            messages.error(request, f"Nothing was made: {problems}")
+            return redirect(target)
+        data, request_id = form.cleaned_data, getattr(request, "request_id", "")
+        if kind == "snapshot":
+            image = services.instance_create_image(instance=instance, user=request.user, name=data["name"],
+                                                   request_id=request_id)
+        else:
+            image = services.instance_create_backup(instance=instance, user=request.user, name=data["name"],
+                                                    backup_type=data["backup_type"], rotation=data["rotation"],
+                                                    request_id=request_id)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Image {image.name} of {instance.name} is being made; it is listed under "
+                                  "Images once uploaded.")
+    return redirect(target)
 
 
 @require_http_methods(["GET", "POST"])

@@ -42,6 +42,36 @@ def test_trigger_crash_dump_from_the_menu(client, world, vm, fake_driver):
     assert ">trigger_crash_dump<" in client.get(f"/instances/{vm.pk}/overview/").content.decode()
 
 
+def test_snapshot_and_backup_from_the_instance_page(client, world, vm, fake_driver):
+    from apps.images.models import Image, ImageStatus
+
+    def live():
+        return set(Image.objects.exclude(status=ImageStatus.DELETED).values_list("name", flat=True))
+
+    client.force_login(world.member)
+    page = client.get(f"/instances/{vm.pk}/").content.decode()
+    assert 'id="snapshot-form"' in page and 'value="vm1-backup"' in page
+    r = client.post(f"/instances/{vm.pk}/image/snapshot/", {"name": "portal-snap"}, follow=True)
+    assert "Image portal-snap of vm1 is being made" in r.content.decode()
+    for name in ("daily-1", "daily-2"):
+        r = client.post(f"/instances/{vm.pk}/image/backup/", {"name": name, "backup_type": "daily", "rotation": "1"})
+        assert r.status_code == 302 and r["Location"] == f"/instances/{vm.pk}/#images"
+    assert live() == {world.image.name, "portal-snap", "daily-2"}
+    assert Image.objects.get(name="daily-2").properties["backup_type"] == "daily"
+    r = client.post(f"/instances/{vm.pk}/image/backup/", {"name": "x", "backup_type": "daily", "rotation": "-1"},
+                    follow=True)
+    assert "Nothing was made: Keep:" in r.content.decode()
+    Instance.objects.filter(pk=vm.pk).update(task_state="rebooting_hard")
+    r = client.post(f"/instances/{vm.pk}/image/snapshot/", {"name": "busy"}, follow=True)
+    assert "Cannot &#x27;createImage&#x27;" in r.content.decode()
+    assert live() == {world.image.name, "portal-snap", "daily-2"}
+
+    client.force_login(world.reader)
+    assert 'id="snapshot-form"' not in client.get(f"/instances/{vm.pk}/").content.decode()
+    client.post(f"/instances/{vm.pk}/image/snapshot/", {"name": "by-a-reader"})
+    assert "by-a-reader" not in live()
+
+
 def test_readers_get_no_menu_and_cannot_act(client, world, vm):
     client.force_login(world.reader)
     assert 'data-action="stop"' not in client.get(f"/instances/{vm.pk}/").content.decode()
