@@ -24,6 +24,7 @@ Configuration comes from the environment only (see :mod:`agents.config`): ``CELE
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -143,6 +144,12 @@ class HeartbeatThread(threading.Thread):
 _heartbeat: HeartbeatThread | None = None
 _heartbeat_lock = threading.Lock()
 
+# How often a thread running Python hands the GIL on (Python's default: 5 ms). The agent's 16
+# threads mix Python work (firewall and DHCP updates, message decoding) with waits on libvirtd and
+# commands; a task that arrives waits for the GIL in 5 ms turns behind them. At 1 ms a spawn
+# reached its thread sooner at concurrency 5 (docs/compute.md, "Boot performance").
+GIL_SWITCH_INTERVAL = 0.001
+
 
 def start_heartbeat() -> HeartbeatThread:
     """Start the process's heartbeat thread (once)."""
@@ -166,6 +173,7 @@ def stop_heartbeat() -> None:
 def _on_worker_ready(sender=None, **_kwargs) -> None:
     if getattr(sender, "app", app) is not app:
         return  # another Celery app in this process
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     start_heartbeat()
 
 
