@@ -244,6 +244,15 @@ def server_security_groups(*, device_ids: list[str]) -> dict[str, list[dict]]:
     return found
 
 
+def server_security_group_details(*, device_id: str) -> list[SecurityGroup]:
+    """The security groups of a server's ports, each once, with their rules and each rule's
+    remote group (Nova's ``GET /servers/{id}/os-security-groups``), in two queries."""
+    rules = SecurityGroupRule.objects.select_related("remote_group").order_by("created_at", "id")
+    groups = (SecurityGroup.objects.filter(ports__device_id=device_id, ports__device_owner=OWNER_COMPUTE)
+              .distinct().prefetch_related(Prefetch("rules", queryset=rules)))
+    return list(groups)
+
+
 def server_port_get(*, device_id: str, port_id) -> Port:
     ports = Port.objects.filter(device_id=device_id, device_owner=OWNER_COMPUTE)
     port = filter_pk(ports.prefetch_related(_PORT_FIXED_IPS), str(port_id)).first()

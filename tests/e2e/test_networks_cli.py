@@ -7,13 +7,15 @@ NAT, nftables, libvirt hot-plug)."""
 
 import re
 import secrets
+import json
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from agents import names
-from tests.e2e.test_openstack_cli import openstack
+from tests.e2e.test_openstack_cli import cli_env, openstack
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,18 @@ def nic_count(server_id: str) -> tuple[int, int]:
         return len(live), len(defined)
     finally:
         conn.close()
+
+
+def sdk_server_security_groups(cloud, server: str, as_member) -> list[dict]:
+    """openstacksdk's ``fetch_server_security_groups`` (Nova's ``GET /servers/{id}/os-security-groups``),
+    run as the member from the same environment the CLI gets."""
+    script = ("import json, sys, openstack; c = openstack.connect(); "
+              "s = c.compute.find_server(sys.argv[1], ignore_missing=False); "
+              "print(json.dumps(c.compute.fetch_server_security_groups(s).security_groups))")
+    result = subprocess.run([sys.executable, "-c", script, server], env=cli_env(cloud, **as_member),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def console(cloud, server_id, as_member) -> str:
@@ -97,6 +111,10 @@ def test_a_tenant_network_end_to_end_with_the_cli(live_cloud, member):
     assert osc("server", "add", "security", "group", "cli-net-vm", "cli-ping") is None
     groups = osc("server", "show", "cli-net-vm", "-f", "json")["security_groups"]
     assert sorted(g["name"] for g in groups) == ["cli-ping", "default"]
+    detailed = {g["name"]: g for g in sdk_server_security_groups(cloud, "cli-net-vm", member)}
+    assert sorted(detailed) == ["cli-ping", "default"]
+    assert [(r["ip_protocol"], r["from_port"], r["to_port"], r["ip_range"]) for r in detailed["cli-ping"]["rules"]
+            ] == [("icmp", -1, -1, {"cidr": "0.0.0.0/0"})]
     cloud.wait_for(lambda: pings(address), 60, interval=1, what=f"the added group to let ping reach {address}")
     assert osc("server", "remove", "security", "group", "cli-net-vm", "cli-ping") is None
     assert [g["name"] for g in osc("server", "show", "cli-net-vm", "-f", "json")["security_groups"]] == ["default"]

@@ -213,6 +213,52 @@ def test_add_and_remove_security_group_actions(world, cloud):
                     format="json").status_code == 404
 
 
+def test_server_os_security_groups_shows_each_group_once_in_novas_format(world, cloud):
+    c = client(world.token(world.member))
+    project = world.project
+    web = services.security_group_create(user=world.member, project=project, name="web", description="the web")
+    rule = lambda **kw: services.security_group_rule_create(user=world.member, project=project, group=web, **kw)
+    ssh = rule(direction="ingress", protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="10.0.0.0/8")
+    any_udp = rule(direction="ingress", protocol="udp")
+    icmp = rule(direction="ingress", protocol="icmp")
+    everything = rule(direction="ingress", ethertype="IPv6")
+    rule(direction="egress", protocol="tcp")  # Nova shows ingress rules only
+    server_id = boot(c, world).json()["server"]["id"]
+    other = services.network_create(user=world.member, project=project, name="other")
+    services.subnet_create(user=world.member, project=project, network=other, cidr="10.1.0.0/24")
+    c.post(f"/compute/v2.1/servers/{server_id}/os-interface", {"interfaceAttachment": {"net_id": str(other.pk)}},
+           format="json")
+    assert c.post(f"/compute/v2.1/servers/{server_id}/action", {"addSecurityGroup": {"name": "web"}},
+                  format="json").status_code == 202
+
+    resp = c.get(f"/compute/v2.1/servers/{server_id}/os-security-groups")
+    assert resp.status_code == 200
+    default, shown_web = resp.json()["security_groups"]  # each group once though on two ports, by name
+    tenant = project.pk.hex
+    assert {k: shown_web[k] for k in ("id", "name", "description", "tenant_id")} == {
+        "id": str(web.pk), "name": "web", "description": "the web", "tenant_id": tenant}
+    parent = str(web.pk)
+    assert shown_web["rules"] == [
+        {"id": str(ssh.pk), "parent_group_id": parent, "ip_protocol": "tcp", "from_port": 22, "to_port": 22,
+         "group": {}, "ip_range": {"cidr": "10.0.0.0/8"}},
+        {"id": str(any_udp.pk), "parent_group_id": parent, "ip_protocol": "udp", "from_port": 1, "to_port": 65535,
+         "group": {}, "ip_range": {"cidr": "0.0.0.0/0"}},
+        {"id": str(icmp.pk), "parent_group_id": parent, "ip_protocol": "icmp", "from_port": -1, "to_port": -1,
+         "group": {}, "ip_range": {"cidr": "0.0.0.0/0"}},
+        {"id": str(everything.pk), "parent_group_id": parent, "ip_protocol": None, "from_port": None,
+         "to_port": None, "group": {}, "ip_range": {"cidr": "0.0.0.0/0"}},
+    ]
+    # the default group's ingress rules admit its own members: a remote group, no range
+    assert default["name"] == "default" and default["rules"]
+    assert {(r["ip_protocol"], str(r["group"]), str(r["ip_range"])) for r in default["rules"]} == {
+        (None, str({"name": "default", "tenant_id": tenant}), "{}")}
+
+    assert client(world.token(world.reader)).get(f"/compute/v2.1/servers/{server_id}/os-security-groups"
+                                                 ).status_code == 200
+    bob = client(world.token(world.outsider, world.other_project))
+    assert bob.get(f"/compute/v2.1/servers/{server_id}/os-security-groups").status_code == 404
+
+
 def test_a_server_without_ports_has_no_security_groups_key(world, cloud):
     c = client(world.token(world.member))
     server_id = boot(c, world, networks="none").json()["server"]["id"]

@@ -327,6 +327,28 @@ def instance_action_body(action, *, events: bool = False) -> dict:
     return body
 
 
+def security_group_body(group) -> dict:
+    """A security group as Nova shows one it reads from Neutron: its ingress rules only, in Nova's
+    rule format (nova/network/security_group_api.py and api/openstack/compute/security_groups.py)."""
+    return {"id": str(group.id), "name": group.name, "description": group.description,
+            "tenant_id": group.project_id.hex,
+            "rules": [_security_group_rule_body(rule) for rule in group.rules.all() if rule.direction == "ingress"]}
+
+
+def _security_group_rule_body(rule) -> dict:
+    from_port, to_port = rule.port_range_min, rule.port_range_max
+    if rule.protocol and from_port is None and to_port is None:
+        # Nova's reading of "any port": the whole range for TCP and UDP, -1 otherwise
+        from_port, to_port = (1, 65535) if rule.protocol.upper() in ("TCP", "UDP") else (-1, -1)
+    body = {"id": str(rule.id), "parent_group_id": str(rule.security_group_id), "ip_protocol": rule.protocol,
+            "from_port": from_port, "to_port": to_port, "group": {}, "ip_range": {}}
+    if rule.remote_group_id:
+        body["group"] = {"name": rule.remote_group.name, "tenant_id": rule.remote_group.project_id.hex}
+    else:
+        body["ip_range"] = {"cidr": rule.remote_ip_prefix or "0.0.0.0/0"}  # Nova's default, IPv6 rules too
+    return body
+
+
 def hypervisor_body(host, usage, running: int, *, detail: bool) -> dict:
     body = {"id": str(host.pk), "hypervisor_hostname": host.hostname, "state": host.state, "status": host.status}
     if detail:

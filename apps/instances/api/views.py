@@ -26,7 +26,13 @@ from apps.instances.selectors import (
     server_group_get,
     server_group_list,
 )
-from apps.networks.selectors import server_addresses, server_port_get, server_ports, server_security_groups
+from apps.networks.selectors import (
+    server_addresses,
+    server_port_get,
+    server_ports,
+    server_security_group_details,
+    server_security_groups,
+)
 from apps.tenants.models import Project, Quota
 from apps.tenants.selectors import is_cloud_admin
 from apps.tenants.services import quota_set
@@ -409,6 +415,14 @@ class ServerViewSet(ComputeViewSet):
         if action is None:
             raise NotFound(f"Action for request_id {request_id} on instance {pk} not found.")
         return Response({"instanceAction": s.instance_action_body(action, events=True)})
+
+    # -- security groups (os-security-groups) ----------------------------------------------------
+
+    def security_groups_list(self, request, pk):
+        """The groups of the server's ports, each once, sorted by project and name (Nova)."""
+        instance = self._get(pk)
+        groups = [s.security_group_body(group) for group in server_security_group_details(device_id=str(instance.id))]
+        return Response({"security_groups": sorted(groups, key=lambda g: (g["tenant_id"], g["name"]))})
 
     # -- network interfaces (os-interface) -------------------------------------------------------
 
