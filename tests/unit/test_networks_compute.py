@@ -217,7 +217,10 @@ def test_server_os_security_groups_shows_each_group_once_in_novas_format(world, 
     c = client(world.token(world.member))
     project = world.project
     web = services.security_group_create(user=world.member, project=project, name="web", description="the web")
-    rule = lambda **kw: services.security_group_rule_create(user=world.member, project=project, group=web, **kw)
+
+    def rule(**kw):
+        return services.security_group_rule_create(user=world.member, project=project, group=web, **kw)
+
     ssh = rule(direction="ingress", protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="10.0.0.0/8")
     any_udp = rule(direction="ingress", protocol="udp")
     icmp = rule(direction="ingress", protocol="icmp")
