@@ -18,6 +18,7 @@ from apps.images.forms import ImageCreateForm, ImageEditForm, MemberAddForm
 from apps.images.models import ImageStatus, MemberStatus
 from apps.images.uploads import CHUNK, UploadInterrupted, request_body
 from apps.portal.decorators import portal_view
+from apps.portal.forms import form_problems
 from apps.tenants.selectors import is_cloud_admin, project_by_name_or_id
 from cloudmgr.exceptions import ApplicationError, NotFound
 
@@ -75,10 +76,7 @@ def image_create(request, *, project):
                     messages.info(request, f"Image {image.name} is recorded; upload its data below.")
                 return redirect(detail)
         if _wants_json(request):
-            errors = [str(e) for e in form.non_field_errors()] + [
-                f"{form[name].label}: {' '.join(errs)}" for name, errs in form.errors.items() if name != "__all__"
-            ]
-            return JsonResponse({"error": " ".join(errors)}, status=400)
+            return JsonResponse({"error": form_problems(form)}, status=400)
     return render(request, "images/image_form.html", {"form": form})
 
 

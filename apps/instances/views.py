@@ -21,6 +21,7 @@ from apps.instances import selectors, services
 from apps.instances.forms import InstanceBackupForm, InstanceLaunchForm, InstanceSnapshotForm
 from apps.instances.states import VmState
 from apps.portal.decorators import portal_view
+from apps.portal.forms import form_problems
 from cloudmgr.exceptions import ApplicationError, NotFound, ServiceUnavailable
 
 CONSOLE_LINES = 200
@@ -251,7 +252,7 @@ _IMAGE_FORMS = {"snapshot": InstanceSnapshotForm, "backup": InstanceBackupForm}
 @require_POST
 @portal_view(write=True)
 def instance_image_create(request, *, project, instance_id, kind):
-    """The instance page's Images tab: a snapshot (createImage) or a backup (createBackup)."""
+    """The instance page's "Snapshot and backup" tab: a snapshot (createImage) or a backup (createBackup)."""
     target = reverse("instances:detail", kwargs={"instance_id": instance_id}) + "#images"
     form_class = _IMAGE_FORMS.get(kind)
     try:
@@ -260,9 +261,7 @@ def instance_image_create(request, *, project, instance_id, kind):
             raise NotFound(f"There is no image kind {kind}.")
         form = form_class(request.POST)
         if not form.is_valid():
-            problems = "; ".join(f"{form.fields[name].label or name}: {' '.join(errors)}"
-                                 for name, errors in form.errors.items())
-            messages.error(request, f"Nothing was made: {problems}")
+            messages.error(request, f"Nothing was made: {form_problems(form)}")
             return redirect(target)
         data, request_id = form.cleaned_data, getattr(request, "request_id", "")
         if kind == "snapshot":
