@@ -1710,7 +1710,7 @@ def server_ports_release(*, device_id: str) -> None:
     with transaction.atomic():
         sync = Sync()
         for port in Port.objects.select_for_update().filter(device_id=device_id, device_owner=OWNER_COMPUTE) \
-                .select_related("network", "project"):
+                .select_related("network", "project").order_by("created_at", "id"):
             _server_port_release(port, sync)
         sync.send()
 

@@ -141,12 +141,20 @@ def quota_set(*, project: Project, resource: str, limit: int) -> Quota:
     return quota
 
 
+def _locked_quotas(project: Project, resources) -> list[Quota]:
+    """The project's quota rows for these resources, locked always in the same (resource) order:
+    unordered, PostgreSQL locks them in their physical order, which every update changes, and two
+    reservations that take the same rows in opposite orders deadlock."""
+    return list(Quota.objects.select_for_update().filter(project=project, resource__in=resources)
+                .order_by("resource"))
+
+
 def quota_reserve(*, project: Project, deltas: dict[str, int]) -> None:
     """Count new usage, or raise QuotaExceeded. Must run inside the caller's transaction, so that
     the usage and the object that uses it commit together; the row lock serializes concurrent
     reservations (on SQLite the IMMEDIATE transaction does)."""
     assert transaction.get_connection().in_atomic_block, "quota_reserve needs a transaction"
-    quotas = {q.resource: q for q in Quota.objects.select_for_update().filter(project=project, resource__in=deltas)}
+    quotas = {q.resource: q for q in _locked_quotas(project, deltas)}
     over = []
     for resource, delta in deltas.items():
         quota = quotas.get(resource)
@@ -163,7 +171,7 @@ def quota_reserve(*, project: Project, deltas: dict[str, int]) -> None:
 
 def quota_release(*, project: Project, deltas: dict[str, int]) -> None:
     with transaction.atomic():
-        for quota in Quota.objects.select_for_update().filter(project=project, resource__in=deltas):
+        for quota in _locked_quotas(project, deltas):
             quota.in_use = max(0, quota.in_use - deltas[quota.resource])
             quota.save(update_fields=["in_use", "updated_at"])
 

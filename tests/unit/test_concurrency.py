@@ -7,18 +7,19 @@ Run on SQLite (IMMEDIATE transactions) in the main suite and on PostgreSQL (row 
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from apps.instances import services
 from apps.instances.models import Instance
 from apps.tenants.models import Quota
-from apps.tenants.services import quota_set
+from apps.tenants.services import quota_release, quota_reserve, quota_set
 from cloudmgr.exceptions import ApplicationError, QuotaExceeded
 from tests.unit.conftest import make_host
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.concurrency]
 
 THREADS = 50
+ROUNDS = 25  # reservations per thread where a race needs many turns to show
 
 
 def race(fn, n=THREADS):
@@ -89,6 +90,25 @@ def test_concurrent_deletes_release_quota_once(world):
     assert all(isinstance(e, ApplicationError) for e in errors), errors[:3]
     quotas = {q.resource: q.in_use for q in Quota.objects.filter(project=world.project)}
     assert quotas["instances"] == 0 and quotas["ram"] == 0
+
+
+def test_reservations_of_the_same_resources_never_deadlock(world):
+    """Each reservation locks several quota rows: taken in differing orders (PostgreSQL's physical
+    order moves with every update), two of them deadlock and one fails with an OperationalError."""
+    resources = ("volumes", "gigabytes", "snapshots")
+    for resource in resources:
+        quota_set(project=world.project, resource=resource, limit=-1)
+
+    def reserve_and_release(i):
+        for _ in range(ROUNDS):
+            with transaction.atomic():
+                quota_reserve(project=world.project, deltas=dict.fromkeys(resources[:: 1 if i % 2 else -1], 1))
+            quota_release(project=world.project, deltas=dict.fromkeys(resources, 1))
+
+    _, errors = race(reserve_and_release, n=20)
+    assert errors == [], errors[:3]
+    assert {q.resource: q.in_use for q in Quota.objects.filter(project=world.project, resource__in=resources)} \
+        == dict.fromkeys(resources, 0)
 
 
 def test_concurrent_creates_exactly_full_capacity_quota_and_anti_affinity(world):
