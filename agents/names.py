@@ -14,7 +14,7 @@ TASK_SYNC_INTERFACES = "agents.compute.sync_interfaces"
 # Lifecycle operations on an existing instance (an ``OperationSpec`` each); their results go to
 # CALLBACK_OPERATION_DONE. One task name per operation.
 OPERATIONS = ("start", "stop", "reboot", "pause", "unpause", "suspend", "resume", "resize", "rebuild", "snapshot",
-              "rescue", "unrescue", "trigger_crash_dump")
+              "rescue", "unrescue", "trigger_crash_dump", "shelve")
 
 
 def operation_task(operation: str) -> str:

@@ -155,8 +155,8 @@ def _run_operation(driver, spec: OperationSpec) -> int:
     op, iid = spec.operation, spec.instance_id
     if op in ("resize", "rebuild", "rescue", "unrescue") and spec.domain is None:
         raise ComputeError(f"{op} needs the instance's domain spec")
-    if op == "snapshot" and not spec.upload_url:
-        raise ComputeError("snapshot needs an upload URL")
+    if op in ("snapshot", "shelve") and not spec.upload_url:
+        raise ComputeError(f"{op} needs an upload URL")
     if spec.domain is not None and spec.domain.instance_id != iid:
         raise ComputeError("the domain spec is for another instance")
     calls = {
@@ -173,10 +173,20 @@ def _run_operation(driver, spec: OperationSpec) -> int:
         "rescue": lambda: driver.rescue(spec.domain, spec.timeout),
         "unrescue": lambda: driver.unrescue(spec.domain),
         "trigger_crash_dump": lambda: driver.trigger_crash_dump(iid),
+        "shelve": lambda: _shelve(driver, spec),
     }
     if op not in calls:
         raise ComputeError(f"unknown operation {op!r}")
     return calls[op]()
+
+
+def _shelve(driver, spec: OperationSpec) -> int:
+    """Stop the guest cleanly (a suspended one loses its memory, as Nova's shelve), upload its
+    root disk, then remove the domain and its files: the control plane keeps the image."""
+    driver.stop(spec.instance_id, spec.timeout)
+    driver.snapshot(spec.instance_id, spec.upload_url, spec.upload_token)
+    driver.destroy(spec.instance_id)
+    return POWER_NOSTATE
 
 
 def operate(task, spec_dict: dict[str, Any], expected: str) -> dict[str, Any]:

@@ -49,8 +49,11 @@ class Instance(TenantOwnedModel):
     root_gb = models.PositiveIntegerField()
     image = models.ForeignKey("images.Image", null=True, on_delete=models.SET_NULL, related_name="instances")
     host = models.ForeignKey("hosts.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="instances")
+    # The image a shelved instance's root disk was uploaded to (Nova's shelved_image_id), until unshelved.
+    shelved_image = models.ForeignKey("images.Image", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+")
     availability_zone = models.CharField(max_length=255, default="nova")
-    vm_state = models.CharField(max_length=16, choices=VmState.choices, default=VmState.BUILDING)
+    vm_state = models.CharField(max_length=32, choices=VmState.choices, default=VmState.BUILDING)
     task_state = models.CharField(max_length=32, choices=TaskState.choices, null=True, blank=True)
     power_state = models.IntegerField(choices=PowerState.choices, default=PowerState.NOSTATE)
     locked = models.BooleanField(default=False)

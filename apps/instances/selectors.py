@@ -423,6 +423,9 @@ PORTAL_ACTIONS = [
     ("revertResize", "Revert resize", "Revert {name} to its old flavor?"),
     ("trigger_crash_dump", "Trigger crash dump",
      "Send {name} an NMI? Its kernel decides what follows: a crash dump, a panic, or a log line."),
+    ("shelve", "Shelve",
+     "Shelve {name}? It is shut down, its disk is kept as an image, and it leaves its host until unshelved."),
+    ("unshelve", "Unshelve", ""),
     ("lock", "Lock", ""),
     ("unlock", "Unlock", ""),
 ]

@@ -57,6 +57,7 @@ from apps.networks.services import (
     server_ports_bind,
     server_ports_create,
     server_ports_release,
+    server_ports_unbind,
     server_security_group_add,
     server_security_group_remove,
 )
@@ -122,8 +123,10 @@ def _root_gb(*, flavor: Flavor, image: Image) -> int:
 
 
 def _domain_spec(instance: Instance, *, vcpus: int | None = None, memory_mib: int | None = None,
-                 root_gb: int | None = None) -> DomainSpec:
-    image = image_ref(image=instance.image) if instance.image is not None else None
+                 root_gb: int | None = None, image: Image | None = None) -> DomainSpec:
+    """The instance's domain; its root disk from ``image`` if given (an unshelve's), else its image."""
+    image = image or instance.image
+    image = image_ref(image=image) if image is not None else None
     # Volumes are disks too: the boot volume is the root disk of a server booted from a volume.
     boot_volume, volumes = server_volume_disks(instance=instance)
     return DomainSpec(
@@ -367,6 +370,9 @@ def instance_spawn_done(*, result: dict) -> None:
     instance = Instance.objects.select_related("host", "project").filter(pk=result["instance_id"]).first()
     if instance is None:
         return
+    if instance.vm_state == VmState.SHELVED_OFFLOADED:
+        _unshelve_done(instance, result)
+        return
     spawning = Instance.objects.filter(pk=instance.pk, vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING)
     with transaction.atomic():
         if result["ok"]:
@@ -387,11 +393,15 @@ def instance_spawn_done(*, result: dict) -> None:
                 _fault(instance=instance, message=result.get("error") or "The host failed to start the instance.")
                 _action_finish(instance=instance, action="create", result="Error", message=result.get("error") or "")
     if not applied:
-        instance.refresh_from_db()
-        if instance.task_state == TaskState.DELETING or instance.deleted_at:
-            # Deleted while the host was spawning: the destroy may have run first, so send it
-            # again (destroy is idempotent) to leave no domain behind.
-            _destroy_on_host(instance)
+        _destroy_if_deleted(instance)
+
+
+def _destroy_if_deleted(instance: Instance) -> None:
+    instance.refresh_from_db()
+    if instance.task_state == TaskState.DELETING or instance.deleted_at:
+        # Deleted while the host was spawning: the destroy may have run first, so send it
+        # again (destroy is idempotent) to leave no domain behind.
+        _destroy_on_host(instance)
 
 
 def _destroy_on_host(instance: Instance) -> None:
@@ -418,6 +428,7 @@ def _mark_deleted(instance: Instance) -> bool:
             quota_release(project=instance.project, deltas=_quota_deltas(instance))
             server_ports_release(device_id=str(instance.id))
             server_volumes_release(instance=instance)  # kept, or deleted (delete_on_termination)
+            _delete_shelved_image(instance)
             _action_finish(instance=instance, action="delete", result="Success")
     return bool(done)
 
@@ -818,10 +829,105 @@ def _image_of_instance(*, instance: Instance, user: User, name: str, metadata: d
         # on the broker would let any reader act as that user everywhere.
         ticket = tickets.ticket_issue(image_id=str(image.pk), action=tickets.UPLOAD)
         base = getattr(settings, "CLOUDMGR_IMAGE_AGENT_URL", settings.CLOUDMGR_PUBLIC_URL).rstrip("/")
-        _send(instance, OperationSpec(instance_id=str(instance.id), operation="snapshot", image_id=str(image.pk),
+        _send(instance, OperationSpec(instance_id=str(instance.id), operation=transition.operation,
+                                      image_id=str(image.pk),
                                       upload_url=f"{base}/image/v2/images/{image.pk}/file", upload_token=ticket,
                                       rotation=rotation))
     return image
+
+
+def instance_shelve(*, instance: Instance, user: User, request_id: str = "") -> Instance:
+    """Nova's shelve, offloaded at once: the host stops the guest, uploads its root disk as the
+    image "<name>-shelved" and removes the domain and its disks; the instance then holds no host
+    (its quota stays, as Nova counts it) until unshelved. Its ports stay, unbound."""
+    if server_has_volumes(instance=instance):
+        raise InvalidState(f"Cannot 'shelve' instance {instance.id}: it has volumes, and shelving here keeps its "
+                           "root disk only. Detach them first (a server booted from a volume cannot be shelved).")
+    with transaction.atomic():
+        image = _image_of_instance(instance=instance, user=user, name=f"{instance.name[:247]}-shelved", metadata=None,
+                                   request_id=request_id, transition=TRANSITIONS["shelve"],
+                                   properties={"image_type": "snapshot"})
+        Instance.objects.filter(pk=instance.pk).update(shelved_image=image)
+        instance.shelved_image = image
+    return instance
+
+
+def _shelve_done(instance: Instance, result: dict) -> int:
+    """The host removed the shelved guest: the instance leaves it (the usage triggers free its
+    room there) and its ports are unbound."""
+    applied = Instance.objects.filter(pk=instance.pk, task_state=TaskState.SHELVING, deleted_at__isnull=True).update(
+        vm_state=VmState.SHELVED_OFFLOADED, task_state=None, power_state=PowerState.NOSTATE, host=None,
+        updated_at=timezone.now())
+    if applied:
+        server_ports_unbind(device_id=str(instance.id))
+    return applied
+
+
+def instance_unshelve(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
+    """Place a shelved instance again and spawn it from its shelved image (which is deleted once
+    it runs). With no host that fits, it stays shelved, with the fault "No valid host was found"."""
+    image = instance.shelved_image
+    if instance.vm_state == VmState.SHELVED_OFFLOADED and (image is None or image.status != ImageStatus.ACTIVE):
+        raise InvalidState(f"Cannot 'unshelve' instance {instance.id}: its shelved image is gone.")
+    with transaction.atomic():
+        action = _begin(instance=instance, transition=TRANSITIONS["unshelve"], user=user, request_id=request_id)
+        host = scheduler.claim(instance, instance.server_groups.first())
+        if host is None:
+            message = "No valid host was found. There are not enough hosts available."
+            Instance.objects.filter(pk=instance.pk).update(task_state=None, updated_at=timezone.now())
+            instance.task_state = None
+            _fault(instance=instance, message=message)
+            _action_finish(instance=instance, action="unshelve", result="Error", message=message)
+            return instance
+        Instance.objects.filter(pk=instance.pk).update(task_state=TaskState.SPAWNING, updated_at=timezone.now())
+        instance.task_state = TaskState.SPAWNING
+        _event_start(action=action, event="compute_unshelve_instance", host=host)
+        server_ports_bind(device_id=str(instance.id), host=host)
+        payload = _domain_spec(instance, image=image).to_dict()
+        transaction.on_commit(
+            lambda: agent_cast(queue=host.queue, task=TASK_SPAWN, payload=payload, callback=CALLBACK_SPAWN_DONE)
+        )
+    logger.info("instance %s unshelving on %s", instance.id, host.hostname)
+    return instance
+
+
+def _unshelve_done(instance: Instance, result: dict) -> None:
+    """Running again: the shelved image goes. Failed: the host cleaned up its attempt, and the
+    instance is shelved as before, with a fault (no other host is tried, as Nova)."""
+    spawning = Instance.objects.filter(pk=instance.pk, vm_state=VmState.SHELVED_OFFLOADED,
+                                       task_state=TaskState.SPAWNING, deleted_at__isnull=True)
+    with transaction.atomic():
+        if result["ok"]:
+            applied = spawning.update(vm_state=VmState.ACTIVE, task_state=None, shelved_image=None,
+                                      power_state=result.get("power_state", PowerState.RUNNING),
+                                      launched_at=timezone.now(), updated_at=timezone.now())
+            if applied:
+                _delete_shelved_image(instance)
+                _action_finish(instance=instance, action="unshelve", result="Success")
+        else:
+            error = result.get("error") or "The host failed to start the instance."
+            applied = spawning.update(task_state=None, host=None, power_state=PowerState.NOSTATE,
+                                      updated_at=timezone.now())
+            if applied:
+                server_ports_unbind(device_id=str(instance.id))
+                _fault(instance=instance, message=error)
+                _action_finish(instance=instance, action="unshelve", result="Error", message=error)
+    if not applied:
+        _destroy_if_deleted(instance)
+
+
+def _delete_shelved_image(instance: Instance) -> None:
+    """The instance's shelved image, once it is no longer needed (unshelved, deleted, or a failed
+    shelve); a protected one stays."""
+    from apps.images.services import image_delete
+
+    image = Image.objects.filter(pk=instance.shelved_image_id).exclude(status=ImageStatus.DELETED).first()
+    if image is None:
+        return
+    try:
+        image_delete(user=None, project=image.project, image=image)
+    except ApplicationError as exc:
+        logger.info("the shelved image %s of instance %s stays (%s)", image.id, instance.id, exc.message)
 
 
 def _rotate_backups(instance: Instance, image_id: str, rotation: int) -> None:
@@ -889,6 +995,7 @@ _OPERATION_TASKS = {
     "rebuild": {TaskState.REBUILDING: TRANSITIONS["rebuild"]},
     "snapshot": {TaskState.IMAGE_SNAPSHOT: TRANSITIONS["createImage"],
                  TaskState.IMAGE_BACKUP: TRANSITIONS["createBackup"]},
+    "shelve": {TaskState.SHELVING: TRANSITIONS["shelve"]},
     "rescue": {TaskState.RESCUING: TRANSITIONS["rescue"]},
     "unrescue": {TaskState.UNRESCUING: TRANSITIONS["unrescue"]},
 }
@@ -917,6 +1024,8 @@ def instance_operation_done(*, result: dict) -> None:
             if transition.action == "revertResize":
                 applied = _drop_old_flavor(instance, revert=True, task_state=None, power_state=power_state,
                                            vm_state=vm_state_for_power(power_state))
+            elif transition.action == "shelve":
+                applied = _shelve_done(instance, result)
             else:
                 applied = waiting.update(vm_state=transition.done or instance.vm_state, task_state=None,
                                          power_state=power_state, updated_at=now)
@@ -930,6 +1039,12 @@ def instance_operation_done(*, result: dict) -> None:
             applied = _drop_old_flavor(instance, revert=True, task_state=None, power_state=power_state)
         elif transition.action == "rebuild":
             applied = waiting.update(vm_state=VmState.ERROR, task_state=None, power_state=power_state, updated_at=now)
+        elif transition.action == "shelve":
+            # The host may have stopped the guest before it failed: the state follows the power.
+            applied = waiting.update(vm_state=vm_state_for_power(power_state), task_state=None, shelved_image=None,
+                                     power_state=power_state, updated_at=now)
+            if applied:
+                _delete_shelved_image(instance)
         else:
             applied = waiting.update(task_state=None, power_state=power_state, updated_at=now)
         if applied:

@@ -17,6 +17,7 @@ class VmState(models.TextChoices):
     STOPPED = "stopped"
     RESIZED = "resized"
     RESCUED = "rescued"
+    SHELVED_OFFLOADED = "shelved_offloaded"
     ERROR = "error"
     DELETED = "deleted"
 
@@ -42,6 +43,8 @@ class TaskState(models.TextChoices):
     IMAGE_BACKUP = "image_backup"
     RESCUING = "rescuing"
     UNRESCUING = "unrescuing"
+    SHELVING = "shelving"
+    UNSHELVING = "unshelving"
     DELETING = "deleting"
 
 
@@ -65,6 +68,7 @@ _STATUS = {
     VmState.STOPPED: "SHUTOFF",
     VmState.RESIZED: "VERIFY_RESIZE",
     VmState.RESCUED: "RESCUE",
+    VmState.SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
     VmState.ERROR: "ERROR",
     VmState.DELETED: "DELETED",
 }
@@ -150,6 +154,12 @@ TRANSITIONS = {
                               TaskState.IMAGE_SNAPSHOT, "snapshot", None),
     "createBackup": Transition("createBackup", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED),
                                TaskState.IMAGE_BACKUP, "snapshot", None, event="compute_backup_instance"),
+    # Shelve always offloads (Nova's default shelved_offload_time 0): the host stops the guest,
+    # uploads its root disk as an image and removes it; unshelve spawns it from that image on the
+    # host the scheduler picks. So there is no SHELVED state, and shelveOffload has nothing to do.
+    "shelve": Transition("shelve", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED),
+                         TaskState.SHELVING, "shelve", VmState.SHELVED_OFFLOADED),
+    "unshelve": Transition("unshelve", (VmState.SHELVED_OFFLOADED,), TaskState.UNSHELVING, None, None),
     # An NMI, whose effect is the guest's to decide: no task state, the states stay (Nova).
     "trigger_crash_dump": Transition("trigger_crash_dump", (VmState.ACTIVE, VmState.PAUSED, VmState.RESCUED,
                                                             VmState.RESIZED, VmState.ERROR),

@@ -167,6 +167,8 @@ _ACTION_SERVICES = {
     "unrescue": services.instance_unrescue,
     "revertResize": services.instance_resize_revert,
     "trigger_crash_dump": services.instance_trigger_crash_dump,
+    "shelve": services.instance_shelve,
+    "unshelve": services.instance_unshelve,
     "lock": services.instance_lock,
     "unlock": services.instance_unlock,
 }

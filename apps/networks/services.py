@@ -1688,6 +1688,20 @@ def server_ports_bind(*, device_id: str, host: Host) -> None:
     sync.send()
 
 
+def server_ports_unbind(*, device_id: str) -> None:
+    """A server left its host and waits for another (shelved): its ports stay, with their
+    addresses and floating IPs, unbound and down; the old host drops their taps' filters."""
+    with transaction.atomic():
+        sync = Sync()
+        for port in Port.objects.select_for_update().filter(device_id=device_id, device_owner=OWNER_COMPUTE,
+                                                            host__isnull=False).order_by("created_at", "id"):
+            old = port.host_id
+            port.host, port.status = None, Status.DOWN
+            _save(port, ["host", "status"])
+            sync.port_unbound(port, old)
+        sync.send()
+
+
 def _server_port_release(port: Port, sync: Sync) -> None:
     if port.delete_with_device:
         _port_remove(port, sync)

@@ -130,6 +130,19 @@ def test_server_lifecycle(live_cloud):
         "image_type": "backup", "backup_type": "daily", "instance_uuid": sid}
     openstack(cloud, "image", "delete", "cli-daily-2")
 
+    # shelve: the host uploads the root disk and lets the server go; unshelve boots it from that image
+    run(cloud, "server", "shelve", "--wait", sid)
+    shelved = openstack(cloud, "server", "show", sid, "-f", "json")
+    assert (shelved["status"], shelved["OS-EXT-SRV-ATTR:host"]) == ("SHELVED_OFFLOADED", None)
+    assert sid not in listed("--host", shown["OS-EXT-SRV-ATTR:host"])
+    image = openstack(cloud, "image", "show", "cli-vm-shelved", "-f", "json")
+    assert image["status"] == "active" and image["properties"]["instance_uuid"] == sid
+    assert int(image["virtual_size"]) >= 32 << 20
+    run(cloud, "server", "unshelve", "--wait", sid)
+    assert status(cloud, sid) == "ACTIVE"
+    wait_ready(cloud, sid)
+    assert "cli-vm-shelved" not in {i["Name"] for i in openstack(cloud, "image", "list", "-f", "json")}
+
     run(cloud, "server", "set", "--state", "error", "--auto-approve", sid)  # an admin's os-resetState
     assert status(cloud, sid) == "ERROR"
     run(cloud, "server", "set", "--state", "active", "--auto-approve", sid)
@@ -141,4 +154,5 @@ def test_server_lifecycle(live_cloud):
     assert gone.returncode != 0
     # 2.21: a deleted server's events can still be read.
     actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
-    assert {"create", "trigger_crash_dump", "createBackup", "resetState", "delete"} <= {a["Action"] for a in actions}
+    assert {"create", "trigger_crash_dump", "createBackup", "shelve", "unshelve", "resetState", "delete"} <= {
+        a["Action"] for a in actions}

@@ -631,6 +631,8 @@ class ServerViewSet(ComputeViewSet):
         "confirmResize": _confirm_resize,
         "revertResize": _simple(services.instance_resize_revert),
         "rebuild": _rebuild,
+        "shelve": _simple(services.instance_shelve),  # its body is not read up to 2.76 (Nova)
+        "unshelve": _simple(services.instance_unshelve),
         "trigger_crash_dump": _trigger_crash_dump,
         "os-resetState": _reset_state,
         "addSecurityGroup": _security_group(services.instance_security_group_add, "addSecurityGroup"),

@@ -18,6 +18,7 @@ _BADGE = {
     "SUSPENDED": "text-bg-warning",
     "VERIFY_RESIZE": "text-bg-primary",
     "RESCUE": "text-bg-warning",
+    "SHELVED_OFFLOADED": "text-bg-secondary",
     "REBOOT": "text-bg-info",
     "HARD_REBOOT": "text-bg-info",
     "REBUILD": "text-bg-info",

@@ -1,0 +1,232 @@
+"""Shelve and unshelve: the root disk kept as an image, the host left and found again."""
+
+import pytest
+
+from apps.images.models import Image, ImageStatus
+from apps.instances import services
+from apps.instances.models import Instance
+from apps.instances.states import PowerState, TaskState, VmState, api_status
+from apps.networks import services as network_services
+from apps.networks.models import Port
+from cloudmgr.exceptions import InvalidState
+from tests.unit.conftest import make_host
+from tests.unit.test_instances_actions import act, api, create, fresh, states, usage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def uploaded(image):
+    """The fake host uploads no data: make the shelved image what a real upload leaves."""
+    Image.objects.filter(pk=image.pk).update(status=ImageStatus.ACTIVE, size=1 << 20, virtual_size=1 << 30)
+
+
+def private_network(world):
+    network = network_services.network_create(user=world.member, project=world.project, name="private")
+    network_services.subnet_create(user=world.member, project=world.project, network=network, cidr="10.0.0.0/24")
+
+
+def shelve(world, vm):
+    services.instance_shelve(instance=fresh(vm), user=world.member)
+    image = fresh(vm).shelved_image
+    uploaded(image)
+    return Image.objects.get(pk=image.pk)
+
+
+def test_shelve_uploads_the_disk_and_leaves_the_host_then_unshelve_boots_from_it(world, fake_driver, net):
+    host = make_host(vcpus=1, memory_mib=world.flavor.ram)  # room for exactly one server
+    private_network(world)
+    vm = create(world)
+    [port] = Port.objects.filter(device_id=str(vm.id))
+    address = port.fixed_ips.get().ip_address
+    assert str(port.pk) in net.ports
+    assert fresh(vm).host == host
+    quota_before = usage(world.project)
+
+    services.instance_shelve(instance=vm, user=world.member)
+    shelved = fresh(vm)
+    assert states(vm) == (VmState.SHELVED_OFFLOADED, None, PowerState.NOSTATE)
+    assert api_status(shelved.vm_state) == "SHELVED_OFFLOADED"
+    assert shelved.host is None
+    image = shelved.shelved_image
+    assert (image.name, image.status, image.project) == ("vm1-shelved", ImageStatus.QUEUED, world.project)
+    assert {k: image.properties[k] for k in ("image_type", "instance_uuid", "base_image_ref")} == {
+        "image_type": "snapshot", "instance_uuid": str(vm.id), "base_image_ref": str(world.image.pk)}
+    calls = [op for op, iid in fake_driver.calls if iid == str(vm.id)]
+    assert calls[-3:] == ["stop", "snapshot", "destroy"] and str(vm.id) not in fake_driver.domains
+    assert fake_driver.uploads[-1].endswith(f"/image/v2/images/{image.pk}/file")
+    assert usage(world.project) == quota_before  # a shelved server still counts (Nova)
+    port = Port.objects.get(pk=port.pk)  # kept, with its address, unbound: its host dropped its filter
+    assert (port.host, port.status, port.fixed_ips.get().ip_address) == (None, "DOWN", address)
+    assert str(port.pk) not in net.ports
+    shelve_action = shelved.actions.get(action="shelve")
+    assert shelve_action.result == "Success"
+    assert list(shelve_action.events.values_list("event", "result")) == [("compute_shelve_instance", "Success")]
+
+    # Its room on the host is free: another server takes it, and the unshelve finds no host.
+    uploaded(image)
+    other = create(world, name="vm2")
+    assert fresh(other).host == host
+    services.instance_unshelve(instance=fresh(vm), user=world.member)
+    assert states(vm) == (VmState.SHELVED_OFFLOADED, None, PowerState.NOSTATE)
+    assert fresh(vm).host is None
+    assert "No valid host" in fresh(vm).faults.order_by("-created_at").first().message
+    assert fresh(vm).actions.get(action="unshelve").result == "Error"
+
+    services.instance_delete(instance=fresh(other), user=world.member)
+    services.instance_unshelve(instance=fresh(vm), user=world.member)
+    back = fresh(vm)
+    assert states(vm) == (VmState.ACTIVE, None, PowerState.RUNNING)
+    assert back.host == host and back.shelved_image is None and back.image == world.image
+    assert fake_driver.specs[str(vm.id)].disks[0].image.id == str(image.pk)  # booted from the shelved disk
+    assert Image.objects.get(pk=image.pk).status == ImageStatus.DELETED
+    port = Port.objects.get(pk=port.pk)
+    assert (port.host, port.status, port.fixed_ips.get().ip_address) == (host, "ACTIVE", address)
+    assert str(port.pk) in net.ports
+    unshelve = back.actions.filter(action="unshelve").order_by("-created_at").first()
+    assert unshelve.result == "Success"
+    assert list(unshelve.events.values_list("event", "host")) == [("compute_unshelve_instance", host.hostname)]
+
+
+def test_shelve_from_each_allowed_state_and_the_refusals(world, fake_driver):
+    make_host()
+    for action in (None, services.instance_stop, services.instance_pause, services.instance_suspend):
+        vm = create(world, name=f"from-{action.__name__ if action else 'active'}")
+        if action:
+            action(instance=vm, user=world.member)
+        services.instance_shelve(instance=fresh(vm), user=world.member)
+        assert states(vm)[:2] == (VmState.SHELVED_OFFLOADED, None), vm.name
+    vm = fresh(vm)
+    with pytest.raises(InvalidState, match="Cannot 'shelve' instance .* vm_state shelved_offloaded"):
+        services.instance_shelve(instance=vm, user=world.member)
+    with pytest.raises(InvalidState, match="Cannot 'start' instance"):
+        services.instance_start(instance=vm, user=world.member)
+    active = create(world, name="active")
+    with pytest.raises(InvalidState, match="Cannot 'unshelve' instance .* vm_state active"):
+        services.instance_unshelve(instance=active, user=world.member)
+    services.instance_rescue(instance=active, user=world.member)
+    with pytest.raises(InvalidState, match="Cannot 'shelve' instance .* vm_state rescued"):
+        services.instance_shelve(instance=fresh(active), user=world.member)
+
+
+def test_a_failed_shelve_keeps_the_server_and_discards_the_image(world, fake_driver):
+    make_host()
+    vm = create(world)
+    fake_driver.fail_next("snapshot", "disk on fire")
+    services.instance_shelve(instance=vm, user=world.member)
+    after = fresh(vm)
+    # the guest was stopped before the upload failed: it stays, stopped, on its host
+    assert states(vm) == (VmState.STOPPED, None, PowerState.SHUTDOWN)
+    assert after.host is not None and after.shelved_image is None
+    assert not Image.objects.filter(name="vm1-shelved").exclude(status=ImageStatus.DELETED).exists()
+    assert "disk on fire" in after.faults.first().message
+    assert after.actions.get(action="shelve").result == "Error"
+    services.instance_start(instance=after, user=world.member)
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+
+
+def test_a_failed_unshelve_spawn_leaves_it_shelved(world, fake_driver, net):
+    make_host()
+    private_network(world)
+    vm = create(world)
+    image = shelve(world, vm)
+    fake_driver.fail_next_spawn("no space left on device")
+    services.instance_unshelve(instance=fresh(vm), user=world.member)
+    after = fresh(vm)
+    assert states(vm) == (VmState.SHELVED_OFFLOADED, None, PowerState.NOSTATE)
+    assert after.host is None and after.shelved_image == image
+    port = Port.objects.get(device_id=str(vm.id))
+    assert port.host is None and str(port.pk) not in net.ports
+    assert "no space left on device" in after.faults.order_by("-created_at").first().message
+    assert Image.objects.get(pk=image.pk).status == ImageStatus.ACTIVE  # kept for the next try
+    services.instance_unshelve(instance=after, user=world.member)
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+
+
+def test_unshelve_needs_the_shelved_image(world, fake_driver):
+    make_host()
+    vm = create(world)
+    image = shelve(world, vm)
+    Image.objects.filter(pk=image.pk).update(status=ImageStatus.DELETED)
+    with pytest.raises(InvalidState, match="its shelved image is gone"):
+        services.instance_unshelve(instance=fresh(vm), user=world.member)
+
+
+def test_deleting_a_shelved_server_deletes_its_image_and_frees_its_quota(world, fake_driver):
+    make_host()
+    vm = create(world)
+    before = usage(world.project)
+    image = shelve(world, vm)
+    services.instance_delete(instance=fresh(vm), user=world.member)
+    assert Instance.objects.get(pk=vm.pk).deleted_at is not None
+    assert Image.objects.get(pk=image.pk).status == ImageStatus.DELETED
+    assert usage(world.project)["instances"] == before["instances"] - 1
+    assert not Port.objects.filter(device_id=str(vm.id)).exists()
+
+
+def test_shelve_refuses_a_server_with_volumes(world, fake_driver):
+    from agents.storage.volumes import reset_volume_driver
+    from agents.storage.volumes.fake import FakeVolumeDriver
+    from apps.volumes import services as volumes
+
+    reset_volume_driver(FakeVolumeDriver(hostname="node1"))
+    try:
+        make_host()
+        vm = create(world)
+        volume = volumes.volume_create(user=world.member, project=world.project, size=1)
+        volumes.volume_attach(volume=volume.__class__.objects.get(pk=volume.pk), instance=vm, user=world.member)
+        with pytest.raises(InvalidState, match="it has volumes"):
+            services.instance_shelve(instance=fresh(vm), user=world.member)
+    finally:
+        reset_volume_driver()
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
+
+
+def test_shelve_and_unshelve_through_the_api(world, fake_driver):
+    make_host()
+    vm = create(world)
+    sid = str(vm.id)
+    reader = api(world, world.reader)
+    assert act(reader, sid, {"shelve": None}).status_code == 403
+    assert act(api(world, world.outsider, world.other_project), sid, {"shelve": None}).status_code == 404
+    c = api(world, world.member)
+    assert act(c, sid, {"shelve": None}).status_code == 202
+    body = c.get(f"/compute/v2.1/servers/{sid}").json()["server"]
+    assert (body["status"], body["OS-EXT-STS:vm_state"], body["OS-EXT-STS:task_state"]) == (
+        "SHELVED_OFFLOADED", "shelved_offloaded", None)
+    listed = c.get("/compute/v2.1/servers", {"status": "SHELVED_OFFLOADED"}).json()["servers"]
+    assert [s["id"] for s in listed] == [sid]
+    resp = act(c, sid, {"shelve": {}})
+    assert resp.status_code == 409 and "vm_state shelved_offloaded" in resp.json()["conflictingRequest"]["message"]
+    uploaded(fresh(vm).shelved_image)
+    assert act(c, sid, {"unshelve": None}).status_code == 202
+    assert c.get(f"/compute/v2.1/servers/{sid}").json()["server"]["status"] == "ACTIVE"
+    events = c.get(f"/compute/v2.1/servers/{sid}/os-instance-actions").json()["instanceActions"]
+    assert {"shelve", "unshelve"} <= {a["action"] for a in events}
+
+
+def test_shelve_and_unshelve_commands(world, fake_driver):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    make_host()
+    vm = create(world)
+    out = StringIO()
+    call_command("instance_shelve", str(vm.id), "--user", world.member.username, "--project", world.project.name,
+                 "--wait", stdout=out)
+    assert out.getvalue().strip() == f"instance vm1 {vm.id} SHELVED_OFFLOADED"
+    uploaded(fresh(vm).shelved_image)
+    out = StringIO()
+    call_command("instance_unshelve", str(vm.id), "--user", world.member.username, "--project", world.project.name,
+                 "--wait", stdout=out)
+    assert out.getvalue().strip() == f"instance vm1 {vm.id} ACTIVE"
+
+
+def test_portal_offers_shelve_then_unshelve(world, fake_driver):
+    from apps.instances.selectors import instance_allowed_actions
+
+    make_host()
+    vm = create(world)
+    assert "shelve" in [key for key, _, _ in instance_allowed_actions(instance=vm)]
+    shelve(world, vm)
+    assert [key for key, _, _ in instance_allowed_actions(instance=fresh(vm))] == ["unshelve", "lock"]
