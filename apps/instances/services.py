@@ -852,7 +852,7 @@ def instance_shelve(*, instance: Instance, user: User, request_id: str = "") -> 
     return instance
 
 
-def _shelve_done(instance: Instance, result: dict) -> int:
+def _shelve_done(instance: Instance) -> int:
     """The host removed the shelved guest: the instance leaves it (the usage triggers free its
     room there) and its ports are unbound."""
     applied = Instance.objects.filter(pk=instance.pk, task_state=TaskState.SHELVING, deleted_at__isnull=True).update(
@@ -1025,7 +1025,7 @@ def instance_operation_done(*, result: dict) -> None:
                 applied = _drop_old_flavor(instance, revert=True, task_state=None, power_state=power_state,
                                            vm_state=vm_state_for_power(power_state))
             elif transition.action == "shelve":
-                applied = _shelve_done(instance, result)
+                applied = _shelve_done(instance)
             else:
                 applied = waiting.update(vm_state=transition.done or instance.vm_state, task_state=None,
                                          power_state=power_state, updated_at=now)

@@ -5,7 +5,7 @@ import pytest
 from apps.images.models import Image, ImageStatus
 from apps.instances import services
 from apps.instances.models import Instance
-from apps.instances.states import PowerState, TaskState, VmState, api_status
+from apps.instances.states import PowerState, VmState, api_status
 from apps.networks import services as network_services
 from apps.networks.models import Port
 from cloudmgr.exceptions import InvalidState
