@@ -281,16 +281,19 @@ def _no_valid_host(instance: Instance, detail: str = "") -> None:
     _action_finish(instance=instance, action="create", result="Error", message="No valid host was found.")
 
 
-def _spawn_on(instance: Instance, host: Host, create_action: InstanceAction) -> None:
+def _spawn_on(instance: Instance, host: Host, action: InstanceAction, *,
+              event: str = "compute__do_build_and_run_instance", image: Image | None = None) -> None:
+    """Ask the claimed host to spawn the instance (from ``image`` if given, else its own), its
+    ports bound there: a create's, a reschedule's or an unshelve's."""
     Instance.objects.filter(pk=instance.pk).update(task_state=TaskState.SPAWNING, updated_at=timezone.now())
     instance.task_state = TaskState.SPAWNING
-    _event_start(action=create_action, event="compute__do_build_and_run_instance", host=host)
+    _event_start(action=action, event=event, host=host)
     server_ports_bind(device_id=str(instance.id), host=host)
     if server_has_volumes(instance=instance):
         instance_id = instance.pk
         transaction.on_commit(lambda: instance_volumes_spawn(instance_id=instance_id))
         return
-    payload = _domain_spec(instance).to_dict()
+    payload = _domain_spec(instance, image=image).to_dict()
     transaction.on_commit(
         lambda: agent_cast(queue=host.queue, task=TASK_SPAWN, payload=payload, callback=CALLBACK_SPAWN_DONE)
     )
@@ -879,14 +882,7 @@ def instance_unshelve(*, instance: Instance, user: User | None, request_id: str 
             _fault(instance=instance, message=message)
             _action_finish(instance=instance, action="unshelve", result="Error", message=message)
             return instance
-        Instance.objects.filter(pk=instance.pk).update(task_state=TaskState.SPAWNING, updated_at=timezone.now())
-        instance.task_state = TaskState.SPAWNING
-        _event_start(action=action, event="compute_unshelve_instance", host=host)
-        server_ports_bind(device_id=str(instance.id), host=host)
-        payload = _domain_spec(instance, image=image).to_dict()
-        transaction.on_commit(
-            lambda: agent_cast(queue=host.queue, task=TASK_SPAWN, payload=payload, callback=CALLBACK_SPAWN_DONE)
-        )
+        _spawn_on(instance, host, action, event="compute_unshelve_instance", image=image)
     logger.info("instance %s unshelving on %s", instance.id, host.hostname)
     return instance
 
