@@ -223,6 +223,24 @@ def test_started_domains_yield_cpu_weight_to_starting_ones(driver, testvm_image,
     assert dom.schedulerParameters()["cpu_shares"] == running
     driver.destroy(spec.instance_id)
 
+def test_guests_have_a_reaper_that_reaps_at_once(driver, testvm_image, libvirt_conn):
+    """libvirt daemonizes each QEMU, and destroying a domain waits until its process is reaped.
+    Its reaper is tini (scripts/host-setup.sh runs libvirtd under ``tini -s``) or a real init as
+    PID 1; this machine's PID 1 reaps orphans about once a second, which made every destroy
+    take 1.2-1.6 s more."""
+    spec = make_spec(driver, testvm_image)
+    driver.spawn(spec)
+    name = names.domain_name(spec.instance_id)
+    pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    parent_name = Path(f"/proc/{parent}/comm").read_text().strip()
+    assert parent_name == "tini" or (parent == 1 and parent_name in ("systemd", "init")), (
+        f"QEMU's parent is {parent_name} (pid {parent}): start libvirtd with scripts/host-setup.sh"
+    )
+    driver.destroy(spec.instance_id)
+    assert not Path(f"/proc/{pid}").exists()  # reaped, not left a zombie
+
+
 
 def test_concurrent_spawns_of_one_instance(driver, testvm_image, libvirt_conn):
     spec = make_spec(driver, testvm_image)
