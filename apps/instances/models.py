@@ -100,6 +100,21 @@ class InstanceFault(BaseModel):
         ordering = ["-created_at"]
 
 
+class InstanceTag(BaseModel):
+    """A server tag (Nova's, from 2.26): a string a user files the server under."""
+
+    MAX_LENGTH = 60
+    MAX_PER_INSTANCE = 50
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="tags")
+    tag = models.CharField(max_length=MAX_LENGTH)
+
+    class Meta:
+        ordering = ["tag"]
+        constraints = [models.UniqueConstraint(fields=["instance", "tag"], name="instance_tag_unique")]
+        indexes = [models.Index(fields=["tag"])]
+
+
 class InstanceAction(BaseModel):
     """Who asked for what, when (Nova's os-instance-actions)."""
 

@@ -4,13 +4,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
 
-from django.db.models import Case, CharField, F, Prefetch, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, CharField, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from agents.names import TASK_CONSOLE_LOG
 from agents.specs import InstanceRef
 from apps.hosts.models import Host
-from apps.instances.models import Flavor, Instance, InstanceFault, Keypair, ServerGroup
+from apps.instances.models import Flavor, Instance, InstanceFault, InstanceTag, Keypair, ServerGroup
 from apps.instances.states import vm_states_for_status
 from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
@@ -122,13 +122,17 @@ def instance_list(*, user: User, project: Project, status: str | None = None, na
                   all_projects: bool = False, changes_since=None, project_id: str | None = None,
                   reservation_id: str | None = None, ip: str | None = None, ip6: str | None = None,
                   image: str | None = None, flavor: str | None = None, admin_filters: dict[str, str] | None = None,
-                  deleted: bool | None = None, include_deleted: bool = False) -> QuerySet[Instance]:
+                  deleted: bool | None = None, include_deleted: bool = False, tags: Sequence[str] = (),
+                  tags_any: Sequence[str] = (), not_tags: Sequence[str] = (),
+                  not_tags_any: Sequence[str] = ()) -> QuerySet[Instance]:
     """The project's instances that are not deleted (with ``changes_since``, also those deleted
     since then, as Nova; with ``include_deleted``, all); every project's (or ``project_id``'s) for
     an admin who asks. ``ip``/``ip6`` are regexes on the instances' fixed IPv4/IPv6 addresses,
     ``image`` an image id, ``flavor`` a flavor id. ``admin_filters`` (``ADMIN_SERVER_FILTERS``) and
     ``deleted`` (only deleted, or only live, instances) apply for admins and are dropped for others.
-    A status of DELETED lists deleted instances, for admins only (403 for others, as Nova)."""
+    A status of DELETED lists deleted instances, for admins only (403 for others, as Nova). The tag
+    filters are Nova's: all of ``tags``, any of ``tags_any``, not all of ``not_tags``, none of
+    ``not_tags_any``."""
     admin = is_cloud_admin(user=user)
     if not admin:
         admin_filters, deleted = {}, None
@@ -163,7 +167,24 @@ def instance_list(*, user: User, project: Project, status: str | None = None, na
         instances = instances.filter(flavor_id=flavor)
     for key, value in (admin_filters or {}).items():
         instances = instances.filter(_admin_filter(key, value))
+    for tag in tags:
+        instances = instances.filter(_tagged(tag))
+    if tags_any:
+        instances = instances.filter(_tagged(*tags_any))
+    if not_tags:
+        instances = instances.exclude(*(_tagged(tag) for tag in not_tags))
+    if not_tags_any:
+        instances = instances.exclude(_tagged(*not_tags_any))
     return instances.select_related("flavor", "image", "host", "user", "project")
+
+
+def _tagged(*tags: str) -> Exists:
+    """The instance has one of ``tags``."""
+    return Exists(InstanceTag.objects.filter(instance=OuterRef("pk"), tag__in=tags))
+
+
+def instance_tags(*, instance: Instance) -> list[str]:
+    return [tag.tag for tag in instance.tags.all()]
 
 
 @dataclass(frozen=True)
@@ -321,9 +342,11 @@ def _after_marker(terms: list[_SortTerm], values: dict) -> Q:
 
 
 def instance_page(*, user: User, project: Project, limit: int, marker: str | None = None,
-                  sort_keys: Sequence[str] = (), sort_dirs: Sequence[str] = (), **filters) -> list[Instance]:
+                  sort_keys: Sequence[str] = (), sort_dirs: Sequence[str] = (), with_tags: bool = False,
+                  **filters) -> list[Instance]:
     """One page of ``instance_list(**filters)`` in Nova's order (``server_sort``): at most ``limit``
-    instances after the ``marker`` instance, with their faults (newest first). Keyset pagination:
+    instances after the ``marker`` instance, with their faults (newest first) and, if asked, their
+    tags (one query more). Keyset pagination:
     the database finds the rows after the marker's sort values and stops at ``limit``; nothing
     reads the ids before it. The marker may be any instance the user may see, even deleted since
     (Nova reads it with deleted ones), so a page walk survives a delete. 400 if it is not one."""
@@ -338,7 +361,8 @@ def instance_page(*, user: User, project: Project, limit: int, marker: str | Non
         instances = instances.filter(_after_marker(terms, values))
     instances = instances.order_by(*(_order_by(term) for term in terms))
     faults = Prefetch("faults", queryset=InstanceFault.objects.order_by("-created_at"))
-    return list(instances.prefetch_related(faults)[:limit])
+    instances = instances.prefetch_related(faults, *(["tags"] if with_tags else []))
+    return list(instances[:limit])
 
 
 def _uuid_or_none(value: str):

@@ -36,6 +36,7 @@ from apps.instances.models import (
     InstanceAction,
     InstanceActionEvent,
     InstanceFault,
+    InstanceTag,
     Keypair,
     ServerGroup,
 )
@@ -1338,6 +1339,81 @@ def instance_metadata_set(*, instance: Instance, user: User, metadata: dict, rep
         locked.save(update_fields=["metadata", "updated_at"])
     instance.metadata = current
     return current
+
+
+# --- tags (Nova 2.26) --------------------------------------------------------------------------
+
+# Nova changes a server's tags only in these stable states (server_tags.py); reading works in any.
+TAGS_WRITABLE = (VmState.ACTIVE, VmState.PAUSED, VmState.SUSPENDED, VmState.STOPPED)
+
+
+def _check_tag(tag) -> str:
+    if not isinstance(tag, str) or not 1 <= len(tag) <= InstanceTag.MAX_LENGTH or "/" in tag or "," in tag:
+        raise ValidationError(f"Tag '{tag}' is invalid. It must be a non empty string of at most "
+                              f"{InstanceTag.MAX_LENGTH} characters without characters '/' and ','.")
+    return tag
+
+
+def _tags_locked(instance: Instance, action: str) -> Instance:
+    """The instance's row, locked (so concurrent changes count each other's tags), or 409 when
+    its state does not take tag changes."""
+    locked = Instance.objects.select_for_update().get(pk=instance.pk)
+    if locked.deleted_at is not None:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    if locked.vm_state not in TAGS_WRITABLE:
+        raise InvalidState(f"Cannot '{action}' instance {instance.id} while it is in vm_state {locked.vm_state}.")
+    return locked
+
+
+def _touch(instance: Instance) -> None:
+    """Tags are part of the server: a change shows in its ``updated`` and in changes-since."""
+    instance.save(update_fields=["updated_at"])
+
+
+def instance_tag_add(*, instance: Instance, tag: str) -> bool:
+    """Tag the server; False if it already had the tag. 400 past Nova's 50 tags per server."""
+    tag = _check_tag(tag)
+    with transaction.atomic():
+        locked = _tags_locked(instance, "update tag")
+        tags = list(locked.tags.values_list("tag", flat=True))
+        if tag in tags:
+            return False
+        if len(tags) >= InstanceTag.MAX_PER_INSTANCE:
+            raise ValidationError(f"The number of tags exceeded the per-server limit {InstanceTag.MAX_PER_INSTANCE}")
+        InstanceTag.objects.create(instance=locked, tag=tag)
+        _touch(locked)
+    return True
+
+
+def instance_tags_replace(*, instance: Instance, tags) -> list[str]:
+    """Make ``tags`` the server's tags (duplicates count once); the tags, sorted."""
+    if not isinstance(tags, list):
+        raise ValidationError("Invalid input for field/attribute tags. Value should be a list of strings.")
+    wanted = {_check_tag(tag) for tag in tags}
+    if len(tags) > InstanceTag.MAX_PER_INSTANCE:
+        raise ValidationError(f"The number of tags exceeded the per-server limit {InstanceTag.MAX_PER_INSTANCE}")
+    with transaction.atomic():
+        locked = _tags_locked(instance, "update tags")
+        current = set(locked.tags.values_list("tag", flat=True))
+        locked.tags.filter(tag__in=current - wanted).delete()
+        InstanceTag.objects.bulk_create([InstanceTag(instance=locked, tag=tag) for tag in sorted(wanted - current)])
+        _touch(locked)
+    return sorted(wanted)
+
+
+def instance_tag_delete(*, instance: Instance, tag: str) -> None:
+    with transaction.atomic():
+        locked = _tags_locked(instance, "delete tag")
+        if not locked.tags.filter(tag=tag).delete()[0]:
+            raise NotFound(f"Instance {instance.id} has no tag '{tag}'")
+        _touch(locked)
+
+
+def instance_tags_clear(*, instance: Instance) -> None:
+    with transaction.atomic():
+        locked = _tags_locked(instance, "delete tags")
+        locked.tags.all().delete()
+        _touch(locked)
 
 
 # --- server groups ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def _rows_context(request, project, **extra) -> dict:
 
 def _overview_context(instance, **extra) -> dict:
     return {"instance": instance, "fault": selectors.instance_fault(instance=instance),
+            "tags": selectors.instance_tags(instance=instance),
             "actions": selectors.instance_allowed_actions(instance=instance),
             "action_log": selectors.instance_actions(instance=instance)[:ACTION_LOG_LENGTH], **extra}
 

@@ -85,6 +85,13 @@ def test_server_lifecycle(live_cloud):
     assert sid not in listed("--host", "no-such-host")
     run(cloud, "server", "set", "--description", "changed by the CLI", sid)  # 2.19
     assert openstack(cloud, "server", "show", sid, "-f", "json")["description"] == "changed by the CLI"
+    run(cloud, "server", "set", "--tag", "web", "--tag", "prod", sid)  # 2.26
+    assert openstack(cloud, "server", "show", sid, "-f", "json")["tags"] == ["prod", "web"]
+    assert sid in listed("--tags", "web", "--tags", "prod")
+    assert sid not in listed("--not-tags", "web")
+    run(cloud, "server", "unset", "--tag", "web", sid)
+    assert openstack(cloud, "server", "show", sid, "-f", "json")["tags"] == ["prod"]
+    assert sid not in listed("--tags", "web")
     wait_ready(cloud, sid)
 
     run(cloud, "server", "dump", "create", sid)  # 2.17: an NMI, which this guest's kernel logs

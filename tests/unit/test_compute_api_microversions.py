@@ -8,7 +8,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.instances.consoles import console_token_consume
-from apps.instances.models import Flavor
+from apps.instances.models import Flavor, Instance
+from apps.instances.states import VmState
 from tests.unit.conftest import make_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,14 +50,14 @@ def nova_error(resp, status):
     return kind, body["message"]
 
 
-def test_version_document_and_negotiation_up_to_2_21(world):
+def test_version_document_and_negotiation_up_to_2_26(world):
     version = APIClient().get(f"{V}/").json()["version"]
-    assert (version["min_version"], version["version"]) == ("2.1", "2.21")
+    assert (version["min_version"], version["version"]) == ("2.1", "2.26")
     c = Api(world, world.member)
     resp = c("get", "/flavors", "latest")
-    assert resp["OpenStack-API-Version"] == "compute 2.21" and resp["X-OpenStack-Nova-API-Version"] == "2.21"
-    assert c("get", "/flavors", "2.21").status_code == 200
-    assert c("get", "/flavors", "2.22").status_code == 406
+    assert resp["OpenStack-API-Version"] == "compute 2.26" and resp["X-OpenStack-Nova-API-Version"] == "2.26"
+    assert c("get", "/flavors", "2.26").status_code == 200
+    assert c("get", "/flavors", "2.27").status_code == 406
 
 
 # -- 2.2: keypair type, create 201 and delete 204 ------------------------------------------------
@@ -564,3 +565,98 @@ def test_2_21_actions_of_a_deleted_server(world):
     # Still the project's: another project's user sees nothing.
     outsider = Api(world, world.outsider, world.other_project)
     nova_error(outsider("get", f"/servers/{sid}/os-instance-actions", "2.21"), 404)
+
+
+# -- 2.26: server tags ---------------------------------------------------------------------------
+
+
+def test_2_26_server_tags(world, fake_driver):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    other = boot(c, world, name="vm2")
+    assert {s["status"] for s in c("get", "/servers/detail", "2.26").json()["servers"]} == {"ACTIVE"}
+
+    nova_error(c("get", f"/servers/{sid}/tags", "2.25"), 404)
+    nova_error(c("put", f"/servers/{sid}/tags/red", "2.25"), 404)
+    assert "tags" not in c("get", f"/servers/{sid}", "2.25").json()["server"]
+    assert c("get", f"/servers/{sid}", "2.26").json()["server"]["tags"] == []
+
+    added = c("put", f"/servers/{sid}/tags/red", "2.26")
+    assert added.status_code == 201 and added["Location"].endswith(f"/compute/v2.1/servers/{sid}/tags/red")
+    assert c("put", f"/servers/{sid}/tags/red", "2.26").status_code == 204  # already there
+    assert c("get", f"/servers/{sid}/tags/red", "2.26").status_code == 204
+    _, message = nova_error(c("get", f"/servers/{sid}/tags/blue", "2.26"), 404)
+    assert "has no tag 'blue'" in message
+    replaced = c("put", f"/servers/{sid}/tags", "2.26", {"tags": ["zeta", "blue", "red", "blue"]})
+    assert replaced.status_code == 200 and replaced.json() == {"tags": ["blue", "red", "zeta"]}
+    assert c("get", f"/servers/{sid}/tags", "2.26").json() == {"tags": ["blue", "red", "zeta"]}
+    assert c("put", f"/servers/{other}/tags", "2.26", {"tags": ["red"]}).status_code == 200
+
+    # In show, list detail and the update answer; not in the plain list.
+    assert c("get", f"/servers/{sid}", "2.26").json()["server"]["tags"] == ["blue", "red", "zeta"]
+    detail = {s["id"]: s for s in c("get", "/servers/detail", "2.26").json()["servers"]}
+    assert detail[sid]["tags"] == ["blue", "red", "zeta"] and detail[other]["tags"] == ["red"]
+    assert "tags" not in c("get", "/servers/detail", "2.25").json()["servers"][0]
+    renamed = c("put", f"/servers/{sid}", "2.26", {"server": {"name": "vm1b"}}).json()["server"]
+    assert renamed["tags"] == ["blue", "red", "zeta"] and set(renamed) == BASIC_KEYS | {"locked", "description", "tags"}
+
+    # Nova's four filters, with comma-separated tags; ignored before 2.26.
+    def listed(query, version="2.26"):
+        return {s["id"] for s in c("get", f"/servers?{query}", version).json()["servers"]}
+
+    assert listed("tags=red") == {sid, other}
+    assert listed("tags=red,blue") == {sid}
+    assert listed("tags-any=zeta,nothing") == {sid}
+    assert listed("not-tags=red,blue") == {other}
+    assert listed("not-tags-any=blue,nothing") == {other}
+    assert listed("tags=nothing") == set()
+    assert listed("tags=nothing", "2.25") == {sid, other}
+
+    # Bad input: 400 with Nova's messages; 50 tags at most.
+    for bad in ("a,b", "x" * 61):
+        _, message = nova_error(c("put", f"/servers/{sid}/tags/{bad}", "2.26"), 400)
+        assert "is invalid" in message
+    nova_error(c("put", f"/servers/{sid}/tags", "2.26", {"tags": ["ok", "no/slash"]}), 400)
+    nova_error(c("put", f"/servers/{sid}/tags", "2.26", {"tags": "red"}), 400)
+    nova_error(c("put", f"/servers/{sid}/tags", "2.26", {}), 400)
+    nova_error(c("put", f"/servers/{sid}/tags", "2.26", {"tags": [], "extra": 1}), 400)
+    _, message = nova_error(c("put", f"/servers/{sid}/tags", "2.26", {"tags": [f"t{i}" for i in range(51)]}), 400)
+    assert "per-server limit 50" in message
+    assert c("put", f"/servers/{sid}/tags", "2.26", {"tags": [f"t{i}" for i in range(50)]}).status_code == 200
+    _, message = nova_error(c("put", f"/servers/{sid}/tags/one-more", "2.26"), 400)
+    assert "per-server limit 50" in message
+    assert len(c("get", f"/servers/{sid}/tags", "2.26").json()["tags"]) == 50
+
+    # Delete one, then all.
+    assert c("delete", f"/servers/{sid}/tags/t7", "2.26").status_code == 204
+    nova_error(c("delete", f"/servers/{sid}/tags/t7", "2.26"), 404)
+    assert c("delete", f"/servers/{sid}/tags", "2.26").status_code == 204
+    assert c("get", f"/servers/{sid}/tags", "2.26").json() == {"tags": []}
+
+    # Policy: a reader reads but may not change; another project sees no server.
+    reader = Api(world, world.reader)
+    assert reader("get", f"/servers/{other}/tags", "2.26").json() == {"tags": ["red"]}
+    nova_error(reader("put", f"/servers/{other}/tags/blue", "2.26"), 403)
+    nova_error(reader("delete", f"/servers/{other}/tags", "2.26"), 403)
+    outsider = Api(world, world.outsider, world.other_project)
+    nova_error(outsider("get", f"/servers/{other}/tags", "2.26"), 404)
+    nova_error(outsider("put", f"/servers/{other}/tags/blue", "2.26"), 404)
+    assert listed("tags=red") == {other}
+
+
+def test_2_26_tags_change_only_in_stable_states(world):
+    make_host()
+    c = Api(world, world.member)
+    sid = boot(c, world)
+    Instance.objects.filter(pk=sid).update(vm_state=VmState.ERROR)
+    _, message = nova_error(c("put", f"/servers/{sid}/tags/red", "2.26"), 409)
+    assert "while it is in vm_state error" in message
+    nova_error(c("put", f"/servers/{sid}/tags", "2.26", {"tags": ["red"]}), 409)
+    nova_error(c("delete", f"/servers/{sid}/tags", "2.26"), 409)
+    assert c("get", f"/servers/{sid}/tags", "2.26").json() == {"tags": []}  # reading works in any state
+    Instance.objects.filter(pk=sid).update(vm_state=VmState.STOPPED)
+    before = c("get", f"/servers/{sid}", "2.26").json()["server"]["updated"]
+    assert c("put", f"/servers/{sid}/tags/red", "2.26").status_code == 201
+    after = c("get", f"/servers/{sid}", "2.26").json()["server"]
+    assert after["tags"] == ["red"] and after["updated"] >= before

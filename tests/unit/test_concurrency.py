@@ -156,3 +156,15 @@ def test_concurrent_anti_affinity_with_fewer_hosts_than_members(world):
     placed = list(Instance.objects.filter(host__isnull=False).values_list("host_id", flat=True))
     assert len(placed) == 10 and len(set(placed)) == 10
     assert Instance.objects.filter(host__isnull=True, vm_state="error").count() == 40
+
+
+def test_concurrent_tag_adds_never_pass_the_per_server_limit(world):
+    make_host()
+    vm = services.instance_create(user=world.member, project=world.project, name="tagged", flavor=world.flavor,
+                                  image=world.image)
+    Instance.objects.filter(pk=vm.pk).update(vm_state="active")
+    services.instance_tags_replace(instance=vm, tags=[f"old{i}" for i in range(40)])
+    results, errors = race(lambda i: services.instance_tag_add(instance=vm, tag=f"new{i}"), n=30)
+    assert results == [True] * 10  # room for ten more
+    assert len(errors) == 20 and all("per-server limit 50" in str(e) for e in errors), errors[:3]
+    assert vm.tags.count() == 50

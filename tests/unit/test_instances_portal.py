@@ -171,3 +171,13 @@ def test_admin_host_and_flavor_pages(client, world):
     flavor = Flavor.objects.get(name="x1")
     client.post(f"/instances/flavors/{flavor.pk}/delete/")
     assert not Flavor.objects.filter(pk=flavor.pk).exists()
+
+
+def test_overview_shows_the_tags(client, world, vm):
+    client.force_login(world.member)
+    assert 'data-testid="tags"' not in client.get(f"/instances/{vm.pk}/").content.decode()
+    Instance.objects.filter(pk=vm.pk).update(vm_state=VmState.ACTIVE)
+    services.instance_tags_replace(instance=vm, tags=["web", "<prod>"])
+    page = client.get(f"/instances/{vm.pk}/").content.decode()
+    assert 'data-testid="tags"><span class="badge text-bg-light border me-1 text-break">&lt;prod&gt;</span>' in page
+    assert ">web</span>" in page

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from agents.names import domain_name
 from apps.hosts.models import HostState, HostStatus
 from apps.instances.models import Flavor, Instance
+from apps.instances.selectors import instance_tags
 from apps.instances.states import PowerState, api_status
 from apps.networks.selectors import server_addresses, server_security_groups
 from apps.volumes.api.serializers import server_body_volumes
@@ -210,6 +211,8 @@ def server_basic(instance: Instance, *, version: Version = BASE_VERSION) -> dict
         body["locked"] = instance.locked
     if in_span(version, "2.19"):
         body["description"] = instance.description
+    if in_span(version, "2.26"):
+        body["tags"] = instance_tags(instance=instance)  # prefetched on list pages
     if instance.vm_state in ("error", "deleted"):  # Nova shows the fault of these only
         fault = next(iter(instance.faults.all()), None)  # newest first; prefetched on list pages
         if fault is not None:

@@ -1,3 +1,5 @@
+from urllib.parse import quote
+
 from django.db.models import Count
 from django.utils.dateparse import parse_datetime
 from rest_framework import status
@@ -21,6 +23,7 @@ from apps.instances.selectors import (
     instance_console_log,
     instance_get,
     instance_page,
+    instance_tags,
     keypair_get,
     keypair_list,
     server_group_get,
@@ -47,7 +50,7 @@ from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
 # Raised only when every change up to it is honoured (docs/compute.md): the SDK uses the maximum.
-MAX_VERSION = Version(2, 21)
+MAX_VERSION = Version(2, 26)
 
 
 def _version_v21() -> dict:
@@ -240,8 +243,16 @@ class FlavorViewSet(ComputeViewSet):
         return flavors
 
 
+# Nova's tag filters of server lists (2.26): comma-separated tags.
+TAG_FILTERS = {"tags": "tags", "tags-any": "tags_any", "not-tags": "not_tags", "not-tags-any": "not_tags_any"}
+
+
 class ServerViewSet(ComputeViewSet):
-    action_versions = {"remote_console_create": ("2.6", None)}
+    action_versions = {
+        "remote_console_create": ("2.6", None),
+        **{name: ("2.26", None) for name in ("tags_list", "tags_replace", "tags_clear", "tag_show", "tag_add",
+                                             "tag_delete")},
+    }
 
     def _page(self, request) -> tuple[list[Instance], dict]:
         """One page of the servers the query asks for (``instance_page``: Nova's filters, sort keys
@@ -255,6 +266,9 @@ class ServerViewSet(ComputeViewSet):
         limit = page_limit(params)
         # Before 2.5 Nova silently dropped a non-admin's ip6 filter (an admin's always applies).
         ip6_allowed = supports(request, "2.5") or is_cloud_admin(user=self.user)
+        with_tags = supports(request, "2.26")  # the tag filters, and tags in the bodies
+        tag_filters = {argument: params[name].split(",") for name, argument in TAG_FILTERS.items()
+                       if with_tags and params.get(name)}
         page = instance_page(
             user=self.user,
             project=self.project,
@@ -275,6 +289,8 @@ class ServerViewSet(ComputeViewSet):
             admin_filters={key: params[key] for key in ADMIN_SERVER_FILTERS if key in params},
             # Nova's bool_from_string: any other value is false.
             deleted=params["deleted"].strip().lower() in BOOL_TRUE_STRINGS if "deleted" in params else None,
+            with_tags=with_tags,
+            **tag_filters,
         )
         links = {}
         if limit and len(page) == limit:
@@ -401,6 +417,38 @@ class ServerViewSet(ComputeViewSet):
 
     def metadata_delete_item(self, request, pk, key):
         services.instance_metadata_set(instance=self._get(pk), user=self.user, metadata={}, delete_key=key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # -- tags (2.26) ------------------------------------------------------------------------------
+
+    def tags_list(self, request, pk):
+        return Response({"tags": instance_tags(instance=self._get(pk))})
+
+    def tags_replace(self, request, pk):
+        data = request.data
+        if not isinstance(data, dict) or "tags" not in data:
+            raise ValidationError("Invalid input for field/attribute tags. 'tags' is a required property.")
+        only_keys(data, {"tags"}, "tags")
+        return Response({"tags": services.instance_tags_replace(instance=self._get(pk), tags=data["tags"])})
+
+    def tags_clear(self, request, pk):
+        services.instance_tags_clear(instance=self._get(pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def tag_show(self, request, pk, tag):
+        if tag not in instance_tags(instance=self._get(pk)):
+            raise NotFound(f"Server {pk} has no tag '{tag}'")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def tag_add(self, request, pk, tag):
+        instance = self._get(pk)
+        if not services.instance_tag_add(instance=instance, tag=tag):
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        location = public_url(f"compute/v2.1/servers/{instance.pk}/tags/{quote(tag, safe='')}")
+        return Response(status=status.HTTP_201_CREATED, headers={"Location": location})
+
+    def tag_delete(self, request, pk, tag):
+        services.instance_tag_delete(instance=self._get(pk), tag=tag)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     # -- instance actions (from 2.21 of deleted servers too: their records are kept) -------------
