@@ -455,16 +455,29 @@ PORTAL_ACTIONS = [
 ]
 
 
-def instance_allowed_actions(*, instance: Instance) -> list[tuple[str, str, str]]:
-    """The portal actions the instance's state allows now (the services still decide)."""
+# Nova's os-resetState for cloud admins, in any state and during any task (what it is for).
+PORTAL_ADMIN_ACTIONS = [
+    ("reset_active", "Reset state to active",
+     "Reset {name} to active with no task? Only for an instance stuck in a task: nothing is asked of its host."),
+    ("reset_error", "Reset state to error", "Reset {name} to error with no task? Nothing is asked of its host."),
+]
+
+
+def instance_allowed_actions(*, instance: Instance, admin: bool = False) -> list[tuple[str, str, str]]:
+    """The portal actions the instance's state allows now (the services still decide); with
+    ``admin`` (the user is a cloud admin), the reset-state ones too."""
     from apps.instances.states import TRANSITIONS
 
-    if instance.task_state is not None or instance.deleted_at:
+    if instance.deleted_at:
         return []
     allowed = []
     for key, label, confirm in PORTAL_ACTIONS:
+        if instance.task_state is not None:
+            break
         if key == "lock" and instance.locked or key == "unlock" and not instance.locked:
             continue
         if instance.vm_state in TRANSITIONS[key].allowed:
             allowed.append((key, label, confirm.format(name=instance.name)))
+    if admin:
+        allowed += [(key, label, confirm.format(name=instance.name)) for key, label, confirm in PORTAL_ADMIN_ACTIONS]
     return allowed

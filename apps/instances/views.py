@@ -22,6 +22,7 @@ from apps.instances.forms import InstanceBackupForm, InstanceLaunchForm, Instanc
 from apps.instances.states import VmState
 from apps.portal.decorators import portal_view
 from apps.portal.forms import form_problems
+from apps.tenants.selectors import is_cloud_admin
 from cloudmgr.exceptions import ApplicationError, NotFound, ServiceUnavailable
 
 CONSOLE_LINES = 200
@@ -32,14 +33,15 @@ _ROWS, _OVERVIEW = "instance-rows", "instance-overview"  # the htmx targets that
 def _rows_context(request, project, **extra) -> dict:
     """The list's rows: each instance with the actions its state allows now."""
     instances = selectors.instance_list(user=request.user, project=project)
-    rows = [(instance, selectors.instance_allowed_actions(instance=instance)) for instance in instances]
+    admin = is_cloud_admin(user=request.user)
+    rows = [(instance, selectors.instance_allowed_actions(instance=instance, admin=admin)) for instance in instances]
     return {"rows": rows, **extra}
 
 
-def _overview_context(instance, **extra) -> dict:
+def _overview_context(request, instance, **extra) -> dict:
     return {"instance": instance, "fault": selectors.instance_fault(instance=instance),
             "tags": selectors.instance_tags(instance=instance),
-            "actions": selectors.instance_allowed_actions(instance=instance),
+            "actions": selectors.instance_allowed_actions(instance=instance, admin=is_cloud_admin(user=request.user)),
             "action_log": selectors.instance_actions(instance=instance)[:ACTION_LOG_LENGTH], **extra}
 
 
@@ -116,9 +118,10 @@ def instance_detail(request, *, project, instance_id):
     except NotFound as exc:
         messages.error(request, exc.message)
         return redirect("instances:list")
+    backup_form = InstanceBackupForm(initial={"name": f"{instance.name}-backup"})
     return render(request, "instances/instance_detail.html",
-                  _overview_context(instance, console_lines=CONSOLE_LINES, snapshot_form=InstanceSnapshotForm(),
-                                    backup_form=InstanceBackupForm(initial={"name": f"{instance.name}-backup"})))
+                  _overview_context(request, instance, console_lines=CONSOLE_LINES,
+                                    snapshot_form=InstanceSnapshotForm(), backup_form=backup_form))
 
 
 @require_GET
@@ -131,7 +134,7 @@ def instance_overview(request, *, project, instance_id):
         return HttpResponseStopPolling(
             '<div class="alert alert-secondary mb-0" role="status">This instance has been deleted.</div>'
         )
-    return render(request, "instances/_instance_overview.html", _overview_context(instance, oob=True))
+    return render(request, "instances/_instance_overview.html", _overview_context(request, instance, oob=True))
 
 
 @require_GET
@@ -172,8 +175,10 @@ _ACTION_SERVICES = {
     "unshelve": services.instance_unshelve,
     "lock": services.instance_lock,
     "unlock": services.instance_unlock,
+    "reset_active": lambda **kw: services.instance_reset_state(state=VmState.ACTIVE, **kw),
+    "reset_error": lambda **kw: services.instance_reset_state(state=VmState.ERROR, **kw),
 }
-_ACTION_LABELS = {key: label for key, label, _ in selectors.PORTAL_ACTIONS}
+_ACTION_LABELS = {key: label for key, label, _ in selectors.PORTAL_ACTIONS + selectors.PORTAL_ADMIN_ACTIONS}
 
 
 def _websocket_url(console_url: str) -> str:
@@ -224,7 +229,7 @@ def _fragment_answer(request, project, instance_id):
         except NotFound:
             return HttpResponseClientRedirect(reverse("instances:list"))
         return render(request, "instances/_instance_overview.html",
-                      _overview_context(instance, oob=True, oob_messages=True))
+                      _overview_context(request, instance, oob=True, oob_messages=True))
     return None
 
 

@@ -181,3 +181,27 @@ def test_overview_shows_the_tags(client, world, vm):
     page = client.get(f"/instances/{vm.pk}/").content.decode()
     assert 'data-testid="tags"><span class="badge text-bg-light border me-1 text-break">&lt;prod&gt;</span>' in page
     assert ">web</span>" in page
+
+
+def test_admins_reset_a_stuck_instance_from_the_menu(client, world, vm):
+    from apps.tenants.models import Role
+    from apps.tenants.services import role_grant
+
+    Instance.objects.filter(pk=vm.pk).update(task_state="rebooting")  # its host died mid-reboot
+    client.force_login(world.member)
+    page = client.get(f"/instances/{vm.pk}/").content.decode()
+    assert 'data-action="reset_active"' not in page and 'data-action="stop"' not in page  # nothing while busy
+    client.post(f"/instances/{vm.pk}/action/reset_active/")
+    assert Instance.objects.get(pk=vm.pk).task_state == "rebooting"  # a member may not
+
+    role_grant(user=world.admin, project=world.project, role=Role.ADMIN)
+    client.force_login(world.admin)
+    page = client.get(f"/instances/{vm.pk}/").content.decode()
+    assert 'data-action="reset_active"' in page and 'data-action="reset_error"' in page
+    assert "Reset vm1 to active with no task?" in page  # with a confirmation
+    assert 'data-action="reset_error"' in client.get("/instances/").content.decode()  # the list's menus too
+    r = client.post(f"/instances/{vm.pk}/action/reset_active/", follow=True)
+    assert "Reset state to active: requested for vm1" in r.content.decode()
+    vm.refresh_from_db()
+    assert (vm.vm_state, vm.task_state) == (VmState.ACTIVE, None)
+    assert ">resetState<" in client.get(f"/instances/{vm.pk}/overview/").content.decode()
