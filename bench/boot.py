@@ -41,7 +41,9 @@ Each round also prints the API requests its clients made, the machine's load ave
 busy share, and the CPU seconds the cloud's processes, libvirtd, the guests' QEMU processes
 (every QEMU on the machine, read every 0.1 s) and this bench itself (its clients and samplers,
 on the same cores) used, so a reader can tell a busy machine from a slow cloud (the machine is
-shared: run it several times and report the range), and how many tasks of each kind the network
+shared: run it several times and report the range), what one boot and delete cost in all (the
+cloud's processes, libvirtd and QEMU: with both cores busy this sets how fast the clients cycle),
+and how many tasks of each kind the network
 agent ran in the round and the seconds they took. Finally the peak RSS of the control-plane
 processes (web server, control worker, beat).
 
@@ -197,20 +199,22 @@ class CpuMeter:
                 continue
         return snap
 
-    def report(self) -> str:
+    def report(self, boots: int) -> str:
+        """The round's CPU, and what one boot and delete cost the cloud, libvirtd and QEMU (when
+        the cores are busy, what a round at concurrency C takes: C * that / cores per cycle)."""
         end = self._snapshot()
         busy = end["machine"][0] - self.start["machine"][0]
         total = end["machine"][1] - self.start["machine"][1]
-        roles = ", ".join(
-            f"{role} {seconds - self.start['roles'].get(role, 0.0):.1f}"
-            for role, seconds in sorted(end["roles"].items())
-        )
+        used = {role: seconds - self.start["roles"].get(role, 0.0) for role, seconds in sorted(end["roles"].items())}
+        roles = ", ".join(f"{role} {seconds:.1f}" for role, seconds in used.items())
         qemu = {pid: seconds - self.start["qemu"].get(pid, 0.0) for pid, seconds in end["qemu"].items()}
         qemu = {pid: seconds for pid, seconds in qemu.items() if seconds > 0}
         bench = end["bench"] - self.start["bench"]
         roles += f", QEMU {sum(qemu.values()):.1f} ({len(qemu)} processes), this bench {bench:.1f}"
+        per_boot = (sum(used.values()) + sum(qemu.values())) / max(boots, 1)
         return (f"  machine: {os.cpu_count()} CPUs {100 * busy / max(total, 1):.0f}% busy, load average "
-                f"{self.start['load']:.1f} -> {end['load']:.1f}; CPU seconds: {roles}")
+                f"{self.start['load']:.1f} -> {end['load']:.1f}; CPU seconds: {roles}\n"
+                f"  per boot and delete: {per_boot:.2f} CPU-s (the cloud's processes, libvirtd and QEMU)")
 
 
 class RssSampler(threading.Thread):
@@ -396,7 +400,7 @@ def run_round(cloud, token, label, n, concurrency, server, poll, markers, root_p
         print(f"  accept->marker   p50 {statistics.median(marker):6.2f} s   p95 {percentile(marker, 95):6.2f} s"
               f"   max {max(marker):6.2f} s   (first {len(marker)} boots)")
     if meter:
-        print(meter.report())
+        print(meter.report(n))
         time.sleep(0.5)  # the log line of the last callback
         rows = breakdown(rnd.boots, read_timings(cloud))
         if rows:

@@ -34,8 +34,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import netns
-
 from agents.network import NetworkError, linux
 from agents.specs import NetworkSpec, PortSpec, SubnetSpec
 
@@ -180,7 +178,8 @@ def send_release(namespace: str, server: str, client: str, mac: str) -> None:
         chaddr, bytes(64), bytes(128), b"\x63\x82\x53\x63",  # the DHCP magic cookie
     )
     packet += bytes([53, 1, 7, 54, 4]) + ipaddress.IPv4Address(server).packed + bytes([255])
-    sock = netns.create_socket(namespace, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    # Made by a thread inside the namespace: pyroute2's netns.create_socket forks the agent.
+    sock = linux.in_namespace(namespace, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     try:
         sock.sendto(packet, (server, 67))
     finally:
