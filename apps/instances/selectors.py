@@ -1,7 +1,8 @@
 import operator
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import reduce
 
 from django.db.models import Case, CharField, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum, Value, When
@@ -481,3 +482,88 @@ def instance_allowed_actions(*, instance: Instance, admin: bool = False) -> list
     if admin:
         allowed += [(key, label, confirm.format(name=instance.name)) for key, label, confirm in PORTAL_ADMIN_ACTIONS]
     return allowed
+
+
+# --- usage (os-simple-tenant-usage) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerUsage:
+    """One server's part of a usage report: the hours it ran inside the report's period."""
+
+    instance: Instance
+    hours: float
+
+    @property
+    def local_gb(self) -> int:
+        return self.instance.root_gb + self.instance.flavor.ephemeral
+
+    @property
+    def state(self) -> str:
+        return "terminated" if self.instance.terminated_at else self.instance.vm_state
+
+
+@dataclass
+class ProjectUsage:
+    project_id: str  # hex, as the compute API's tenant_id
+    start: datetime
+    stop: datetime
+    servers: list[ServerUsage] = field(default_factory=list)
+
+    @property
+    def total_hours(self) -> float:
+        return sum(s.hours for s in self.servers)
+
+    def total(self, size: str) -> float:
+        """Hours times ``vcpus``, ``memory_mib`` or ``local_gb``, summed over the servers."""
+        return sum(s.hours * (s.local_gb if size == "local_gb" else getattr(s.instance, size)) for s in self.servers)
+
+    @property
+    def vcpu_hours(self) -> float:
+        return self.total("vcpus")
+
+    @property
+    def ram_gib_hours(self) -> float:
+        return self.total("memory_mib") / 1024
+
+    @property
+    def disk_gb_hours(self) -> float:
+        return self.total("local_gb")
+
+
+def _hours_in(instance: Instance, start: datetime, stop: datetime) -> float:
+    """Nova's ``_hours_for``: the part of [launched_at, terminated_at or stop] inside the period."""
+    if instance.launched_at is None or instance.launched_at > stop:
+        return 0.0
+    if instance.terminated_at is not None and instance.terminated_at < start:
+        return 0.0
+    end = min(stop, instance.terminated_at) if instance.terminated_at else stop
+    return (end - max(instance.launched_at, start)).total_seconds() / 3600
+
+
+def usage_report(*, user: User, project: Project, start: datetime, stop: datetime, project_id: str | None = None,
+                 limit: int = 1000) -> list[ProjectUsage]:
+    """Nova's simple tenant usage: per project, the servers that ran in [start, stop) (launched
+    before stop, not terminated before start; deleted ones too) with their hours, in Nova's
+    order (project, then id) and at most ``limit`` servers. Every project's for a cloud admin
+    (403 for others); one project's (``project_id``) for a token of that ``project`` or an admin.
+    A period that ends before it starts (a start still to come) has no usage."""
+    admin = is_cloud_admin(user=user)
+    instances = Instance.objects.filter(launched_at__lt=stop).filter(
+        Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
+    if project_id is None:
+        if not admin:
+            raise PermissionDenied("Policy doesn't allow os_compute_api:os-simple-tenant-usage:list to be performed.")
+    else:
+        wanted = _uuid_or_none(project_id)
+        if not admin and wanted != project.pk:
+            raise PermissionDenied("Policy doesn't allow os_compute_api:os-simple-tenant-usage:show to be performed.")
+        instances = instances.filter(project_id=wanted) if wanted else instances.none()
+    if start >= stop:
+        instances = instances.none()
+    reports: dict[str, ProjectUsage] = {}
+    for instance in instances.select_related("flavor").order_by("project_id", "id")[:limit]:
+        key = instance.project_id.hex
+        report = reports.setdefault(key, ProjectUsage(key, start, stop))
+        report.servers.append(ServerUsage(instance, _hours_in(instance, start, stop)))
+    return list(reports.values())

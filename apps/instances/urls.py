@@ -18,6 +18,7 @@ urlpatterns = [
     path("<uuid:instance_id>/image/<str:kind>/", views.instance_image_create, name="image"),
     path("<uuid:instance_id>/vnc/", views.instance_vnc, name="vnc"),
     path("<uuid:instance_id>/vnc/url/", views.instance_vnc_url, name="vnc_url"),
+    path("usage/", views.instance_usage, name="usage"),
     path("keypairs/", views_admin.keypair_list, name="keypairs"),
     path("keypairs/<str:name>/delete/", views_admin.keypair_delete, name="keypair-delete"),
     path("hosts/", views_admin.host_admin_list, name="hosts"),

@@ -7,18 +7,20 @@ htmx to stop polling it. An action or a delete answers with the fragment it was 
 table body, or the overview), so the page changes in place.
 """
 
+from datetime import UTC, datetime, time, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from django.contrib import messages
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from apps.instances import selectors, services
-from apps.instances.forms import InstanceBackupForm, InstanceLaunchForm, InstanceSnapshotForm
+from apps.instances.forms import InstanceBackupForm, InstanceLaunchForm, InstanceSnapshotForm, UsagePeriodForm
 from apps.instances.states import VmState
 from apps.portal.decorators import portal_view
 from apps.portal.forms import form_problems
@@ -308,3 +310,24 @@ def instance_delete(request, *, project, instance_id):
     if request.htmx:
         return HttpResponseClientRedirect(reverse("instances:list"))
     return redirect("instances:list")
+
+
+@require_GET
+@portal_view
+def instance_usage(request, *, project):
+    """What the project's instances used in a period (os-simple-tenant-usage's report): this
+    month so far unless the form asks for other days."""
+    now = timezone.now()
+    today = now.astimezone(UTC).date()
+    form = UsagePeriodForm(request.GET if request.GET else None,
+                           initial={"start": today.replace(day=1), "end": today})
+    report = None
+    if not form.is_bound or form.is_valid():
+        first, last = (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (
+            today.replace(day=1), today)
+        start = datetime.combine(first, time.min, tzinfo=UTC)
+        stop = min(datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC), now)
+        reports = selectors.usage_report(user=request.user, project=project, start=start, stop=stop,
+                                         project_id=str(project.pk))
+        report = reports[0] if reports else selectors.ProjectUsage(project.pk.hex, start, stop)
+    return render(request, "instances/usage.html", {"form": form, "report": report})

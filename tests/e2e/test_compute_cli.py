@@ -163,3 +163,15 @@ def test_server_lifecycle(live_cloud):
     actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
     assert {"create", "trigger_crash_dump", "createBackup", "shelve", "unshelve", "resetState", "delete"} <= {
         a["Action"] for a in actions}
+
+
+def test_usage_show_and_list(live_cloud):
+    """os-simple-tenant-usage: the deleted server above ran within OSC's default four weeks."""
+    def servers(value):
+        return len(value) if isinstance(value, list) else int(value)
+
+    shown = openstack(live_cloud, "usage", "show", "-f", "json")
+    assert servers(shown["Servers"]) >= 1 and float(shown["CPU Hours"]) > 0
+    assert float(shown["RAM MB-Hours"]) > float(shown["CPU Hours"])
+    listed = openstack(live_cloud, "usage", "list", "-f", "json")  # every project's: this user is an admin
+    assert any(servers(row["Servers"]) >= 1 and float(row["CPU Hours"]) > 0 for row in listed)

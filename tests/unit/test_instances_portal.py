@@ -205,3 +205,30 @@ def test_admins_reset_a_stuck_instance_from_the_menu(client, world, vm):
     vm.refresh_from_db()
     assert (vm.vm_state, vm.task_state) == (VmState.ACTIVE, None)
     assert ">resetState<" in client.get(f"/instances/{vm.pk}/overview/").content.decode()
+
+
+def test_usage_page_shows_this_months_hours(client, world, vm):
+    from datetime import UTC, timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    month_start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    Instance.objects.filter(pk=vm.pk).update(launched_at=max(month_start, now - timedelta(hours=2)))
+    other = services.instance_create(user=world.outsider, project=world.other_project, name="theirs",
+                                     flavor=world.flavor, image=world.image)
+    Instance.objects.filter(pk=other.pk).update(launched_at=now - timedelta(hours=1))
+    client.force_login(world.member)
+    page = client.get("/instances/usage/").content.decode()
+    assert f'data-id="{vm.pk}"' in page and "theirs" not in page
+    assert f'href="/instances/{vm.pk}/"' in page
+    assert 'data-testid="usage-servers">1<' in page
+    hours = (now - max(month_start, now - timedelta(hours=2))).total_seconds() / 3600
+    assert f'data-testid="usage-vcpu-hours">{hours * vm.vcpus:.2f}<' in page
+
+    # Other days: the instance ran in none of last year's.
+    last_year = now.year - 1
+    page = client.get(f"/instances/usage/?start={last_year}-01-01&end={last_year}-12-31").content.decode()
+    assert "No instance ran in this period." in page and 'data-testid="usage-servers">0<' in page
+    page = client.get(f"/instances/usage/?start={last_year}-12-31&end={last_year}-01-01").content.decode()
+    assert "The start cannot come after the end." in page and "usage-table" not in page

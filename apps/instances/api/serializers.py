@@ -5,13 +5,15 @@ clients validate them against schemas that allow no others.
 """
 
 import hashlib
+from datetime import UTC
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from agents.names import domain_name
 from apps.hosts.models import HostState, HostStatus
 from apps.instances.models import Flavor, Instance
-from apps.instances.selectors import instance_tags
+from apps.instances.selectors import ProjectUsage, ServerUsage, instance_tags
 from apps.instances.states import PowerState, api_status
 from apps.networks.selectors import server_addresses, server_security_groups
 from apps.volumes.api.serializers import server_body_volumes
@@ -375,4 +377,33 @@ def service_body(host, *, version: Version = BASE_VERSION) -> dict:
     }
     if in_span(version, "2.11"):
         body["forced_down"] = host.forced_down
+    return body
+
+
+def _naive_utc(value) -> str | None:
+    """Nova's usage times: UTC without an offset, as Python prints a naive datetime."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() if value else None
+
+
+def server_usage_body(usage: ServerUsage, *, now) -> dict:
+    instance = usage.instance
+    uptime = ((instance.terminated_at or now) - instance.launched_at).total_seconds()
+    return {
+        "instance_id": str(instance.id), "name": instance.name, "tenant_id": instance.project_id.hex,
+        "flavor": instance.flavor.name, "hours": usage.hours, "vcpus": instance.vcpus,
+        "memory_mb": instance.memory_mib, "local_gb": usage.local_gb, "state": usage.state,
+        "started_at": _naive_utc(instance.launched_at), "ended_at": _naive_utc(instance.terminated_at),
+        "uptime": max(int(uptime), 0),
+    }
+
+
+def project_usage_body(report: ProjectUsage, *, detailed: bool = True) -> dict:
+    body = {
+        "tenant_id": report.project_id, "start": _naive_utc(report.start), "stop": _naive_utc(report.stop),
+        "total_hours": report.total_hours, "total_vcpus_usage": report.total("vcpus"),
+        "total_memory_mb_usage": report.total("memory_mib"), "total_local_gb_usage": report.total("local_gb"),
+    }
+    if detailed:
+        now = timezone.now()
+        body["server_usages"] = [server_usage_body(usage, now=now) for usage in report.servers]
     return body

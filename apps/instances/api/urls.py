@@ -11,6 +11,7 @@ hypervisors = views.HypervisorViewSet
 services = views.ServiceViewSet
 groups = views.ServerGroupViewSet
 zones = views.AvailabilityZoneViewSet
+usages = views.SimpleTenantUsageViewSet
 
 urlpatterns = [
     path("", views.ComputeVersionsView.as_view()),
@@ -50,6 +51,8 @@ urlpatterns = [
     path("v2.1/os-keypairs", keypairs.as_view({"get": "list", "post": "create"})),
     path("v2.1/os-keypairs/<str:pk>", keypairs.as_view({"get": "retrieve", "delete": "destroy"})),
     path("v2.1/limits", views.LimitsView.as_view({"get": "retrieve"})),
+    path("v2.1/os-simple-tenant-usage", usages.as_view({"get": "list"})),
+    path("v2.1/os-simple-tenant-usage/<str:pk>", usages.as_view({"get": "retrieve"})),
     path("v2.1/os-availability-zone", zones.as_view({"get": "list"})),
     path("v2.1/os-availability-zone/detail", zones.as_view({"get": "list_detail"})),
     path("v2.1/os-hypervisors", hypervisors.as_view({"get": "list"})),

@@ -1,6 +1,8 @@
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from django.db.models import Count
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -28,6 +30,7 @@ from apps.instances.selectors import (
     keypair_list,
     server_group_get,
     server_group_list,
+    usage_report,
 )
 from apps.networks.selectors import (
     server_addresses,
@@ -42,7 +45,7 @@ from apps.tenants.services import quota_set
 from apps.volumes.api.serializers import block_device_mapping_v2, resolve_block_devices
 from apps.volumes.selectors import servers_volumes
 from cloudmgr.api.microversions import MicroversionMixin, Version, supports
-from cloudmgr.api.pagination import page_limit, query_flag
+from cloudmgr.api.pagination import MAX_LIMIT, page_limit, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet, only_keys
 from cloudmgr.exceptions import NotFound, PermissionDenied, ValidationError
@@ -835,6 +838,45 @@ class LimitsView(ComputeViewSet):
             "totalServerGroupsUsed": groups,
         }
         return Response({"limits": {"rate": [], "absolute": absolute}})
+
+
+# Nova's start and end of a usage report (simple_tenant_usage.py), read as UTC.
+USAGE_TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M:%S.%f")
+
+
+def _usage_time(value: str | None, now: datetime) -> datetime:
+    if not value:
+        return now
+    for fmt in USAGE_TIME_FORMATS:
+        try:
+            parsed = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        return parsed.replace(tzinfo=UTC) if parsed.utcoffset() is None else parsed
+    raise ValidationError(f"Invalid datetime string: {value!r} is not in the format YYYY-MM-DDTHH:MM:SS[.ffffff].")
+
+
+class SimpleTenantUsageViewSet(ComputeViewSet):
+    """os-simple-tenant-usage: what each project's servers used in a period (hours, and vCPU, RAM
+    and disk hours), every project's for admins, a project's own for its token."""
+
+    def _report(self, request, project_id: str | None = None):
+        now = timezone.now()
+        start = _usage_time(request.query_params.get("start"), now)
+        stop = _usage_time(request.query_params.get("end"), now)
+        if not start < stop:
+            raise ValidationError("Invalid start time. The start time cannot occur after the end time.")
+        return usage_report(user=self.user, project=self.project, start=start, stop=min(stop, now),
+                            project_id=project_id, limit=MAX_LIMIT)
+
+    def list(self, request):
+        # Nova takes only "1"; openstacksdk sends "True" (so `openstack usage list` got no servers).
+        detailed = request.query_params.get("detailed", "").strip().lower() in BOOL_TRUE_STRINGS
+        return Response({"tenant_usages": [s.project_usage_body(r, detailed=detailed) for r in self._report(request)]})
+
+    def retrieve(self, request, pk):
+        reports = self._report(request, project_id=pk)
+        return Response({"tenant_usage": s.project_usage_body(reports[0]) if reports else {}})
 
 
 class AvailabilityZoneViewSet(ComputeViewSet):
