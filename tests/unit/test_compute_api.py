@@ -68,7 +68,10 @@ def test_error_server_shows_its_fault(world, fake_driver):
 
 def test_no_token_is_401_with_keystone_error_body(world):
     for method, path in [("get", "/compute/v2.1/servers"), ("post", "/compute/v2.1/servers"),
-                         ("get", "/compute/v2.1/flavors/detail"), ("delete", "/compute/v2.1/servers/x")]:
+                         ("get", "/compute/v2.1/flavors/detail"), ("delete", "/compute/v2.1/servers/x"),
+                         ("get", "/compute/v2.1/servers/x/tags"), ("put", "/compute/v2.1/servers/x/tags/red"),
+                         ("get", "/compute/v2.1/os-simple-tenant-usage"),
+                         ("get", "/compute/v2.1/os-simple-tenant-usage/x")]:
         resp = getattr(client(), method)(path)
         assert resp.status_code == 401, path
         assert resp.json()["error"]["code"] == 401
