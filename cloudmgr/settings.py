@@ -256,6 +256,13 @@ CLOUDMGR_DEFAULT_QUOTAS = {
     "floating_ips": env_int("CLOUDMGR_QUOTA_FLOATING_IPS", 50),
     "security_groups": env_int("CLOUDMGR_QUOTA_SECURITY_GROUPS", 10),
 }
+# Nova's limits that are not counted per project here: key pairs per user, server groups per
+# project, servers per group (its defaults; os-quota-sets and limits show them).
+CLOUDMGR_COMPUTE_LIMITS = {
+    "key_pairs": env_int("CLOUDMGR_LIMIT_KEY_PAIRS", 100),
+    "server_groups": env_int("CLOUDMGR_LIMIT_SERVER_GROUPS", 10),
+    "server_group_members": env_int("CLOUDMGR_LIMIT_SERVER_GROUP_MEMBERS", 10),
+}
 
 LOGGING = {
     "version": 1,

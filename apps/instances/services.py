@@ -237,7 +237,7 @@ def instance_create(
         server_ports_create(user=user, project=project, device_id=str(instance.id), name=instance.hostname,
                             requested=networks, security_groups=security_groups)
         if server_group is not None:
-            server_group.members.add(instance)
+            _join_server_group(instance, server_group)
         if block_devices:
             server_block_devices_create(instance=instance, user=user, project=project, block_devices=block_devices,
                                         request_id=request_id)
@@ -1258,11 +1258,23 @@ def _x509_generate(user: User) -> tuple[str, str]:
     return cert.public_bytes(serialization.Encoding.PEM).decode(), base64.b64encode(bundle).decode()
 
 
+def compute_limit(name: str) -> int:
+    """One of Nova's limits that cloudmgr enforces outside the project quotas (settings'
+    ``CLOUDMGR_COMPUTE_LIMITS``: key_pairs per user, server_groups per project,
+    server_group_members per group); -1 is no limit."""
+    return settings.CLOUDMGR_COMPUTE_LIMITS[name]
+
+
+def _over(name: str, count: int) -> bool:
+    limit = compute_limit(name)
+    return limit >= 0 and count >= limit
+
+
 def keypair_create(*, user: User, name: str, public_key: str | None = None, key_type: str = "ssh"
                    ) -> tuple[Keypair, str | None]:
     """Import ``public_key``, or generate a key pair and return its private key once (it is never
     stored): ed25519 for ``ssh``; for ``x509`` a certificate, whose PKCS#12 bundle is the private
-    key (as Nova). 409 if the user has a key pair of that name."""
+    key (as Nova). 409 if the user has a key pair of that name, 403 past the key_pairs limit."""
     name = (name or "").strip()
     if not name or len(name) > 255 or not re.match(r"^[\w .@-]+$", name):
         raise ValidationError("Keypair name must be 1-255 characters of letters, digits, spaces, '_', '-', '.', '@'.")
@@ -1279,8 +1291,11 @@ def keypair_create(*, user: User, name: str, public_key: str | None = None, key_
             public_key, private_key = _ssh_generate()
         public_key, fingerprint = _public_key_fingerprint(public_key)
     with transaction.atomic():
+        User.objects.select_for_update().filter(pk=user.pk).first()  # one create of the user's at a time
         if Keypair.objects.filter(user=user, name=name).exists():
             raise Conflict(f"Key pair '{name}' already exists.")
+        if _over("key_pairs", Keypair.objects.filter(user=user).count()):
+            raise QuotaExceeded("Quota exceeded, too many key pairs.")
         keypair = Keypair.objects.create(user=user, name=name, type=key_type, public_key=public_key,
                                          fingerprint=fingerprint)
     return keypair, private_key
@@ -1431,7 +1446,20 @@ def server_group_create(*, user: User, project: Project, name: str, policy: str,
     rules = rules or {}
     if rules and (policy != "anti-affinity" or set(rules) - {"max_server_per_host"}):
         raise ValidationError("Only the anti-affinity policy takes a rule: max_server_per_host.")
-    return ServerGroup.objects.create(project=project, user=user, name=name, policy=policy, rules=rules)
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()  # one group create at a time
+        if _over("server_groups", ServerGroup.objects.filter(project=project).count()):
+            raise QuotaExceeded("Quota exceeded, too many server groups.")
+        return ServerGroup.objects.create(project=project, user=user, name=name, policy=policy, rules=rules)
+
+
+def _join_server_group(instance: Instance, group: ServerGroup) -> None:
+    """Make the instance a member, under the group's row lock (which the scheduler's claim for
+    the group takes too): 403 past the server_group_members limit of live members, as Nova."""
+    locked = ServerGroup.objects.select_for_update().get(pk=group.pk)
+    if _over("server_group_members", locked.members.filter(deleted_at__isnull=True).count()):
+        raise QuotaExceeded("Quota exceeded, too many servers in group")
+    locked.members.add(instance)
 
 
 def server_group_delete(*, group: ServerGroup) -> None:

@@ -22,6 +22,12 @@ THREADS = 50
 ROUNDS = 25  # reservations per thread where a race needs many turns to show
 
 
+@pytest.fixture
+def unlimited_group_members(settings):
+    """Groups of more than Nova's default 10 servers (the races below need 25 and 50)."""
+    settings.CLOUDMGR_COMPUTE_LIMITS = {**settings.CLOUDMGR_COMPUTE_LIMITS, "server_group_members": -1}
+
+
 def race(fn, n=THREADS):
     """Run fn(i) in n threads released at once; returns (results, errors)."""
     barrier = threading.Barrier(n)
@@ -111,7 +117,7 @@ def test_reservations_of_the_same_resources_never_deadlock(world):
         == dict.fromkeys(resources, 0)
 
 
-def test_concurrent_creates_exactly_full_capacity_quota_and_anti_affinity(world):
+def test_concurrent_creates_exactly_full_capacity_quota_and_anti_affinity(world, unlimited_group_members):
     """50 creates at once: 30 hosts with room for exactly one nano each... and an anti-affinity
     group, with a quota of 25 instances: exactly 25 accepted, at most one member per host, no
     host over capacity, and the quota never exceeded."""
@@ -138,7 +144,7 @@ def test_concurrent_creates_exactly_full_capacity_quota_and_anti_affinity(world)
     assert set(per_host) <= {h.pk for h in hosts}
 
 
-def test_concurrent_anti_affinity_with_fewer_hosts_than_members(world):
+def test_concurrent_anti_affinity_with_fewer_hosts_than_members(world, unlimited_group_members):
     """10 hosts with plenty of room, 50 creates in one anti-affinity group: 10 placed, one per
     host; the other 40 find no valid host."""
     from apps.instances.models import ServerGroup
@@ -168,3 +174,17 @@ def test_concurrent_tag_adds_never_pass_the_per_server_limit(world):
     assert results == [True] * 10  # room for ten more
     assert len(errors) == 20 and all("per-server limit 50" in str(e) for e in errors), errors[:3]
     assert vm.tags.count() == 50
+
+
+def test_concurrent_creates_never_pass_the_group_member_limit(world):
+    from apps.tenants.services import quota_set
+
+    make_host(vcpus=1000, memory_mib=10**6, disk_gb=10**4)
+    quota_set(project=world.project, resource="instances", limit=100)
+    group = services.server_group_create(user=world.member, project=world.project, name="g", policy="affinity")
+    results, errors = race(lambda i: services.instance_create(
+        user=world.member, project=world.project, name=f"vm{i}", flavor=world.flavor, image=world.image,
+        server_group=group), n=16)
+    assert len(results) == services.compute_limit("server_group_members") == 10
+    assert len(errors) == 6 and all("too many servers in group" in str(e) for e in errors), errors[:3]
+    assert group.members.count() == 10 and Instance.objects.count() == 10

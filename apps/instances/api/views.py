@@ -751,13 +751,16 @@ class KeypairViewSet(ComputeViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT if supports(request, "2.2") else status.HTTP_202_ACCEPTED)
 
 
-# Nova's quota-set keys at 2.1 that have no cloudmgr counterpart: fixed values.
+# Nova's quota-set keys at 2.1 with fixed values; key pairs, server groups and their members are
+# the services' limits (settings: CLOUDMGR_COMPUTE_LIMITS).
 _FIXED_QUOTAS = {
-    "key_pairs": 100, "metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
-    "injected_file_path_bytes": 255, "server_groups": 10, "server_group_members": 10, "fixed_ips": -1,
+    "metadata_items": 128, "injected_files": 5,
+    "injected_file_content_bytes": 10240,
+    "injected_file_path_bytes": 255, "fixed_ips": -1,
     "security_group_rules": -1,
 }
 _NOVA_QUOTAS = ("instances", "cores", "ram", "floating_ips", "security_groups")
+_LIMITS = ("key_pairs", "server_groups", "server_group_members")
 
 
 def _quota_set(project, *, detail: bool = False, defaults: bool = False) -> dict:
@@ -771,7 +774,7 @@ def _quota_set(project, *, detail: bool = False, defaults: bool = False) -> dict
     for resource in _NOVA_QUOTAS:
         limit, in_use = rows.get(resource, (-1, 0))
         body[resource] = {"limit": limit, "in_use": in_use, "reserved": 0} if detail else limit
-    for resource, limit in _FIXED_QUOTAS.items():
+    for resource, limit in {**_FIXED_QUOTAS, **{name: services.compute_limit(name) for name in _LIMITS}}.items():
         body[resource] = {"limit": limit, "in_use": 0, "reserved": 0} if detail else limit
     return body
 
@@ -829,8 +832,9 @@ class LimitsView(ComputeViewSet):
         groups = ServerGroup.objects.filter(project=self.project).count()
         absolute = {
             "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
-            "maxTotalKeypairs": 100, "maxSecurityGroups": quotas["security_groups"]["limit"],
-            "maxSecurityGroupRules": -1, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+            "maxTotalKeypairs": quotas["key_pairs"]["limit"], "maxSecurityGroups": quotas["security_groups"]["limit"],
+            "maxSecurityGroupRules": -1, "maxServerGroups": quotas["server_groups"]["limit"],
+            "maxServerGroupMembers": quotas["server_group_members"]["limit"],
             "maxTotalCores": quotas["cores"]["limit"], "maxTotalInstances": quotas["instances"]["limit"],
             "maxTotalRAMSize": quotas["ram"]["limit"], "maxTotalFloatingIps": quotas["floating_ips"]["limit"],
             "totalCoresUsed": quotas["cores"]["in_use"], "totalInstancesUsed": quotas["instances"]["in_use"],
