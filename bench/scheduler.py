@@ -49,6 +49,7 @@ def main() -> None:
     os.environ["CLOUDMGR_AGENTS_IN_PROCESS"] = "true"
     os.environ["CLOUDMGR_COMPUTE_DRIVER"] = "fake"
     os.environ["CLOUDMGR_LOG_LEVEL"] = "WARNING"
+    os.environ["CLOUDMGR_LIMIT_SERVER_GROUPS"] = "-1"  # one project holds the 100 groups of 10
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudmgr.settings")
     import logging
 
