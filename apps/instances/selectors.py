@@ -514,21 +514,21 @@ class ProjectUsage:
     def total_hours(self) -> float:
         return sum(s.hours for s in self.servers)
 
-    def total(self, size: str) -> float:
-        """Hours times ``vcpus``, ``memory_mib`` or ``local_gb``, summed over the servers."""
-        return sum(s.hours * (s.local_gb if size == "local_gb" else getattr(s.instance, size)) for s in self.servers)
-
     @property
     def vcpu_hours(self) -> float:
-        return self.total("vcpus")
+        return sum(s.hours * s.instance.vcpus for s in self.servers)
+
+    @property
+    def ram_mib_hours(self) -> float:
+        return sum(s.hours * s.instance.memory_mib for s in self.servers)
 
     @property
     def ram_gib_hours(self) -> float:
-        return self.total("memory_mib") / 1024
+        return self.ram_mib_hours / 1024
 
     @property
     def disk_gb_hours(self) -> float:
-        return self.total("local_gb")
+        return sum(s.hours * s.local_gb for s in self.servers)
 
 
 def _hours_in(instance: Instance, start: datetime, stop: datetime) -> float:

@@ -274,11 +274,13 @@ def _check_description(description: str | None) -> str | None:
     return description
 
 
+NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
+
+
 def _no_valid_host(instance: Instance, detail: str = "") -> None:
     Instance.objects.filter(pk=instance.pk).update(vm_state=VmState.ERROR, task_state=None, updated_at=timezone.now())
     instance.vm_state, instance.task_state = VmState.ERROR, None
-    _fault(instance=instance, code=500,
-           message="No valid host was found. There are not enough hosts available." + detail)
+    _fault(instance=instance, code=500, message=NO_VALID_HOST + detail)
     _action_finish(instance=instance, action="create", result="Error", message="No valid host was found.")
 
 
@@ -877,7 +879,7 @@ def instance_unshelve(*, instance: Instance, user: User | None, request_id: str 
         action = _begin(instance=instance, transition=TRANSITIONS["unshelve"], user=user, request_id=request_id)
         host = scheduler.claim(instance, instance.server_groups.first())
         if host is None:
-            message = "No valid host was found. There are not enough hosts available."
+            message = NO_VALID_HOST
             Instance.objects.filter(pk=instance.pk).update(task_state=None, updated_at=timezone.now())
             instance.task_state = None
             _fault(instance=instance, message=message)

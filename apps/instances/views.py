@@ -319,12 +319,12 @@ def instance_usage(request, *, project):
     month so far unless the form asks for other days."""
     now = timezone.now()
     today = now.astimezone(UTC).date()
-    form = UsagePeriodForm(request.GET if request.GET else None,
-                           initial={"start": today.replace(day=1), "end": today})
+    this_month = {"start": today.replace(day=1), "end": today}
+    form = UsagePeriodForm(request.GET if request.GET else None, initial=this_month)
     report = None
     if not form.is_bound or form.is_valid():
-        first, last = (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (
-            today.replace(day=1), today)
+        period = form.cleaned_data if form.is_bound else this_month
+        first, last = period["start"], period["end"]
         start = datetime.combine(first, time.min, tzinfo=UTC)
         stop = min(datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC), now)
         reports = selectors.usage_report(user=request.user, project=project, start=start, stop=stop,

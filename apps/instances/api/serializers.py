@@ -400,8 +400,8 @@ def server_usage_body(usage: ServerUsage, *, now) -> dict:
 def project_usage_body(report: ProjectUsage, *, detailed: bool = True) -> dict:
     body = {
         "tenant_id": report.project_id, "start": _naive_utc(report.start), "stop": _naive_utc(report.stop),
-        "total_hours": report.total_hours, "total_vcpus_usage": report.total("vcpus"),
-        "total_memory_mb_usage": report.total("memory_mib"), "total_local_gb_usage": report.total("local_gb"),
+        "total_hours": report.total_hours, "total_vcpus_usage": report.vcpu_hours,
+        "total_memory_mb_usage": report.ram_mib_hours, "total_local_gb_usage": report.disk_gb_hours,
     }
     if detailed:
         now = timezone.now()

@@ -856,7 +856,7 @@ def _usage_time(value: str | None, now: datetime) -> datetime:
             parsed = datetime.strptime(value, fmt)
         except ValueError:
             continue
-        return parsed.replace(tzinfo=UTC) if parsed.utcoffset() is None else parsed
+        return parsed.replace(tzinfo=UTC)  # none of the formats carries an offset
     raise ValidationError(f"Invalid datetime string: {value!r} is not in the format YYYY-MM-DDTHH:MM:SS[.ffffff].")
 
 
