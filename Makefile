@@ -27,8 +27,8 @@ run: host venv image bootstrap
 	exec $(BIN)/honcho start -f Procfile
 
 test: host-test venv image
-	@echo "== concurrency tests on PostgreSQL"
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m concurrency -q -p no:cacheprovider
+	@echo "== concurrency and database dialect tests on PostgreSQL"
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m "concurrency or database" -q -p no:cacheprovider
 	@echo "== the whole suite (SQLite)"
 	$(BIN)/python -m pytest -p no:cacheprovider
 

@@ -1,9 +1,12 @@
 """Abstract base models shared by every app."""
 
+import re
 import uuid
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import models
+from django.db import DataError, connection, models, transaction
+
+from cloudmgr.exceptions import ValidationError
 
 
 class BaseModel(models.Model):
@@ -37,3 +40,22 @@ def filter_pk(queryset: models.QuerySet, value) -> models.QuerySet:
 def first_by_name_or_id(queryset: models.QuerySet, name_or_id: str):
     """What OpenStack clients mean by NAME_OR_ID: a name first, then an id; None if neither."""
     return queryset.filter(name=name_or_id).first() or filter_pk(queryset, name_or_id).first()
+
+
+def checked_regex(label: str, pattern: str) -> str:
+    """The pattern, if the database's regex dialect takes it; else a 400 that names the filter.
+
+    On SQLite Django's REGEXP is Python's ``re``; PostgreSQL's ``~`` has its own dialect, which
+    refuses some patterns Python takes (``a++``, ``(?P<n>x)``), so it is asked too (in a savepoint:
+    a refused pattern must not abort the request's transaction)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValidationError(f"Invalid regular expression for {label}: {exc}") from None
+    if connection.vendor == "postgresql":
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT '' ~ %s", [pattern])
+        except DataError as exc:
+            raise ValidationError(f"Invalid regular expression for {label}: {str(exc).strip()}") from None
+    return pattern

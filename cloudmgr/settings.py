@@ -87,6 +87,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "cloudmgr.api.middleware.RequestIdMiddleware",
+    "cloudmgr.api.middleware.DatabaseRefusalMiddleware",
 ]
 
 ROOT_URLCONF = "cloudmgr.urls"
@@ -169,7 +170,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["cloudmgr.api.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["cloudmgr.api.permissions.ProjectRolePermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["cloudmgr.api.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "cloudmgr.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

@@ -17,7 +17,7 @@ from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
 from cloudmgr.exceptions import NotFound, PermissionDenied, ServiceUnavailable, ValidationError
-from cloudmgr.models import filter_pk
+from cloudmgr.models import checked_regex, filter_pk
 from cloudmgr.rpc import agent_call
 
 
@@ -93,14 +93,6 @@ ADMIN_SERVER_FILTERS = {
 }
 
 
-def _checked_regex(name: str, pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValidationError(f"Invalid regular expression for {name}: {exc}") from None
-    return pattern
-
-
 def _admin_filter(name: str, value: str) -> Q:
     field, match = ADMIN_SERVER_FILTERS[name]
     if match == "exact":
@@ -108,7 +100,7 @@ def _admin_filter(name: str, value: str) -> Q:
     if match == "uuid":
         uuid = _uuid_or_none(value)
         return Q(**{field: uuid}) if uuid else Q(pk__in=[])  # matches nothing
-    pattern = _checked_regex(name, value)
+    pattern = checked_regex(name, value)
     if match == "regex":
         return Q(**{f"{field}__regex": pattern})
     matches = Q(pk__in=[])  # config_drive: "False" matches neither "True" nor ""
@@ -156,7 +148,7 @@ def instance_list(*, user: User, project: Project, status: str | None = None, na
     if status:
         instances = instances.filter(vm_state__in=vm_states_for_status(status))
     if name:
-        instances = instances.filter(name__regex=_checked_regex("name", name))
+        instances = instances.filter(name__regex=checked_regex("name", name))
     if reservation_id:
         instances = instances.filter(reservation_id=reservation_id)
     if ip is not None or ip6 is not None:

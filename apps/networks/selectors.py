@@ -2,7 +2,6 @@
 project's objects, plus shared and external networks (and their subnets) read-only, and the
 ports of their own networks. Anything else is 404, as if it did not exist."""
 
-import re
 import uuid
 from dataclasses import dataclass
 
@@ -25,8 +24,8 @@ from apps.networks.models import (
 from apps.networks.states import OWNER_COMPUTE
 from apps.tenants.models import Project, Quota, Resource, User
 from apps.tenants.selectors import is_cloud_admin
-from cloudmgr.exceptions import ApplicationError, ValidationError
-from cloudmgr.models import filter_pk
+from cloudmgr.exceptions import ApplicationError
+from cloudmgr.models import checked_regex, filter_pk
 
 
 def viewer_is_admin(user: User | None) -> bool:
@@ -320,10 +319,7 @@ def server_ids_by_address(*, ip: str | None = None, ip6: str | None = None) -> s
     for version, pattern in ((4, ip), (6, ip6)):
         if pattern is None:
             continue
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValidationError(f"Invalid regular expression for ip{'6' if version == 6 else ''}: {exc}") from None
+        checked_regex("ip6" if version == 6 else "ip", pattern)
         devices = (IPAllocation.objects.filter(port__device_owner=OWNER_COMPUTE, subnet__ip_version=version,
                                                ip_address__regex=pattern).values_list("port__device_id", flat=True))
         ids = set()

@@ -8,16 +8,15 @@ reader in CHUNK pieces, so memory never grows with an image's size.
 from django.http import FileResponse, HttpResponse
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.images import selectors, services
+from apps.images import selectors, services, tickets
 from apps.images.api import serializers as s
-from apps.images import tickets
 from apps.images.api.authentication import ImageTicket, ImageTicketAuthentication, TicketOrProjectRole
 from apps.images.uploads import CHUNK, UploadInterrupted, request_body
 from cloudmgr.api.authentication import TokenAuthentication
+from cloudmgr.api.parsers import JSONParser
 from cloudmgr.api.versions import UPDATED, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet
 from cloudmgr.exceptions import ApplicationError, ValidationError
