@@ -257,8 +257,8 @@ def _printable(text: str) -> bool:
     return all(category[0] not in "CZ" or category == "Zs" for category in map(unicodedata.category, text))
 
 
-def _check_name(name: str) -> str:
-    name = name.strip()
+def _check_name(name) -> str:
+    name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > 255 or not _printable(name):
         raise ValidationError("An instance needs a name of 1 to 255 printable characters.")
     return name

@@ -158,6 +158,9 @@ def test_server_update_metadata_actions_and_filters(world):
         "metadata": {"z": "9"}}
     resp = c.put(f"{V}/servers/{sid}", {"server": {"name": "renamed"}}, format="json")
     assert resp.status_code == 200 and resp.json()["server"]["name"] == "renamed"
+    for bad in (5, ["x"], " "):
+        resp = c.put(f"{V}/servers/{sid}", {"server": {"name": bad}}, format="json")
+        assert resp.status_code == 400 and "needs a name" in resp.json()["badRequest"]["message"]
     c.post(f"{V}/servers/{sid}/action", {"os-stop": None}, format="json")
     actions = c.get(f"{V}/servers/{sid}/os-instance-actions").json()["instanceActions"]
     assert [a["action"] for a in actions] == ["stop", "create"]
