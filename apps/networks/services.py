@@ -1175,7 +1175,7 @@ def router_update(*, router: Router, user: User | None, project: Project | None,
     if unknown:
         raise bad_request(f"Cannot update read-only attribute {', '.join(sorted(unknown))}.")
     with transaction.atomic():
-        router = Router.objects.select_for_update().select_related("gateway_port").get(pk=router.pk)
+        router = Router.objects.select_for_update(of=("self",)).select_related("gateway_port").get(pk=router.pk)
         sync = Sync().router(router)
         fields = []
         for key in ("name", "description"):
@@ -1460,7 +1460,8 @@ def floating_ip_update(*, fip: FloatingIP, user: User | None, project: Project |
     if unknown:
         raise bad_request(f"Cannot update read-only attribute {', '.join(sorted(unknown))}.")
     with transaction.atomic():
-        fip = FloatingIP.objects.select_for_update().select_related("floating_network", "router").get(pk=fip.pk)
+        fip = (FloatingIP.objects.select_for_update(of=("self",)).select_related("floating_network", "router")
+               .get(pk=fip.pk))
         sync = Sync()
         fields = []
         if "description" in changes:
@@ -1483,7 +1484,8 @@ def floating_ip_update(*, fip: FloatingIP, user: User | None, project: Project |
 def floating_ip_delete(*, fip: FloatingIP, user: User | None, project: Project | None) -> None:
     _require_owner(user, project, fip, "floating IP")
     with transaction.atomic():
-        fip = FloatingIP.objects.select_for_update().select_related("router", "floating_port").get(pk=fip.pk)
+        fip = (FloatingIP.objects.select_for_update(of=("self",)).select_related("router", "floating_port")
+               .get(pk=fip.pk))
         sync = Sync()
         if fip.router is not None:
             sync.router(fip.router)

@@ -291,6 +291,7 @@ def test_subnet_create_full_and_errors(world, objects):
                                                          "cidr": "10.6.0.0/24"}}, format="json"), 404)
 
 
+@pytest.mark.database
 def test_router_actions(world, objects):
     c = client(world.token(world.member))
     router, subnet = objects["routers"], objects["subnets"]
@@ -311,6 +312,7 @@ def test_router_actions(world, objects):
     neutron_error(c.post(f"{API}/routers", {"router": {"routes": []}}, format="json"), 400)
 
 
+@pytest.mark.database
 def test_floating_ip_api(world, objects):
     c = client(world.token(world.member))
     ext, port = objects["external"], objects["ports"]

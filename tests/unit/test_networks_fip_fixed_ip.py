@@ -11,7 +11,7 @@ from apps.networks.states import Status
 from cloudmgr.exceptions import ApplicationError
 from tests.unit.conftest import make_routed_network
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.database]  # row locks: also on PostgreSQL
 
 API = "/network/v2.0"
 

@@ -291,6 +291,7 @@ def test_router_interface_by_port(world, host):
     assert kind(exc) == "PortInUse"
 
 
+@pytest.mark.database
 def test_static_routes_need_a_connected_nexthop(world, host, net):
     ext, network, subnet, router = topology(world)
     routes = [{"destination": "192.168.50.0/24", "nexthop": "10.0.0.10"}]
@@ -309,6 +310,7 @@ def test_static_routes_need_a_connected_nexthop(world, host, net):
     assert router.routes == more
 
 
+@pytest.mark.database
 def test_gateway_attributes_are_for_admins(world, host):
     ext = public(world)
     for info in ({"network_id": str(ext.pk), "enable_snat": False},
@@ -326,6 +328,7 @@ def test_gateway_attributes_are_for_admins(world, host):
                                changes={"external_gateway_info": {"network_id": str(network.pk)}})
 
 
+@pytest.mark.database
 def test_floating_ip_associates_through_the_router_and_goes_active(world, host, net):
     ext, network, subnet, router = topology(world)
     port = services.port_create(user=world.member, project=world.project, network=network)
@@ -347,6 +350,7 @@ def test_floating_ip_associates_through_the_router_and_goes_active(world, host, 
     assert not Port.objects.filter(network=ext, device_owner="network:floatingip").exists()
 
 
+@pytest.mark.database
 def test_floating_ip_needs_a_router_to_the_port_and_one_per_fixed_ip(world, host):
     ext = public(world)
     network, subnet = private(world)
@@ -394,6 +398,7 @@ def test_floating_ip_quota(world, host):
     assert exc.value.status_code == 409 and kind(exc) == "OverQuota"
 
 
+@pytest.mark.database
 def test_agent_failure_marks_the_router_error(world, host, net):
     ext, network, subnet, router = topology(world)
     net.fail_next("router_sync", "no external bridge")
