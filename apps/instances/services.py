@@ -31,6 +31,7 @@ from apps.images.models import Image, ImageStatus
 from apps.images.selectors import image_ref
 from apps.instances import scheduler
 from apps.instances.models import (
+    FLAVOR_MAX_INT,
     Flavor,
     Instance,
     InstanceAction,
@@ -1139,6 +1140,8 @@ def flavor_create(*, name: str, vcpus: int, ram: int, disk: int, flavor_id: str 
         raise ValidationError("A flavor needs a name of 1 to 255 characters.")
     if vcpus < 1 or ram < 1 or disk < 0 or ephemeral < 0 or swap < 0 or rxtx_factor <= 0:
         raise ValidationError("A flavor needs vcpus >= 1, ram >= 1 MiB, and no negative disk, ephemeral or swap.")
+    if max(vcpus, ram, disk, ephemeral, swap) > FLAVOR_MAX_INT:
+        raise ValidationError(f"A flavor's vcpus, ram, disk, ephemeral and swap are at most {FLAVOR_MAX_INT}.")
     flavor_id = str(flavor_id) if flavor_id not in (None, "", "auto") else str(uuid.uuid4())
     if Flavor.objects.filter(Q(pk=flavor_id) | Q(name=name)).exists():
         raise Conflict(f"Flavor with name {name} or id {flavor_id} already exists.")

@@ -39,6 +39,9 @@ def test_flavor_admin_create_extra_specs_private_access_delete(world):
     resp = admin.post(f"{V}/flavors", body, format="json")
     assert resp.status_code == 200 and set(resp.json()["flavor"]) == FLAVOR_KEYS
     assert admin.post(f"{V}/flavors", body, format="json").status_code == 409
+    too_big = {"flavor": {**body["flavor"], "id": "big", "name": "big", "ram": 2**31}}
+    resp = admin.post(f"{V}/flavors", too_big, format="json")
+    assert resp.status_code == 400 and "at most 2147483647" in resp.json()["badRequest"]["message"]
     assert member.get(f"{V}/flavors/p1").status_code == 404  # private, not shared
     resp = admin.post(f"{V}/flavors/p1/action", {"addTenantAccess": {"tenant": world.project.pk.hex}}, format="json")
     assert resp.json()["flavor_access"] == [{"flavor_id": "p1", "tenant_id": world.project.pk.hex}]

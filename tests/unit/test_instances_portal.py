@@ -164,6 +164,8 @@ def test_admin_host_and_flavor_pages(client, world):
     assert Host.objects.get(hostname="node1").status == "disabled"
     client.post("/instances/hosts/node1/toggle/", {"enable": "1"})
     assert Host.objects.get(hostname="node1").status == "enabled"
+    r = client.post("/instances/flavors/", {"name": "x1", "vcpus": 1, "ram": 2**31, "disk": 1, "is_public": "on"})
+    assert r.status_code == 200 and "less than or equal to 2147483647" in r.content.decode()  # the database's int
     r = client.post("/instances/flavors/", {"name": "x1", "vcpus": 1, "ram": 64, "disk": 1, "is_public": "on"})
     assert r.status_code == 302
     from apps.instances.models import Flavor
