@@ -8,6 +8,10 @@ from django.db import DataError, connection, models, transaction
 
 from cloudmgr.exceptions import ValidationError
 
+# The largest value of an integer column on every engine (SQLite's are wider, PostgreSQL's are
+# not): the bound Nova, Cinder and Neutron put on quotas, flavor sizes and the like.
+INT_MAX = 2**31 - 1
+
 
 class BaseModel(models.Model):
     """A UUID primary key (as OpenStack's ids) and timestamps."""

@@ -7,9 +7,9 @@ from django.template.defaultfilters import filesizeformat
 
 from apps.images.models import ImageStatus
 from apps.images.selectors import image_list
-from apps.instances.models import FLAVOR_MAX_INT
 from apps.instances.selectors import flavor_list, keypair_list
 from apps.networks.selectors import network_list
+from cloudmgr.models import INT_MAX
 
 _INPUT = {"class": "form-control"}
 _MONO = {"class": "form-control font-monospace"}
@@ -139,11 +139,11 @@ class KeypairImportForm(forms.Form):
 
 class FlavorForm(forms.Form):
     name = forms.CharField(max_length=255, widget=forms.TextInput(attrs=_INPUT))
-    vcpus = forms.IntegerField(min_value=1, max_value=FLAVOR_MAX_INT, label="vCPUs",
+    vcpus = forms.IntegerField(min_value=1, max_value=INT_MAX, label="vCPUs",
                                widget=forms.NumberInput(attrs=_INPUT))
-    ram = forms.IntegerField(min_value=1, max_value=FLAVOR_MAX_INT, label="RAM (MiB)",
+    ram = forms.IntegerField(min_value=1, max_value=INT_MAX, label="RAM (MiB)",
                              widget=forms.NumberInput(attrs=_INPUT))
-    disk = forms.IntegerField(min_value=0, max_value=FLAVOR_MAX_INT, label="Root disk (GB)",
+    disk = forms.IntegerField(min_value=0, max_value=INT_MAX, label="Root disk (GB)",
                               widget=forms.NumberInput(attrs=_INPUT))
     is_public = forms.BooleanField(required=False, initial=True, label="Public",
                                    widget=forms.CheckboxInput(attrs={"class": "form-check-input"}))

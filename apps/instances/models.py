@@ -11,9 +11,6 @@ def _flavor_id() -> str:
     return str(uuid.uuid4())
 
 
-FLAVOR_MAX_INT = 2**31 - 1  # Nova's bound for a flavor's numbers: the database's integer
-
-
 class Flavor(models.Model):
     """Nova flavor. Ids are free strings in Nova ("1", "m1.tiny" or a UUID)."""
 

@@ -31,7 +31,6 @@ from apps.images.models import Image, ImageStatus
 from apps.images.selectors import image_ref
 from apps.instances import scheduler
 from apps.instances.models import (
-    FLAVOR_MAX_INT,
     Flavor,
     Instance,
     InstanceAction,
@@ -79,6 +78,7 @@ from cloudmgr.exceptions import (
     ServiceUnavailable,
     ValidationError,
 )
+from cloudmgr.models import INT_MAX
 from cloudmgr.rpc import agent_call, agent_cast
 
 logger = logging.getLogger(__name__)
@@ -1140,8 +1140,8 @@ def flavor_create(*, name: str, vcpus: int, ram: int, disk: int, flavor_id: str 
         raise ValidationError("A flavor needs a name of 1 to 255 characters.")
     if vcpus < 1 or ram < 1 or disk < 0 or ephemeral < 0 or swap < 0 or rxtx_factor <= 0:
         raise ValidationError("A flavor needs vcpus >= 1, ram >= 1 MiB, and no negative disk, ephemeral or swap.")
-    if max(vcpus, ram, disk, ephemeral, swap) > FLAVOR_MAX_INT:
-        raise ValidationError(f"A flavor's vcpus, ram, disk, ephemeral and swap are at most {FLAVOR_MAX_INT}.")
+    if max(vcpus, ram, disk, ephemeral, swap) > INT_MAX:
+        raise ValidationError(f"A flavor's vcpus, ram, disk, ephemeral and swap are at most {INT_MAX}.")
     flavor_id = str(flavor_id) if flavor_id not in (None, "", "auto") else str(uuid.uuid4())
     if Flavor.objects.filter(Q(pk=flavor_id) | Q(name=name)).exists():
         raise Conflict(f"Flavor with name {name} or id {flavor_id} already exists.")

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from apps.networks.errors import bad_request
 from apps.networks.models import FloatingIP, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet
+from cloudmgr.models import INT_MAX
 
 # Query parameters of every list that are not filters.
 CONTROL_PARAMS = {"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir"}
@@ -31,7 +32,10 @@ def to_uuid(value: str):
 
 
 def to_int(value: str) -> int:
-    return int(value)
+    number = int(value)
+    if abs(number) > INT_MAX:  # no column holds it (and SQLite cannot even compare it)
+        raise ValueError(f"{value} is out of range")
+    return number
 
 
 def to_project(value: str):

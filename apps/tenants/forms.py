@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apps.tenants.models import Role
 from apps.tenants.selectors import project_list_visible, role_list, user_list
+from cloudmgr.models import INT_MAX
 
 def _text(**attrs) -> forms.TextInput:
     return forms.TextInput(attrs={"class": "form-control", "autocomplete": "off", **attrs})
@@ -25,7 +26,8 @@ class QuotaLimitForm(forms.Form):
     """One quota's new limit; -1 means unlimited."""
 
     resource = forms.CharField(widget=forms.HiddenInput)
-    limit = forms.IntegerField(min_value=-1, widget=forms.NumberInput(attrs={"class": "form-control form-control-sm"}))
+    limit = forms.IntegerField(min_value=-1, max_value=INT_MAX,
+                               widget=forms.NumberInput(attrs={"class": "form-control form-control-sm"}))
 
 
 class UserCreateForm(forms.Form):

@@ -42,6 +42,7 @@ from cloudmgr.exceptions import (
     QuotaExceeded,
     ValidationError,
 )
+from cloudmgr.models import INT_MAX
 
 _UNSET = object()
 
@@ -135,8 +136,8 @@ def project_delete(*, project: Project) -> None:
 def quota_set(*, project: Project, resource: str, limit: int) -> Quota:
     if resource not in Resource.values:
         raise ValidationError(f"Unknown quota resource {resource}.")
-    if limit < -1:
-        raise ValidationError("A quota limit is -1 (unlimited) or more.")
+    if not -1 <= limit <= INT_MAX:
+        raise ValidationError(f"A quota limit is -1 (unlimited) or 0 to {INT_MAX}.")
     quota, _ = Quota.objects.update_or_create(project=project, resource=resource, defaults={"limit": limit})
     return quota
 

@@ -103,6 +103,8 @@ def test_limits_zones_quota_sets(world):
     admin = api(world, world.admin)
     assert admin.put(f"{V}/os-quota-sets/{pid}", {"quota_set": {"instances": 3}},
                      format="json").json()["quota_set"]["instances"] == 3
+    resp = admin.put(f"{V}/os-quota-sets/{pid}", {"quota_set": {"cores": 2**31}}, format="json")
+    assert resp.status_code == 400 and "-1 (unlimited) or 0 to 2147483647" in resp.json()["badRequest"]["message"]
     assert c.get(f"{V}/os-quota-sets/{world.other_project.pk.hex}").status_code == 403
 
 

@@ -215,6 +215,7 @@ def test_filters_fields_sorting_and_paging(world, objects):
     assert names(c.get(f"{API}/networks?tenant_id={world.other_project.pk.hex}")) == []
     neutron_error(c.get(f"{API}/networks?colour=blue"), 400)
     neutron_error(c.get(f"{API}/networks?shared=perhaps"), 400)
+    assert "out of range" in neutron_error(c.get(f"{API}/networks?mtu={10**30}"), 400)["message"]
     only = c.get(f"{API}/networks?name=net0&fields=id&fields=name").json()["networks"]
     assert only == [{"id": only[0]["id"], "name": "net0"}]
     assert set(c.get(f"{API}/networks/{objects['networks'].pk}?fields=mtu").json()["network"]) == {"mtu"}
@@ -362,6 +363,9 @@ def test_quotas(world, objects):
     assert resp.json()["quota"]["network"] == 2 and resp.json()["quota"]["port"] == 3
     neutron_error(c.post(f"{API}/networks", {"network": {"name": "one-too-many"}}, format="json"), 409, "OverQuota")
     neutron_error(admin.put(f"{API}/quotas/{world.project.pk.hex}", {"quota": {"router": 5}}, format="json"), 400)
+    too_many = {"quota": {"network": 7, "port": 10**30}}  # all or nothing: the network quota stays 2
+    neutron_error(admin.put(f"{API}/quotas/{world.project.pk.hex}", too_many, format="json"), 400)
+    assert c.get(f"{API}/quotas/{world.project.pk.hex}").json()["quota"]["network"] == 2
     listed = admin.get(f"{API}/quotas").json()["quotas"]
     assert [q["project_id"] for q in listed] == [world.project.pk.hex]
     assert admin.delete(f"{API}/quotas/{world.project.pk.hex}").status_code == 204

@@ -389,6 +389,8 @@ def test_quota_sets_show_usage_and_only_admins_change_them(world, objects):
     admin = client(world.token(world.admin, world.project), LATEST)
     resp = admin.put(f"{url}/os-quota-sets/{world.project.pk.hex}", {"quota_set": {"volumes": 5}}, format="json")
     assert resp.json()["quota_set"]["volumes"] == 5
+    assert "0 to 2147483647" in fault(admin.put(f"{url}/os-quota-sets/{world.project.pk.hex}",
+                                                {"quota_set": {"volumes": 10**30}}, format="json"), 400)
     assert "Bad key" in fault(admin.put(f"{url}/os-quota-sets/{world.project.pk.hex}",
                                         {"quota_set": {"cores": 5}}, format="json"), 400)
     limits = alice.get(f"{url}/limits").json()["limits"]["absolute"]
