@@ -797,9 +797,9 @@ def instance_create_backup(*, instance: Instance, user: User, name: str, backup_
     none."""
     if not isinstance(backup_type, str):
         raise ValidationError("Invalid input for field/attribute backup_type: it must be a string.")
-    if isinstance(rotation, bool) or not isinstance(rotation, int) or rotation < 0:
+    if isinstance(rotation, bool) or not isinstance(rotation, int) or not 0 <= rotation <= INT_MAX:
         raise ValidationError(f"Invalid input for field/attribute rotation. Value: {rotation}. "
-                              "It must be a non-negative integer.")
+                              f"It must be an integer from 0 to {INT_MAX}.")
     if server_boot_volume(instance=instance) is not None:
         raise ValidationError("Backup is not supported for volume-backed instances.")
     return _image_of_instance(instance=instance, user=user, name=name, metadata=metadata, request_id=request_id,

@@ -330,6 +330,7 @@ def test_create_backup_bodies_states_and_access(world, vm, fake_driver):
         {"createBackup": {"name": "b", "rotation": 1}},
         {"createBackup": {"backup_type": "daily", "rotation": 1}},
         {"createBackup": {"name": "b", "backup_type": "daily", "rotation": -1}},
+        {"createBackup": {"name": "b", "backup_type": "daily", "rotation": 2**31}},  # no column holds it
         {"createBackup": {"name": "b", "backup_type": "daily", "rotation": "one"}},
         {"createBackup": {"name": "b", "backup_type": "daily", "rotation": True}},
         {"createBackup": {"name": "b", "backup_type": 7, "rotation": 1}},
