@@ -74,9 +74,10 @@ def exception_handler(exc, context):
             headers["WWW-Authenticate"] = 'Keystone uri="/identity/v3"'
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
-    elif isinstance(exc, DataError):
-        # A value the database refuses (SQL's data exceptions: too long, out of range, a NUL) is
-        # bad input that validation let through: the client's 400, logged so the gap gets closed.
+    elif isinstance(exc, (DataError, OverflowError)):
+        # A value the database refuses (SQL's data exceptions: too long, out of range, a NUL; on
+        # SQLite an integer wider than 64 bits is an OverflowError before any SQL) is bad input
+        # that validation let through: the client's 400, logged so the gap gets closed.
         logger.warning("the database refused a value of %s %s: %s", context["request"].method,
                        context["request"].path, exc)
         status, message = 400, f"Invalid input: {str(exc).strip()}"

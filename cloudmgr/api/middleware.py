@@ -18,9 +18,9 @@ class RequestIdMiddleware:
 
 
 class DatabaseRefusalMiddleware:
-    """A value the database refuses (a NUL in a name, a number out of range) that reached a portal
-    view: Django's 400 page, not a 500. API views answer it in their service's error body
-    (cloudmgr.api.errors). Django logs the 400 with its traceback."""
+    """A value the database refuses (a NUL in a name, a number out of range: on SQLite an
+    OverflowError) that reached a portal view: Django's 400 page, not a 500. API views answer it in
+    their service's error body (cloudmgr.api.errors). Django logs the 400 with its traceback."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -29,6 +29,6 @@ class DatabaseRefusalMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, DataError):
+        if isinstance(exception, (DataError, OverflowError)):
             raise BadRequest(str(exception).strip()) from exception
         return None

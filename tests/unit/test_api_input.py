@@ -4,11 +4,14 @@ Marked `database`: `make test` runs these on PostgreSQL too, which refuses a NUL
 text and jsonb where SQLite stores it."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
-from django.db import connection
-from django.test import Client
+from django.db import DataError, connection
+from django.test import Client, RequestFactory
 from rest_framework.test import APIClient
+
+from cloudmgr.api.errors import exception_handler
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.database]
 
@@ -69,3 +72,12 @@ def test_a_value_the_database_refuses_in_a_path_or_query_is_a_400(world):
         assert resp.status_code == 400 and b"Bad request" in resp.content
     else:
         assert resp.status_code in (302, 404)
+
+
+@pytest.mark.parametrize("refusal", [DataError("value too long for type character varying(255)"),
+                                     OverflowError("Python int too large to convert to SQLite INTEGER")])
+def test_what_either_engine_refuses_is_the_services_400(refusal):
+    """The net under validation: PostgreSQL's data exceptions and SQLite's integer overflow."""
+    request = RequestFactory().get("/compute/v2.1/servers")
+    resp = exception_handler(refusal, {"view": SimpleNamespace(error_style="nova"), "request": request})
+    assert resp.status_code == 400 and resp.data["badRequest"]["message"] == f"Invalid input: {refusal}"
