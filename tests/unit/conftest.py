@@ -9,12 +9,17 @@ from agents.compute.driver import reset_driver
 from agents.compute.fake import FakeDriver
 from agents.network.driver import get_network_driver, reset_network_driver
 from agents.network.fake import FakeNetworkDriver
+from agents.storage.volumes import reset_volume_driver
+from agents.storage.volumes.fake import FakeVolumeDriver
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus, Visibility
-from apps.instances.models import Flavor
+from apps.instances import services as compute_services
+from apps.instances.models import Flavor, Instance
 from apps.networks import services as network_services
 from apps.tenants.models import Project, Role, User
 from apps.tenants.services import project_create, role_grant, token_issue
+from apps.volumes import services as volume_services
+from apps.volumes.models import Message, Volume
 
 
 @pytest.fixture(autouse=True)
@@ -115,3 +120,60 @@ def world(db) -> World:
         visibility=Visibility.PUBLIC, size=20 * 1024 * 1024, virtual_size=64 * 1024 * 1024,
     )
     return World(project, other, admin, member, reader, outsider, flavor, image)
+
+
+def ensure_host(hostname: str = "node1") -> Host:
+    return Host.objects.filter(hostname=hostname).first() or make_host(hostname)
+
+
+@pytest.fixture
+def fake_storage():
+    """The fake volume driver that the in-process storage agent tasks use."""
+    driver = FakeVolumeDriver(hostname="node1")
+    reset_volume_driver(driver)
+    yield driver
+    reset_volume_driver()
+
+
+@pytest.fixture
+def network_objects(world):
+    """One network object of each kind in project alpha (and the public network, the admin's)."""
+    ensure_host()
+    member = {"user": world.member, "project": world.project}
+    ext = network_services.network_create(user=world.admin, project=world.project, name="public", external=True,
+                                          network_type="flat", physical_network="public")
+    network_services.subnet_create(user=world.admin, project=world.project, network=ext, cidr="172.24.4.0/24",
+                                   enable_dhcp=False)
+    network = network_services.network_create(**member, name="private")
+    subnet = network_services.subnet_create(**member, network=network, cidr="10.0.0.0/24", name="private-subnet")
+    port = network_services.port_create(**member, network=network, name="p1")
+    router = network_services.router_create(**member, name="r1", external_gateway_info={"network_id": str(ext.pk)})
+    network_services.router_interface_add(router=router, **member, subnet_id=subnet.pk)
+    fip = network_services.floating_ip_create(**member, floating_network_id=ext.pk)
+    group = network_services.security_group_create(**member, name="web")
+    rule = network_services.security_group_rule_create(**member, group=group, direction="ingress", protocol="tcp",
+                                                       port_range_min=22, port_range_max=22)
+    return {"networks": network, "subnets": subnet, "ports": port, "routers": router, "floatingips": fip,
+            "security-groups": group, "security-group-rules": rule, "external": ext}
+
+
+@pytest.fixture
+def volume_objects(world, fake_storage):
+    """One volume object of each kind in project alpha, and the server one volume is attached to."""
+    ensure_host()
+    volume_services.volume_type_default_ensure()
+    volume = volume_services.volume_create(user=world.member, project=world.project, size=1, name="v1")
+    snapshot = volume_services.snapshot_create(volume=volume, user=world.member, name="s1")
+    backup = volume_services.backup_create(volume=Volume.objects.get(pk=volume.pk), user=world.member, name="b1")
+    vm = compute_services.instance_create(user=world.member, project=world.project, name="vm1", flavor=world.flavor,
+                                          image=world.image)
+    vm = Instance.objects.select_related("host").get(pk=vm.pk)
+    other = volume_services.volume_create(user=world.member, project=world.project, size=1, name="attached")
+    attachment = volume_services.volume_attach(volume=other, instance=vm, user=world.member)
+    spare = volume_services.volume_create(user=world.member, project=world.project, size=1, name="spare")
+    transfer, _ = volume_services.transfer_create(volume=spare, user=world.member, name="t1")
+    Message.objects.create(project=world.project, resource_type="VOLUME", resource_uuid=volume.pk,
+                           event_id="VOLUME_VOLUME_001_001", user_message="create volume: boom",
+                           expires_at="2099-01-01T00:00:00Z")
+    return {"volumes": volume, "snapshots": snapshot, "backups": backup, "attachments": attachment,
+            "os-volume-transfer": transfer, "messages": Message.objects.get(), "server": vm}

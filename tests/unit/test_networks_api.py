@@ -9,7 +9,6 @@ from rest_framework.test import APIClient
 
 from apps.networks import services
 from apps.networks.api.views import EXTENSIONS
-from tests.unit.conftest import make_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,27 +33,8 @@ def neutron_error(resp, status: int, type_: str | None = None) -> dict:
 
 
 @pytest.fixture
-def objects(world):
-    """One object of each kind in project alpha (and the public network, the admin's)."""
-    make_host()
-    ext = services.network_create(user=world.admin, project=world.project, name="public", external=True,
-                                  network_type="flat", physical_network="public")
-    services.subnet_create(user=world.admin, project=world.project, network=ext, cidr="172.24.4.0/24",
-                           enable_dhcp=False)
-    network = services.network_create(user=world.member, project=world.project, name="private")
-    subnet = services.subnet_create(user=world.member, project=world.project, network=network, cidr="10.0.0.0/24",
-                                    name="private-subnet")
-    port = services.port_create(user=world.member, project=world.project, network=network, name="p1")
-    router = services.router_create(user=world.member, project=world.project, name="r1",
-                                    external_gateway_info={"network_id": str(ext.pk)})
-    services.router_interface_add(router=router, user=world.member, project=world.project, subnet_id=subnet.pk)
-    fip = services.floating_ip_create(user=world.member, project=world.project, floating_network_id=ext.pk)
-    group = services.security_group_create(user=world.member, project=world.project, name="web")
-    rule = services.security_group_rule_create(user=world.member, project=world.project, group=group,
-                                               direction="ingress", protocol="tcp", port_range_min=22,
-                                               port_range_max=22)
-    return {"networks": network, "subnets": subnet, "ports": port, "routers": router, "floatingips": fip,
-            "security-groups": group, "security-group-rules": rule, "external": ext}
+def objects(network_objects):
+    return network_objects
 
 
 # A valid update body per collection (rules cannot be updated: Neutron has no PUT for them).

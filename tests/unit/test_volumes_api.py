@@ -7,23 +7,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from agents.storage.volumes import reset_volume_driver
-from agents.storage.volumes.fake import FakeVolumeDriver
-from apps.instances import services as compute
-from apps.instances.models import Instance
 from apps.volumes import services
 from apps.volumes.models import Message, Volume
-from tests.unit.conftest import make_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def storage():
-    driver = FakeVolumeDriver(hostname="node1")
-    reset_volume_driver(driver)
-    yield driver
-    reset_volume_driver()
+def storage(fake_storage):
+    return fake_storage
 
 
 def client(token=None, version: str | None = None) -> APIClient:
@@ -49,25 +41,8 @@ def fault(resp, status: int) -> str:
 
 
 @pytest.fixture
-def objects(world):
-    """One object of each kind in project alpha."""
-    make_host("node1")
-    services.volume_type_default_ensure()
-    volume = services.volume_create(user=world.member, project=world.project, size=1, name="v1")
-    snapshot = services.snapshot_create(volume=volume, user=world.member, name="s1")
-    backup = services.backup_create(volume=Volume.objects.get(pk=volume.pk), user=world.member, name="b1")
-    vm = compute.instance_create(user=world.member, project=world.project, name="vm1", flavor=world.flavor,
-                                 image=world.image)
-    vm = Instance.objects.select_related("host").get(pk=vm.pk)
-    other = services.volume_create(user=world.member, project=world.project, size=1, name="attached")
-    attachment = services.volume_attach(volume=other, instance=vm, user=world.member)
-    spare = services.volume_create(user=world.member, project=world.project, size=1, name="spare")
-    transfer, _ = services.transfer_create(volume=spare, user=world.member, name="t1")
-    Message.objects.create(project=world.project, resource_type="VOLUME", resource_uuid=volume.pk,
-                           event_id="VOLUME_VOLUME_001_001", user_message="create volume: boom",
-                           expires_at="2099-01-01T00:00:00Z")
-    return {"volumes": volume, "snapshots": snapshot, "backups": backup, "attachments": attachment,
-            "os-volume-transfer": transfer, "messages": Message.objects.get(), "server": vm}
+def objects(volume_objects):
+    return volume_objects
 
 
 # collection -> (a valid update body or None, a create body)

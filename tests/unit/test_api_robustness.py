@@ -1,0 +1,92 @@
+"""Every route of the five APIs, with every method, answers malformed input with a 4xx, never a
+500: bodies that are not objects, envelopes that are not objects, and each field of the
+resource's own body set to a value of the wrong type or out of range.
+
+The paths name real objects of each kind (an admin's token), so a request gets past the lookup to
+the validation and the service behind it."""
+
+import json
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SERVICES = re.compile(r"^(compute|image|network|volume|identity)/")
+JUNK = [[1], {"a": 1}, 10**30, "a" * 300]
+BODIES = [[], "x", None, {"a": 1}]
+
+
+def routes(resolver=None, prefix=""):
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if isinstance(pattern, URLResolver):
+            yield from routes(pattern, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern)
+
+
+def path_of(route: str, ids: dict[str, str]) -> str | None:
+    """The route with its parameters filled from ``ids`` (by name, else by the collection before
+    it); None for a regex route that is not a plain path."""
+    segments = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"<\1>", route).strip("^$").replace("\\.", ".").split("/")
+    filled = []
+    for i, segment in enumerate(segments):
+        param = re.fullmatch(r"<(?:\w+:)?(\w+)>", segment)
+        if not param:
+            filled.append(segment)
+            continue
+        name = param.group(1)
+        filled.append(ids.get(name) or ids.get(segments[i - 1], "no-such-thing"))
+    path = "/" + "/".join(filled)
+    return None if re.search(r"[()\[\]?*+]", path) else path
+
+
+def bodies_for(client, path: str) -> list:
+    """The generic bad bodies, and the resource's own body with each field set to junk."""
+    bodies = list(BODIES)
+    shown = client.get(path)
+    if shown.status_code != 200 or not shown.get("Content-Type", "").startswith("application/json"):
+        return bodies
+    body = shown.json()
+    if isinstance(body, dict) and len(body) == 1 and isinstance(next(iter(body.values())), dict):
+        envelope, fields = next(iter(body.items()))
+        bodies += [{envelope: junk} for junk in JUNK]
+        bodies += [{envelope: {field: junk}} for field in fields for junk in JUNK]
+    elif isinstance(body, dict):
+        bodies += [{field: junk} for field in body for junk in JUNK]
+    return bodies
+
+
+def test_no_route_answers_malformed_input_with_a_500(world, network_objects, volume_objects):
+    c = APIClient(raise_request_exception=False)
+    c.credentials(HTTP_X_AUTH_TOKEN=world.token(world.admin))
+    server = str(volume_objects["server"].pk)
+    group = c.post("/compute/v2.1/os-server-groups", {"server_group": {"name": "g", "policies": ["affinity"]}},
+                   format="json").json()["server_group"]["id"]
+    c.post("/compute/v2.1/os-keypairs", {"keypair": {"name": "kp"}}, format="json")
+    c.put(f"/compute/v2.1/servers/{server}/tags/t1")
+    ids = {"project_id": world.project.pk.hex, "user_id": str(world.member.pk), "member_id": world.project.pk.hex,
+           "role_id": "member", "volume_id": str(volume_objects["volumes"].pk),
+           "port_id": str(network_objects["ports"].pk), "servers": server, "flavors": world.flavor.id,
+           "os-keypairs": "kp", "os-server-groups": group, "images": str(world.image.id), "tags": "t1",
+           "users": str(world.member.pk), "projects": world.project.pk.hex, "os-quota-sets": world.project.pk.hex,
+           "quotas": world.project.pk.hex}
+    ids |= {kind: str(obj.pk) for kind, obj in (network_objects | volume_objects).items() if kind != "server"}
+
+    failures, requests = [], 0
+    for route in routes():
+        path = SERVICES.match(route.lstrip("^")) and path_of(route, ids)
+        if not path:
+            continue
+        bodies = bodies_for(c, path)
+        for method in ("get", "post", "put", "patch", "delete"):
+            for body in bodies if method in ("post", "put", "patch") else [None]:
+                kwargs = {} if body is None else {"data": json.dumps(body), "content_type": "application/json"}
+                resp = getattr(c, method)(path, **kwargs)
+                requests += 1
+                if resp.status_code == 500:
+                    failures.append(f"{method.upper()} {path} {json.dumps(body)[:80]}")
+    assert requests > 2000  # the routes were found and filled
+    assert not failures, "\n".join(failures)
