@@ -3,8 +3,6 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from agents.storage.volumes import reset_volume_driver
-from agents.storage.volumes.fake import FakeVolumeDriver
 from apps.instances import services as compute
 from apps.volumes.models import Backup, Snapshot, Volume, VolumeType
 from tests.unit.conftest import make_host
@@ -13,11 +11,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def storage():
-    driver = FakeVolumeDriver(hostname="node1")
-    reset_volume_driver(driver)
-    yield driver
-    reset_volume_driver()
+def storage(fake_storage):
+    return fake_storage
 
 
 def run(*args) -> str:

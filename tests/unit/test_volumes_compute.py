@@ -5,8 +5,6 @@ block_device_mapping_v2, and what deleting the server does to its volumes."""
 import pytest
 from rest_framework.test import APIClient
 
-from agents.storage.volumes import reset_volume_driver
-from agents.storage.volumes.fake import FakeVolumeDriver
 from apps.instances import services as compute
 from apps.instances.models import Instance
 from apps.volumes import services
@@ -19,11 +17,8 @@ NOVA = "/compute/v2.1"
 
 
 @pytest.fixture(autouse=True)
-def storage():
-    driver = FakeVolumeDriver(hostname="node1")
-    reset_volume_driver(driver)
-    yield driver
-    reset_volume_driver()
+def storage(fake_storage):
+    return fake_storage
 
 
 def nova(token, version: str | None = None) -> APIClient:

@@ -6,8 +6,6 @@ Run on SQLite (IMMEDIATE transactions) in the main suite and on PostgreSQL (row 
 
 import pytest
 
-from agents.storage.volumes import reset_volume_driver
-from agents.storage.volumes.fake import FakeVolumeDriver
 from apps.instances import services as compute
 from apps.instances.models import Instance
 from apps.tenants.models import Quota
@@ -22,11 +20,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.concurrency]
 
 
 @pytest.fixture(autouse=True)
-def storage():
-    driver = FakeVolumeDriver(hostname="node1")
-    reset_volume_driver(driver)
-    yield driver
-    reset_volume_driver()
+def storage(fake_storage):
+    return fake_storage
 
 
 def in_use(project, resource: str) -> int:

@@ -5,8 +5,6 @@ fragments; readers and other projects."""
 import pytest
 from django.test import Client
 
-from agents.storage.volumes import reset_volume_driver
-from agents.storage.volumes.fake import FakeVolumeDriver
 from apps.instances import services as compute
 from apps.instances.models import Instance
 from apps.volumes import services
@@ -17,11 +15,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def storage():
-    driver = FakeVolumeDriver(hostname="node1")
-    reset_volume_driver(driver)
-    yield driver
-    reset_volume_driver()
+def storage(fake_storage):
+    return fake_storage
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ detach, boot from volume, delete on termination)."""
 
 import pytest
 
-from agents.storage.volumes import reset_volume_driver
-from agents.storage.volumes.fake import FakeVolumeDriver
 from apps.instances import services as compute
 from apps.instances.models import Instance
 from apps.instances.states import VmState
@@ -21,12 +19,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def storage():
+def storage(fake_storage):
     """The storage agent in-process on the fake backend; node1 is storage and compute host."""
-    driver = FakeVolumeDriver(hostname="node1")
-    reset_volume_driver(driver)
-    yield driver
-    reset_volume_driver()
+    return fake_storage
 
 
 def usage(project) -> dict[str, int]:
