@@ -1,4 +1,4 @@
-"""Abstract base models shared by every app."""
+"""Abstract base models, and the database helpers every app shares."""
 
 import re
 import uuid
