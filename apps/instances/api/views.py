@@ -754,10 +754,8 @@ class KeypairViewSet(ComputeViewSet):
 # Nova's quota-set keys at 2.1 with fixed values; key pairs, server groups and their members are
 # the services' limits (settings: CLOUDMGR_COMPUTE_LIMITS).
 _FIXED_QUOTAS = {
-    "metadata_items": 128, "injected_files": 5,
-    "injected_file_content_bytes": 10240,
-    "injected_file_path_bytes": 255, "fixed_ips": -1,
-    "security_group_rules": -1,
+    "metadata_items": services.MAX_METADATA_ITEMS, "injected_files": 5, "injected_file_content_bytes": 10240,
+    "injected_file_path_bytes": 255, "fixed_ips": -1, "security_group_rules": -1,
 }
 _NOVA_QUOTAS = ("instances", "cores", "ram", "floating_ips", "security_groups")
 _LIMITS = ("key_pairs", "server_groups", "server_group_members")
@@ -831,9 +829,11 @@ class LimitsView(ComputeViewSet):
         quotas = _quota_set(self.project, detail=True)
         groups = ServerGroup.objects.filter(project=self.project).count()
         absolute = {
-            "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
+            "maxServerMeta": quotas["metadata_items"]["limit"], "maxPersonality": quotas["injected_files"]["limit"],
+            "maxPersonalitySize": quotas["injected_file_content_bytes"]["limit"], "maxImageMeta": 128,
             "maxTotalKeypairs": quotas["key_pairs"]["limit"], "maxSecurityGroups": quotas["security_groups"]["limit"],
-            "maxSecurityGroupRules": -1, "maxServerGroups": quotas["server_groups"]["limit"],
+            "maxSecurityGroupRules": quotas["security_group_rules"]["limit"],
+            "maxServerGroups": quotas["server_groups"]["limit"],
             "maxServerGroupMembers": quotas["server_group_members"]["limit"],
             "maxTotalCores": quotas["cores"]["limit"], "maxTotalInstances": quotas["instances"]["limit"],
             "maxTotalRAMSize": quotas["ram"]["limit"], "maxTotalFloatingIps": quotas["floating_ips"]["limit"],
