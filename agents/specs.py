@@ -133,7 +133,8 @@ class OperationSpec:
     ``snapshot`` uploads the root disk (qcow2, flattened) with ``PUT upload_url`` and
     ``X-Auth-Token: upload_token``; ``image_id`` names the image it fills. Both ``image_id`` and
     ``rotation`` (how many backups a createBackup keeps, which the control plane applies) come back
-    in the result.
+    in the result. ``shelve`` uploads the same way before it removes the domain, except without
+    an ``upload_url``: the control plane sends none for a server booted from a volume.
     """
 
     instance_id: str

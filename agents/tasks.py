@@ -155,7 +155,7 @@ def _run_operation(driver, spec: OperationSpec) -> int:
     op, iid = spec.operation, spec.instance_id
     if op in ("resize", "rebuild", "rescue", "unrescue") and spec.domain is None:
         raise ComputeError(f"{op} needs the instance's domain spec")
-    if op in ("snapshot", "shelve") and not spec.upload_url:
+    if op == "snapshot" and not spec.upload_url:
         raise ComputeError(f"{op} needs an upload URL")
     if spec.domain is not None and spec.domain.instance_id != iid:
         raise ComputeError("the domain spec is for another instance")
@@ -182,9 +182,12 @@ def _run_operation(driver, spec: OperationSpec) -> int:
 
 def _shelve(driver, spec: OperationSpec) -> int:
     """Stop the guest cleanly (a suspended one loses its memory, as Nova's shelve), upload its
-    root disk, then remove the domain and its files: the control plane keeps the image."""
+    root disk, then remove the domain and its files: the control plane keeps the image. With no
+    upload URL (a server booted from a volume, whose root disk is the volume) nothing is
+    uploaded. Volumes are never among the files removed."""
     driver.stop(spec.instance_id, spec.timeout)
-    driver.snapshot(spec.instance_id, spec.upload_url, spec.upload_token)
+    if spec.upload_url:
+        driver.snapshot(spec.instance_id, spec.upload_url, spec.upload_token)
     driver.destroy(spec.instance_id)
     return POWER_NOSTATE
 

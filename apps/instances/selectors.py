@@ -441,7 +441,8 @@ PORTAL_ACTIONS = [
     ("trigger_crash_dump", "Trigger crash dump",
      "Send {name} an NMI? Its kernel decides what follows: a crash dump, a panic, or a log line."),
     ("shelve", "Shelve",
-     "Shelve {name}? It is shut down, its disk is kept as an image, and it leaves its host until unshelved."),
+     "Shelve {name}? It is shut down and leaves its host until unshelved; its disk is kept (as an image, "
+     "unless it boots from a volume) and its volumes stay attached."),
     ("unshelve", "Unshelve", ""),
     ("lock", "Lock", ""),
     ("unlock", "Unlock", ""),

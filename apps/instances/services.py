@@ -66,7 +66,13 @@ from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
 from apps.tenants.services import quota_release, quota_reserve
 from apps.volumes.selectors import server_boot_volume, server_has_volumes, server_volume_disks
-from apps.volumes.services import PENDING, server_block_devices_create, server_volumes_connect, server_volumes_release
+from apps.volumes.services import (
+    PENDING,
+    server_block_devices_create,
+    server_volumes_connect,
+    server_volumes_disconnect,
+    server_volumes_release,
+)
 from cloudmgr.exceptions import (
     ApplicationError,
     Conflict,
@@ -307,8 +313,9 @@ def instance_volumes_spawn(*, instance_id) -> None:
     """Spawn a server that has volumes once they are all made and exported to its host (after
     its create commits, and again each time one of its new volumes is made). A volume that could
     not be made fails the build (no other host would do better)."""
-    instance = Instance.objects.select_related("host", "project", "image").filter(
-        pk=instance_id, vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING).first()
+    instance = Instance.objects.select_related("host", "project", "image", "shelved_image").filter(
+        pk=instance_id, vm_state__in=(VmState.BUILDING, VmState.SHELVED_OFFLOADED),
+        task_state=TaskState.SPAWNING).first()
     if instance is None or instance.host is None:
         return
     problem = server_volumes_connect(instance=instance)
@@ -318,7 +325,9 @@ def instance_volumes_spawn(*, instance_id) -> None:
         instance_spawn_done(result={"instance_id": str(instance.pk), "ok": False, "error": problem,
                                     "reschedule": False})
         return
-    agent_cast(queue=instance.host.queue, task=TASK_SPAWN, payload=_domain_spec(instance).to_dict(),
+    # An unshelve's root disk comes from its shelved image (none when it boots from a volume).
+    image = instance.shelved_image if instance.vm_state == VmState.SHELVED_OFFLOADED else None
+    agent_cast(queue=instance.host.queue, task=TASK_SPAWN, payload=_domain_spec(instance, image=image).to_dict(),
                callback=CALLBACK_SPAWN_DONE)
 
 
@@ -846,10 +855,15 @@ def _image_of_instance(*, instance: Instance, user: User, name: str, metadata: d
 def instance_shelve(*, instance: Instance, user: User, request_id: str = "") -> Instance:
     """Nova's shelve, offloaded at once: the host stops the guest, uploads its root disk as the
     image "<name>-shelved" and removes the domain and its disks; the instance then holds no host
-    (its quota stays, as Nova counts it) until unshelved. Its ports stay, unbound."""
-    if server_has_volumes(instance=instance):
-        raise InvalidState(f"Cannot 'shelve' instance {instance.id}: it has volumes, and shelving here keeps its "
-                           "root disk only. Detach them first (a server booted from a volume cannot be shelved).")
+    (its quota stays, as Nova counts it) until unshelved. Its ports stay, unbound; its volumes
+    stay attached, disconnected from the host. A server booted from a volume has no local disk
+    to keep: no image is made (Nova)."""
+    if server_boot_volume(instance=instance) is not None:
+        with transaction.atomic():
+            _begin(instance=instance, transition=TRANSITIONS["shelve"], user=user, request_id=request_id)
+            _send(instance, OperationSpec(instance_id=str(instance.id), operation="shelve",
+                                          timeout=_shutdown_timeout()))
+        return instance
     with transaction.atomic():
         image = _image_of_instance(instance=instance, user=user, name=f"{instance.name[:247]}-shelved", metadata=None,
                                    request_id=request_id, transition=TRANSITIONS["shelve"],
@@ -867,14 +881,17 @@ def _shelve_done(instance: Instance) -> int:
         updated_at=timezone.now())
     if applied:
         server_ports_unbind(device_id=str(instance.id))
+        server_volumes_disconnect(instance=instance)
     return applied
 
 
 def instance_unshelve(*, instance: Instance, user: User | None, request_id: str = "") -> Instance:
     """Place a shelved instance again and spawn it from its shelved image (which is deleted once
-    it runs). With no host that fits, it stays shelved, with the fault "No valid host was found"."""
+    it runs), or from its boot volume; its volumes are exported to the new host first. With no
+    host that fits, it stays shelved, with the fault "No valid host was found"."""
     image = instance.shelved_image
-    if instance.vm_state == VmState.SHELVED_OFFLOADED and (image is None or image.status != ImageStatus.ACTIVE):
+    if (instance.vm_state == VmState.SHELVED_OFFLOADED and (image is None or image.status != ImageStatus.ACTIVE)
+            and server_boot_volume(instance=instance) is None):
         raise InvalidState(f"Cannot 'unshelve' instance {instance.id}: its shelved image is gone.")
     with transaction.atomic():
         action = _begin(instance=instance, transition=TRANSITIONS["unshelve"], user=user, request_id=request_id)
@@ -910,6 +927,7 @@ def _unshelve_done(instance: Instance, result: dict) -> None:
                                       updated_at=timezone.now())
             if applied:
                 server_ports_unbind(device_id=str(instance.id))
+                server_volumes_disconnect(instance=instance)
                 _fault(instance=instance, message=error)
                 _action_finish(instance=instance, action="unshelve", result="Error", message=error)
     if not applied:

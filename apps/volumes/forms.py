@@ -6,8 +6,8 @@ from django import forms
 from apps.images.models import ImageStatus
 from apps.images.selectors import image_visible
 from apps.instances.selectors import instance_list
-from apps.instances.states import VmState
 from apps.volumes import selectors
+from apps.volumes.services import ATTACH_VM_STATES
 from apps.volumes.states import SnapshotStatus, VolumeStatus
 
 _TEXT = {"class": "form-control", "autocomplete": "off"}
@@ -58,7 +58,7 @@ class AttachForm(forms.Form):
     def __init__(self, *args, user, project, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["instance"].queryset = instance_list(user=user, project=project).filter(
-            vm_state__in=(VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED)).order_by("name")
+            vm_state__in=ATTACH_VM_STATES).order_by("name")
 
 
 class ExtendForm(forms.Form):

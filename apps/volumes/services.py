@@ -88,8 +88,9 @@ _DEVICE = re.compile(r"^/dev/vd([b-z]|[a-z][a-z])$")
 BACKENDS = ("file", "lvm")
 
 # The statuses an instance may have a volume attached or detached in (Nova's allow-list, less
-# the states cloudmgr has not: shelved, soft-deleted).
-ATTACH_VM_STATES = (VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED)
+# the states cloudmgr has not: shelved, soft-deleted). A shelved server's volumes are recorded
+# only, and connected when it is unshelved (Nova 2.20).
+ATTACH_VM_STATES = (VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED, VmState.SHELVED_OFFLOADED)
 
 DELETE_REFUSED = ("Volume status must be available or error or error_restoring or error_extending or "
                   "error_managing and must not be migrating, attached, belong to a group, have snapshots, "
@@ -690,7 +691,9 @@ def _next_device(instance: Instance, wanted: str | None) -> str:
     raise ValidationError("The server has no free device name for another volume.")
 
 
-def _check_server(instance: Instance, user: User | None, action: str) -> Host:
+def _check_server(instance: Instance, user: User | None, action: str) -> Host | None:
+    """The server's host, once its state allows ``action``; None for a shelved server, which has
+    no host."""
     if instance.deleted_at or instance.vm_state == VmState.DELETED:
         raise NotFound(f"Instance {instance.pk} could not be found.")
     if instance.locked and user is not None and not is_cloud_admin(user=user):
@@ -698,9 +701,20 @@ def _check_server(instance: Instance, user: User | None, action: str) -> Host:
     if instance.vm_state not in ATTACH_VM_STATES or instance.task_state is not None:
         state = f"task_state {instance.task_state}" if instance.task_state else f"vm_state {instance.vm_state}"
         raise InvalidState(f"Cannot '{action}' instance {instance.pk} while it is in {state}.")
+    if instance.vm_state == VmState.SHELVED_OFFLOADED:
+        return None
     if instance.host is None or instance.host.state != HostState.UP:
         raise InvalidState(f"Cannot '{action}' instance {instance.pk}: its host is not up.")
     return instance.host
+
+
+def _still_shelved(instance: Instance, action: str) -> None:
+    """Lock a shelved server's row and check it is still shelved with no task: an unshelve that
+    began meanwhile has already read the volumes it connects."""
+    locked = Instance.objects.select_for_update().filter(
+        pk=instance.pk, vm_state=VmState.SHELVED_OFFLOADED, task_state__isnull=True, deleted_at__isnull=True).first()
+    if locked is None:
+        raise InvalidState(f"Cannot '{action}' instance {instance.pk}: it is no longer shelved and idle.")
 
 
 def volume_attach(*, volume: Volume, instance: Instance, user: User | None, device: str | None = None,
@@ -709,14 +723,17 @@ def volume_attach(*, volume: Volume, instance: Instance, user: User | None, devi
     os-volume_attachments. The attachment is recorded (``attaching``) first; then the storage
     host exports the volume for the server's host, which hot-plugs it (virtio); the result makes
     the volume ``in-use``. A volume in use takes another attachment only if its type allows
-    multiattach."""
+    multiattach. A shelved server's attachment is recorded at once, and connected when it is
+    unshelved (Nova 2.20)."""
     if mode not in ("rw", "ro"):
         raise ValidationError(f"Invalid input received: attach mode must be rw or ro, not {mode!r}.")
     if volume.project_id != instance.project_id:
         raise ValidationError(f"Invalid volume: volume {volume.pk} and server {instance.pk} belong to different "
                               "projects.")
-    _check_server(instance, user, "attach_volume")
+    shelved = _check_server(instance, user, "attach_volume") is None
     with transaction.atomic():
+        if shelved:
+            _still_shelved(instance, "attach_volume")
         locked = _locked_volume(volume)
         if Attachment.objects.filter(volume=locked, instance=instance).exists():
             raise _invalid("volume", f"volume {locked.pk} is already attached to server {instance.pk}.")
@@ -730,6 +747,14 @@ def volume_attach(*, volume: Volume, instance: Instance, user: User | None, devi
         if locked.read_only:
             mode = "ro"
         _host_up(locked.host, f"volume {locked.pk}")
+        if shelved:
+            _move(Volume, locked, transition.allowed, VolumeStatus.IN_USE, previous_status=locked.status)
+            volume.status = VolumeStatus.IN_USE
+            return Attachment.objects.create(
+                project_id=locked.project_id, volume=locked, instance=instance, device=_next_device(instance, device),
+                status=AttachStatus.ATTACHED, attached_at=timezone.now(), mode=mode,
+                connector=connector if isinstance(connector, dict) else {},
+            )
         _move(Volume, locked, transition.allowed, VolumeStatus.ATTACHING, previous_status=locked.status)
         attachment = Attachment.objects.create(
             project_id=locked.project_id, volume=locked, instance=instance, host=instance.host,
@@ -821,16 +846,24 @@ def _volume_attach_done(result: dict) -> None:
 def volume_detach(*, attachment: Attachment, user: User | None, request_id: str = "") -> None:
     """Detach (both APIs): the compute host unplugs the volume and waits for the guest to let go
     of it (CLOUDMGR_VOLUME_DETACH_TIMEOUT); then the attachment is gone and the volume available
-    (or still in use by its other servers). A server's boot volume stays."""
+    (or still in use by its other servers). A server's boot volume stays. A shelved server's
+    volume is only recorded, so its detach is done at once."""
     instance = attachment.instance
     if attachment.boot_index == 0:
         raise ValidationError("Invalid volume: Cannot detach a root device volume.")
     host = _check_server(instance, user, "detach_volume")
     with transaction.atomic():
+        if host is None:
+            _still_shelved(instance, "detach_volume")
         locked = _locked_volume(attachment.volume)
         if attachment.status != AttachStatus.ATTACHED or locked.status != VolumeStatus.IN_USE:
             raise _invalid("volume", f"Volume {locked.pk} must be in-use and attached to detach it, but it is "
                                      f"{locked.status} (attachment {attachment.status}).")
+        if host is None:
+            Attachment.objects.filter(pk=attachment.pk).delete()
+            _settle_volume(locked, VolumeStatus.IN_USE)
+            _unexport(locked)
+            return
         if not _move(Attachment, attachment, [AttachStatus.ATTACHED], AttachStatus.DETACHING):
             raise _invalid("volume", f"attachment {attachment.pk} is not attached.")
         _move(Volume, locked, [VolumeStatus.IN_USE], VolumeStatus.DETACHING, previous_status=VolumeStatus.IN_USE)
@@ -929,6 +962,19 @@ def server_volumes_connect(*, instance: Instance) -> str | None:
             _move(Volume, attachment.volume, [VolumeStatus.AVAILABLE, VolumeStatus.ATTACHING], VolumeStatus.IN_USE,
                   previous_status="")
     return None
+
+
+def server_volumes_disconnect(*, instance: Instance) -> None:
+    """A server left its host and waits for another (shelved, or an unshelve that failed): its
+    volumes stay attached to it (in-use) without a connection, which its next host's export
+    gives; an export that no other server holds stops (an NBD export serves one client, and the
+    storage host's own guests open the file, which the export would hold)."""
+    attachments = Attachment.objects.filter(instance=instance).select_related("volume__host")
+    for attachment in attachments:
+        Attachment.objects.filter(pk=attachment.pk).update(connection=None, host=None, updated_at=timezone.now())
+        volume = attachment.volume
+        if volume.host is not None and not Attachment.objects.filter(volume=volume).exclude(instance=instance).exists():
+            _cast(volume.host, names.TASK_VOLUME_UNEXPORT, _volume_spec(volume).to_dict())
 
 
 def server_volumes_release(*, instance: Instance) -> None:

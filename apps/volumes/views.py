@@ -117,7 +117,7 @@ def volume_overview(request, *, project, volume_id):
 def _attach(request, project, volume):
     form = forms.AttachForm(request.POST, user=request.user, project=project)
     if not form.is_valid():
-        raise ApplicationError("Choose an instance that is running, paused or shut off.")
+        raise ApplicationError("Choose an instance that is running, paused, shut off or shelved.")
     instance = form.cleaned_data["instance"]
     services.volume_attach(volume=volume, instance=instance, user=request.user, request_id=_request_id(request))
     return f"Volume {volume.name or volume.pk} is being attached to {instance.name}."

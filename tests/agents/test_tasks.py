@@ -8,7 +8,7 @@ import pytest
 
 from agents import names, tasks
 from agents.compute.fake import BOOT_MARKER
-from agents.specs import POWER_NOSTATE, POWER_RUNNING, DiskSpec, DomainSpec, ImageRef, InstanceRef
+from agents.specs import POWER_NOSTATE, POWER_RUNNING, DiskSpec, DomainSpec, ImageRef, InstanceRef, OperationSpec
 from agents.storage import StorageError
 from agents.worker import app
 
@@ -174,3 +174,19 @@ def test_misconfigured_agent_is_a_result(monkeypatch):
         "output": "",
         "error": "the compute agent is misconfigured: CLOUDMGR_COMPUTE_DRIVER must be one of libvirt, fake",
     }
+
+
+@pytest.mark.parametrize("upload_url", ["http://cloud/image/v2/images/i/file", None])
+def test_shelve_uploads_the_root_disk_unless_it_boots_from_a_volume(fake_driver, upload_url):
+    """Without an upload URL (the control plane sends none for a server booted from a volume,
+    whose root disk is the volume) the guest is stopped and removed, and nothing is uploaded."""
+    spec = spec_dict()
+    tasks.spawn(spec)
+    op = OperationSpec(instance_id=spec["instance_id"], operation="shelve", upload_url=upload_url,
+                       upload_token="ticket" if upload_url else None)
+    result = tasks.operate(None, op.to_dict(), "shelve")
+    assert (result["ok"], result["power_state"]) == (True, POWER_NOSTATE)
+    calls = [name for name, iid in fake_driver.calls if iid == spec["instance_id"]]
+    assert calls[1:] == (["stop", "snapshot", "destroy"] if upload_url else ["stop", "destroy"])
+    assert getattr(fake_driver, "uploads", []) == ([upload_url] if upload_url else [])
+    assert fake_driver.list_domains() == {}

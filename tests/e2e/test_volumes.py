@@ -7,8 +7,9 @@ One story, in order (the tests share the guests and the volumes): a 1 GiB volume
 running guest is a 1 GiB virtio disk there; a marker written through the guest survives a detach
 and an attach to a second guest, a snapshot (and the volume made from it), and a backup, the
 volume's deletion and a restore; an attached volume grows and its guest sees the new size; a
-server boots from a volume made from an image, and its deletion keeps or deletes the volume as
-asked; a create that fails on the storage host ends in error with the reason, leaving no file."""
+server boots from a volume made from an image; servers shelved and unshelved keep their volumes;
+a server's deletion keeps or deletes its volumes as asked; a create that fails on the storage
+host ends in error with the reason, leaving no file."""
 
 import os
 import re
@@ -20,7 +21,7 @@ import libvirt
 import pytest
 
 from agents.names import domain_name
-from tests.e2e.test_compute_actions import MARKER, Server
+from tests.e2e.test_compute_actions import MARKER, Server, domain_exists
 from tests.e2e.test_openstack_cli import openstack
 
 SLOW = 180  # TCG on two shared cores, four guests at once
@@ -210,6 +211,7 @@ def test_backup_delete_restore_and_the_marker_is_there(story):
     openstack(cloud, "server", "add", "volume", b.id, restored["volume_id"], "-f", "json")
     device = b.wait_disk(restored["volume_id"])
     assert b.run(f"head -c {len(story['marker'])} /dev/{device}") == story["marker"]
+    story["restored"] = restored["volume_id"]
 
 
 def test_a_volume_made_from_an_image_is_bootable(story):
@@ -217,6 +219,40 @@ def test_a_volume_made_from_an_image_is_bootable(story):
                        f"img-{story['suffix']}", "-f", "json")
     shown = wait_for(story, "volume", volume["id"], "available")
     assert shown["bootable"] == "true" and shown["volume_image_metadata"]["image_name"] == "testvm"
+
+
+def test_shelved_servers_keep_their_volumes_and_find_them_again_when_unshelved(story):
+    """B (its root disk uploaded; two volumes) and the server booted from a volume (nothing to
+    upload) leave the host. While B is shelved a volume is detached from it and attached again
+    (compute 2.20, through the CLI); unshelved, the volumes are its disks again and the marker is
+    there."""
+    cloud, b, bfv = story["cloud"], story["b"], story["bfv"]
+    bfv.wait_status("ACTIVE", SLOW)
+    bfv.wait_booted()
+    for server in (b, bfv):
+        openstack(cloud, "server", "shelve", server.id)
+    for server in (b, bfv):
+        assert server.wait_status("SHELVED_OFFLOADED", SLOW)["OS-EXT-SRV-ATTR:host"] is None
+        assert not domain_exists(server.id)
+    images = {i["Name"] for i in openstack(cloud, "image", "list", "-f", "json")}
+    assert f"vol-b-{story['suffix']}-shelved" in images and f"bfv-{story['suffix']}-shelved" not in images
+    assert show(story, "volume", story["restored"])["status"] == "in-use"
+
+    openstack(cloud, "server", "remove", "volume", b.id, story["blank"])
+    assert wait_for(story, "volume", story["blank"], "available")
+    openstack(cloud, "server", "add", "volume", b.id, story["blank"], "-f", "json")
+    assert wait_for(story, "volume", story["blank"], "in-use")
+
+    for server in (b, bfv):
+        openstack(cloud, "server", "unshelve", server.id)
+    for server in (b, bfv):
+        server.wait_status("ACTIVE", SLOW)
+        server.wait_booted()
+    device = b.wait_disk(story["restored"])
+    assert b.run(f"head -c {len(story['marker'])} /dev/{device}") == story["marker"]
+    assert b.wait_disk(story["blank"])
+    attached = {v["id"] for v in b.show().body["server"]["os-extended-volumes:volumes_attached"]}
+    assert attached == {story["restored"], story["blank"]}
 
 
 def test_a_server_boots_from_a_volume_and_deleting_servers_keeps_or_deletes_their_volumes(story):

@@ -163,22 +163,134 @@ def test_deleting_a_shelved_server_deletes_its_image_and_frees_its_quota(world, 
     assert not Port.objects.filter(device_id=str(vm.id)).exists()
 
 
-def test_shelve_refuses_a_server_with_volumes(world, fake_driver):
-    from agents.storage.volumes import reset_volume_driver
-    from agents.storage.volumes.fake import FakeVolumeDriver
+def attached_volume(world, vm, name="data"):
     from apps.volumes import services as volumes
+    from apps.volumes.models import Volume
 
-    reset_volume_driver(FakeVolumeDriver(hostname="node1"))
-    try:
-        make_host()
-        vm = create(world)
-        volume = volumes.volume_create(user=world.member, project=world.project, size=1)
-        volumes.volume_attach(volume=volume.__class__.objects.get(pk=volume.pk), instance=vm, user=world.member)
-        with pytest.raises(InvalidState, match="it has volumes"):
-            services.instance_shelve(instance=fresh(vm), user=world.member)
-    finally:
-        reset_volume_driver()
-    assert states(vm)[:2] == (VmState.ACTIVE, None)
+    volume = volumes.volume_create(user=world.member, project=world.project, size=1, name=name)
+    volumes.volume_attach(volume=Volume.objects.get(pk=volume.pk), instance=fresh(vm), user=world.member)
+    return Volume.objects.get(pk=volume.pk)
+
+
+def test_a_server_keeps_its_volumes_through_shelve_and_unshelve_on_another_host(world, fake_driver, fake_storage):
+    from apps.hosts.models import Host, HostStatus
+    from apps.volumes.models import Attachment
+
+    node1 = make_host("node1")  # the storage host too: its guests open the volume's file
+    node2 = make_host("node2")
+    Host.objects.filter(pk=node2.pk).update(status=HostStatus.DISABLED)
+    vm = create(world)
+    volume = attached_volume(world, vm)
+    before = Attachment.objects.get(volume=volume)
+    assert (before.host, before.device, before.connection["driver"]) == (node1, "/dev/vdb", "file")
+
+    image = shelve(world, vm)
+    assert states(vm) == (VmState.SHELVED_OFFLOADED, None, PowerState.NOSTATE)
+    calls = [op for op, iid in fake_driver.calls if iid == str(vm.id)]
+    assert calls[-3:] == ["stop", "snapshot", "destroy"]
+    kept = Attachment.objects.get(pk=before.pk)  # still attached, its connection gone with the host
+    assert (kept.status, kept.host, kept.connection, kept.device) == ("attached", None, None, "/dev/vdb")
+    assert volume.__class__.objects.get(pk=volume.pk).status == "in-use"
+    assert ("volume_unexport", str(volume.pk)) in fake_storage.calls
+
+    # The server comes back on node2, another host than the storage host: an NBD export.
+    Host.objects.filter(pk=node1.pk).update(status=HostStatus.DISABLED)
+    Host.objects.filter(pk=node2.pk).update(status=HostStatus.ENABLED)
+    services.instance_unshelve(instance=fresh(vm), user=world.member)
+    back = fresh(vm)
+    assert (back.vm_state, back.host) == (VmState.ACTIVE, node2)
+    root, disk = fake_driver.specs[str(vm.id)].disks
+    assert root.image.id == str(image.pk)
+    assert (disk.name, disk.device, disk.connection.driver) == (str(volume.pk), "vdb", "nbd")
+    again = Attachment.objects.get(pk=before.pk)
+    assert (again.status, again.host, again.connection["driver"]) == ("attached", node2, "nbd")
+    assert str(volume.pk) in fake_storage.exports
+
+    # Shelved again, its NBD export stops: the next host may be the storage host itself.
+    shelve(world, vm)
+    assert str(volume.pk) not in fake_storage.exports
+    assert Attachment.objects.get(pk=before.pk).connection is None
+
+
+def test_a_server_booted_from_a_volume_shelves_without_an_image(world, fake_driver, fake_storage):
+    from apps.volumes.models import Attachment, Volume
+
+    make_host()
+    vm = services.instance_create(user=world.member, project=world.project, name="bfv", flavor=world.flavor,
+                                  image=None, block_devices=[{"boot_index": 0, "source": world.image, "volume_size": 1,
+                                                              "delete_on_termination": True}])
+    boot = Attachment.objects.get(instance=vm).volume
+    images_before = Image.objects.count()
+    services.instance_shelve(instance=fresh(vm), user=world.member)
+    shelved = fresh(vm)
+    assert (shelved.vm_state, shelved.host, shelved.shelved_image) == (VmState.SHELVED_OFFLOADED, None, None)
+    assert Image.objects.count() == images_before  # its disk is the volume: nothing to upload
+    calls = [op for op, iid in fake_driver.calls if iid == str(vm.id)]
+    assert calls[-2:] == ["stop", "destroy"]
+    assert Volume.objects.get(pk=boot.pk).status == "in-use"
+
+    services.instance_unshelve(instance=shelved, user=world.member)
+    assert fresh(vm).vm_state == VmState.ACTIVE
+    (root,) = fake_driver.specs[str(vm.id)].disks
+    assert (root.name, root.image, root.connection.driver) == ("root", None, "file")
+
+    shelve_again = services.instance_shelve(instance=fresh(vm), user=world.member)
+    services.instance_delete(instance=fresh(shelve_again), user=world.member)
+    assert not Volume.objects.filter(pk=boot.pk).exclude(status="deleting").exists()  # delete_on_termination
+
+
+def test_a_failed_unshelve_leaves_the_volumes_disconnected(world, fake_driver, fake_storage):
+    from apps.volumes.models import Attachment
+
+    make_host()
+    vm = create(world)
+    volume = attached_volume(world, vm)
+    shelve(world, vm)
+    fake_driver.fail_next_spawn("no room in the inn")
+    services.instance_unshelve(instance=fresh(vm), user=world.member)
+    after = fresh(vm)
+    assert (after.vm_state, after.host) == (VmState.SHELVED_OFFLOADED, None)
+    assert after.faults.order_by("-created_at").first().message == "no room in the inn"
+    attachment = Attachment.objects.get(volume=volume)
+    assert (attachment.status, attachment.connection, attachment.host) == ("attached", None, None)
+    services.instance_unshelve(instance=after, user=world.member)
+    assert fresh(vm).vm_state == VmState.ACTIVE
+    assert Attachment.objects.get(volume=volume).connection is not None
+
+
+def test_volumes_attach_to_and_detach_from_a_shelved_server_from_2_20(world, fake_driver, fake_storage):
+    from apps.volumes import services as volumes
+    from apps.volumes.models import Attachment, Volume
+
+    make_host()
+    vm = create(world)
+    shelve(world, vm)
+    volume = Volume.objects.get(pk=attached_volume(world, create(world, "donor"), "spare").pk)
+    volumes.volume_detach(attachment=Attachment.objects.get(volume=volume), user=world.member)
+    assert Volume.objects.get(pk=volume.pk).status == "available"
+    url = f"/compute/v2.1/servers/{vm.id}/os-volume_attachments"
+    c = api(world, world.member)
+    body = {"volumeAttachment": {"volumeId": str(volume.pk)}}
+
+    c.credentials(HTTP_X_AUTH_TOKEN=world.token(world.member), HTTP_OPENSTACK_API_VERSION="compute 2.19")
+    refused = c.post(url, body, format="json")
+    assert refused.status_code == 409 and "2.20" in refused.json()["conflictingRequest"]["message"]
+
+    c.credentials(HTTP_X_AUTH_TOKEN=world.token(world.member), HTTP_OPENSTACK_API_VERSION="compute 2.20")
+    resp = c.post(url, body, format="json")
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["volumeAttachment"]["device"] == "/dev/vdb"
+    attachment = Attachment.objects.get(volume=volume)  # recorded only: the server has no host
+    assert (attachment.status, attachment.host, attachment.connection) == ("attached", None, None)
+    assert Volume.objects.get(pk=volume.pk).status == "in-use"
+    assert c.delete(f"{url}/{volume.pk}").status_code == 202
+    assert Volume.objects.get(pk=volume.pk).status == "available" and not Attachment.objects.filter(
+        volume=volume).exists()
+
+    assert c.post(url, body, format="json").status_code == 200
+    services.instance_unshelve(instance=fresh(vm), user=world.member)
+    assert fresh(vm).vm_state == VmState.ACTIVE
+    assert [d.name for d in fake_driver.specs[str(vm.id)].disks] == ["root", str(volume.pk)]
 
 
 def test_shelve_and_unshelve_through_the_api(world, fake_driver):

@@ -57,6 +57,21 @@ def test_create_from_an_image_and_from_a_snapshot(world, alice):
     assert Volume.objects.get(name="copy").snapshot_id == snapshot.pk
 
 
+def test_a_shelved_server_takes_a_volume_from_the_volume_page(world, alice, fake_driver):
+    """Recorded only: the server has no host; its unshelve connects the volume."""
+    vm = compute.instance_create(user=world.member, project=world.project, name="parked", flavor=world.flavor,
+                                 image=world.image)
+    compute.instance_shelve(instance=Instance.objects.select_related("host").get(pk=vm.pk), user=world.member)
+    volume = services.volume_create(user=world.member, project=world.project, size=1, name="data")
+    assert ">parked<" in page(alice.get(f"/volumes/{volume.pk}/"))
+    resp = alice.post(f"/volumes/{volume.pk}/action/attach/", {"instance": vm.pk}, follow=True)
+    assert "is being attached to parked" in follow_messages(resp)
+    attachment = Attachment.objects.get(volume=volume)
+    assert (attachment.status, attachment.host, Volume.objects.get(pk=volume.pk).status) == ("attached", None, "in-use")
+    alice.post(f"/volumes/{volume.pk}/action/detach/", {"attachment": attachment.pk})
+    assert Volume.objects.get(pk=volume.pk).status == "available" and not Attachment.objects.exists()
+
+
 def test_form_errors_are_shown_not_raised(world, alice):
     body = page(alice.post("/volumes/create/", {"name": "x", "source": "empty"}))
     assert "An empty volume needs a size." in body

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from apps.images.selectors import image_get
 from apps.instances.api.views import ComputeViewSet
 from apps.instances.selectors import instance_get
+from apps.instances.states import VmState
 from apps.tenants.models import Project
 from apps.tenants.selectors import is_cloud_admin
 from apps.tenants.services import quota_set
@@ -961,6 +962,13 @@ class ServerVolumeAttachmentViewSet(ComputeViewSet):
     def _server(self, pk):
         return instance_get(user=self.user, project=self.project, instance_id=pk)
 
+    def _changeable(self, request, instance, action: str):
+        """A shelved server's volumes change from 2.20 on (Nova); before, its state refuses them."""
+        if instance.vm_state == VmState.SHELVED_OFFLOADED and not supports(request, "2.20"):
+            raise InvalidState(f"Cannot '{action}' instance {instance.pk} while it is in vm_state "
+                               f"{instance.vm_state} (from compute API version 2.20 on it can).")
+        return instance
+
     def list(self, request, pk):
         attachments = selectors.server_attachments(instance=self._server(pk))
         return Response({"volumeAttachments": [s.volume_attachment_nova(a, version=request.api_version)
@@ -979,7 +987,7 @@ class ServerVolumeAttachmentViewSet(ComputeViewSet):
         device = data.get("device")
         if device is not None and not isinstance(device, str):
             raise ValidationError("Invalid input for field/attribute device: it must be a string.")
-        instance = self._server(pk)
+        instance = self._changeable(request, self._server(pk), "attach_volume")
         try:
             volume = selectors.volume_get(user=self.user, project=self.project, volume_id=data["volumeId"])
         except NotFound:
@@ -991,7 +999,8 @@ class ServerVolumeAttachmentViewSet(ComputeViewSet):
         return Response({"volumeAttachment": s.volume_attachment_nova(attachment, version=request.api_version)})
 
     def destroy(self, request, pk, volume_id):
-        attachment = selectors.server_attachment_get(instance=self._server(pk), volume_id=volume_id)
+        instance = self._changeable(request, self._server(pk), "detach_volume")
+        attachment = selectors.server_attachment_get(instance=instance, volume_id=volume_id)
         services.volume_detach(attachment=attachment, user=self.user, request_id=self.request_id)
         return Response(status=status.HTTP_202_ACCEPTED)
 
