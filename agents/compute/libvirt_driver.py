@@ -579,6 +579,8 @@ class LibvirtDriver(ComputeDriver):
                     dom.managedSaveRemove(0)
                 self._clean_shutdown(dom, timeout)
                 for disk in spec.disks:
+                    if disk.connection is not None:
+                        continue  # a volume: its size is the storage host's (extend)
                     path = paths.disk_path(disk.name)
                     if path.exists() and disk.size_gb:
                         current = qemu_img.virtual_size(path, "qcow2")

@@ -506,8 +506,9 @@ def _check_locked(*, instance: Instance, user: User) -> None:
 
 
 def _refuse_volume_backed(instance: Instance, action: str) -> None:
-    """Resize, rebuild, rescue and createImage work on the local root disk, which a server booted
-    from a volume has not (Nova's volume-backed variants are later microversions)."""
+    """Rebuild, rescue and createImage work on the local root disk, which a server booted from a
+    volume has not. Nova rebuilds (2.93) and rescues (2.87) one only at later microversions; its
+    createImage of one (volume snapshots behind an image that maps them) is not built here."""
     if server_boot_volume(instance=instance) is not None:
         raise InvalidState(f"Cannot '{action}' instance {instance.id}: it boots from a volume.")
 
@@ -666,15 +667,18 @@ def _positive(deltas: dict[str, int]) -> dict[str, int]:
 def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, request_id: str = "") -> Instance:
     """Resize in place on the instance's host: claim the difference (quota and host room), stop
     the guest, redefine its domain with the new flavor, grow the root disk and start it again (if
-    it was running). The instance then waits in VERIFY_RESIZE for confirmResize/revertResize."""
+    it was running). The instance then waits in VERIFY_RESIZE for confirmResize/revertResize. A
+    server booted from a volume has no local root disk: the flavor's disk is not used (Nova)."""
     if flavor.pk == instance.flavor_id:
         raise ValidationError("When resizing, instances must change flavor!")
-    _refuse_volume_backed(instance, "resize")
     if flavor.disabled:
         raise ValidationError(f"Flavor {flavor.name} is disabled.")
-    new_root = max(flavor.disk, instance.root_gb) if flavor.disk == 0 else flavor.disk
-    if new_root < instance.root_gb:
-        raise ValidationError("Resize to a flavor with a smaller disk is not allowed.")
+    if server_boot_volume(instance=instance) is not None:
+        new_root = 0
+    else:
+        new_root = max(flavor.disk, instance.root_gb) if flavor.disk == 0 else flavor.disk
+        if new_root < instance.root_gb:
+            raise ValidationError("Resize to a flavor with a smaller disk is not allowed.")
     old = {"vcpus": instance.vcpus, "memory_mib": instance.memory_mib, "root_gb": instance.root_gb}
     new = {"vcpus": flavor.vcpus, "memory_mib": flavor.ram, "root_gb": new_root}
     was_running = instance.vm_state == VmState.ACTIVE

@@ -8,8 +8,8 @@ running guest is a 1 GiB virtio disk there; a marker written through the guest s
 and an attach to a second guest, a snapshot (and the volume made from it), and a backup, the
 volume's deletion and a restore; an attached volume grows and its guest sees the new size; a
 server boots from a volume made from an image; servers shelved and unshelved keep their volumes;
-a server's deletion keeps or deletes its volumes as asked; a create that fails on the storage
-host ends in error with the reason, leaving no file."""
+the server booted from a volume resizes; a server's deletion keeps or deletes its volumes as
+asked; a create that fails on the storage host ends in error with the reason, leaving no file."""
 
 import os
 import re
@@ -21,7 +21,7 @@ import libvirt
 import pytest
 
 from agents.names import domain_name
-from tests.e2e.test_compute_actions import MARKER, Server, domain_exists
+from tests.e2e.test_compute_actions import MARKER, Server, domain_exists, mem_kb
 from tests.e2e.test_openstack_cli import openstack
 
 SLOW = 180  # TCG on two shared cores, four guests at once
@@ -253,6 +253,16 @@ def test_shelved_servers_keep_their_volumes_and_find_them_again_when_unshelved(s
     assert b.wait_disk(story["blank"])
     attached = {v["id"] for v in b.show().body["server"]["os-extended-volumes:volumes_attached"]}
     assert attached == {story["restored"], story["blank"]}
+
+
+def test_a_server_booted_from_a_volume_resizes_and_its_guest_sees_the_new_ram(story):
+    bfv = story["bfv"]
+    before = 128 * 1024  # m1.nano: the guest sees less than 128 MiB
+    bfv.action({"resize": {"flavorRef": "m1.micro"}})  # 128 -> 192 MiB, its disk still the volume
+    assert bfv.wait_status("VERIFY_RESIZE", SLOW)["flavor"]["id"] == "84"
+    bfv.wait_console(lambda out: (mem_kb(out) or 0) > before, "more memory in the guest", SLOW)
+    bfv.action({"confirmResize": None}, expect=204)
+    bfv.wait_status("ACTIVE", SLOW)
 
 
 def test_a_server_boots_from_a_volume_and_deleting_servers_keeps_or_deletes_their_volumes(story):

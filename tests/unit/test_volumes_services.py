@@ -399,6 +399,27 @@ def test_boot_from_a_volume_made_from_an_image(world, host, storage, fake_driver
         assert fresh(volume).status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
 
 
+def test_a_server_booted_from_a_volume_resizes_its_cpus_and_memory(world, host, storage, fake_driver):
+    """Nova's resize of a volume-backed server: its root disk stays the volume; the flavor's disk is not used."""
+    from apps.instances.models import Flavor
+
+    vm = bfv(world, True)
+    volume = selectors.server_boot_volume(instance=vm)
+    bigger = Flavor.objects.create(id="43", name="m1.micro", vcpus=2, ram=world.flavor.ram * 2, disk=0)
+    compute.instance_resize(instance=vm, flavor=bigger, user=world.member)
+    resized = fresh(vm)
+    assert (resized.vm_state, resized.vcpus, resized.memory_mib, resized.root_gb) == (
+        VmState.RESIZED, 2, world.flavor.ram * 2, 0)
+    (root,) = fake_driver.specs[str(vm.pk)].disks  # still its volume, on the same connection
+    assert (root.name, root.image, root.connection.path) == ("root", None, f"/fake/volumes/volume-{volume.pk}.qcow2")
+    assert fake_driver.specs[str(vm.pk)].memory_mib == world.flavor.ram * 2
+    compute.instance_resize_revert(instance=resized, user=world.member)
+    reverted = fresh(vm)
+    assert (reverted.vm_state, reverted.vcpus, reverted.root_gb) == (VmState.ACTIVE, world.flavor.vcpus, 0)
+    assert fake_driver.specs[str(vm.pk)].disks[0].connection is not None
+    assert fresh(volume).size == 1
+
+
 def test_a_boot_volume_that_cannot_be_made_fails_the_server_with_the_reason(world, host, storage):
     storage.fail_next("volume_create", "the image is corrupt")
     vm = bfv(world, True)
