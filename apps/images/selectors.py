@@ -254,8 +254,8 @@ def image_data(*, user: User | None, project: Project | None, image_id: str, tic
         image = image_get_by_id(user=user, project=project, image_id=image_id)
         if image.status == ImageStatus.DEACTIVATED and not is_cloud_admin(user=user):
             raise PermissionDenied("The requested image has been deactivated. Image data download is forbidden.")
-    if image.status not in (ImageStatus.ACTIVE, ImageStatus.DEACTIVATED):
-        return ImageData(file=None, size=0, checksum="")
+    if image.status not in (ImageStatus.ACTIVE, ImageStatus.DEACTIVATED) or image.size == 0:
+        return ImageData(file=None, size=0, checksum="")  # size 0: it maps volume snapshots only
     try:
         f = get_store().open(str(image.id))
     except FileNotFoundError:

@@ -589,6 +589,16 @@ def image_upload(*, user: User | None, project: Project | None, image: Image, bo
     return _activate(image, stored, from_=ImageStatus.SAVING)
 
 
+def image_activate_without_data(*, image: Image) -> Image:
+    """Make a queued image active with no data (size 0): an image that only maps volume
+    snapshots, made by createImage of a server booted from a volume (Nova activates these with
+    an empty upload). Its download answers 204, as for an image without data."""
+    _claim(image, to=ImageStatus.SAVING)
+    empty = _Stored(size=0, md5=hashlib.md5(b"", usedforsecurity=False).hexdigest(),
+                    sha512=hashlib.sha512(b"").hexdigest(), disk_format=image.disk_format, virtual_size=0)
+    return _activate(image, empty, from_=ImageStatus.SAVING)
+
+
 def image_stage(*, user: User, project: Project, image: Image, body: Body, size_hint: int | None = None) -> Image:
     """PUT /v2/images/{id}/stage: stream the data into the staging area (status `uploading`),
     for a glance-direct import. The first bytes are inspected already; the whole file at import."""

@@ -1,6 +1,7 @@
 import base64
 import binascii
 import hashlib
+import json
 import logging
 import math
 import re
@@ -193,6 +194,13 @@ def instance_create(
     description = _check_description(description)
     if flavor.disabled:
         raise ValidationError(f"Flavor {flavor.name} is disabled.")
+    if image is not None and "block_device_mapping" in (image.properties or {}):
+        # An image of a server booted from a volume: its volumes, made from their snapshots.
+        if any(b.get("boot_index") == 0 for b in block_devices or []):
+            raise ValidationError(f"Block Device Mapping is Invalid: image {image.id} maps a boot volume "
+                                  "already; give no block device with boot_index 0.")
+        _check_bootable(image)
+        block_devices = [*_image_block_devices(image=image, user=user, project=project), *(block_devices or [])]
     boots_from_volume = any(b.get("boot_index") == 0 for b in block_devices or [])
     if image is None and not boots_from_volume:
         raise ValidationError("Block Device Mapping is Invalid: give an imageRef, or a block device with "
@@ -506,9 +514,8 @@ def _check_locked(*, instance: Instance, user: User) -> None:
 
 
 def _refuse_volume_backed(instance: Instance, action: str) -> None:
-    """Rebuild, rescue and createImage work on the local root disk, which a server booted from a
-    volume has not. Nova rebuilds (2.93) and rescues (2.87) one only at later microversions; its
-    createImage of one (volume snapshots behind an image that maps them) is not built here."""
+    """Rebuild and rescue work on the local root disk, which a server booted from a volume has
+    not; Nova rebuilds (2.93) and rescues (2.87) one only at later microversions."""
     if server_boot_volume(instance=instance) is not None:
         raise InvalidState(f"Cannot '{action}' instance {instance.id}: it boots from a volume.")
 
@@ -796,10 +803,114 @@ def instance_unrescue(*, instance: Instance, user: User | None, request_id: str 
 def instance_create_image(*, instance: Instance, user: User, name: str, metadata: dict | None = None,
                           request_id: str = ""):
     """Nova's createImage: a new (queued) image in the instance's project; the host copies the
-    root disk (flattened qcow2) and uploads it through the image API, which makes it active."""
-    _refuse_volume_backed(instance, "createImage")
+    root disk (flattened qcow2) and uploads it through the image API, which makes it active. Of
+    a server booted from a volume: snapshots of its volumes, which the image maps."""
+    if server_boot_volume(instance=instance) is not None:
+        return _image_of_volumes(instance=instance, user=user, name=name, metadata=metadata, request_id=request_id)
     return _image_of_instance(instance=instance, user=user, name=name, metadata=metadata, request_id=request_id,
                               transition=TRANSITIONS["createImage"], properties={"image_type": "snapshot"})
+
+
+def _image_of_volumes(*, instance: Instance, user: User, name: str, metadata: dict | None, request_id: str):
+    """Nova's createImage of a server booted from a volume: a snapshot of each of its volumes
+    (crash-consistent, as Nova's without a guest agent) and an image without data whose
+    ``block_device_mapping`` (with ``bdm_v2``) maps them; a server booted from the image boots
+    from volumes made from those snapshots. The image stays queued until every snapshot is made
+    (``volume_snapshot_settled``): Nova activates it at once, so a boot right after could meet a
+    snapshot still being made."""
+    from apps.images.services import image_create
+    from apps.volumes.selectors import server_attachments
+    from apps.volumes.services import snapshot_create
+
+    name = (name or "").strip()
+    if not name or len(name) > 255:
+        raise ValidationError("An image needs a name of 1 to 255 characters.")
+    metadata = _check_metadata(metadata or {})
+    with transaction.atomic():
+        _begin(instance=instance, transition=TRANSITIONS["createImage"], user=user, request_id=request_id)
+        mapping = []
+        for attachment in server_attachments(instance=instance):
+            snapshot = snapshot_create(volume=attachment.volume, user=user, name=f"snapshot for {name}"[:255],
+                                       force=True)
+            mapping.append({"source_type": "snapshot", "destination_type": "volume",
+                            "snapshot_id": str(snapshot.pk), "volume_size": attachment.volume.size,
+                            "boot_index": attachment.boot_index, "device_name": attachment.device,
+                            "delete_on_termination": attachment.delete_on_termination})
+        attrs = {"name": name, "disk_format": "raw", "container_format": "bare", "visibility": "private",
+                 **metadata, "instance_uuid": str(instance.id), "image_type": "snapshot",
+                 "root_device_name": "/dev/vda", "bdm_v2": "True", "block_device_mapping": json.dumps(mapping)}
+        return image_create(user=user, project=instance.project, attrs=attrs)
+
+
+def volume_snapshot_settled(*, volume_id) -> None:
+    """A snapshot of the volume was made or failed: a createImage of its server that waits for
+    its snapshots ends once none is being made. All made: the image is active. One failed (or
+    the image was deleted meanwhile): the action fails, and what was made for it goes."""
+    from apps.images.services import image_activate_without_data, image_delete
+    from apps.volumes.models import Snapshot
+    from apps.volumes.services import snapshot_delete
+    from apps.volumes.states import SnapshotStatus
+
+    waiting = Instance.objects.select_related("project").filter(
+        task_state=TaskState.IMAGE_SNAPSHOT, volume_attachments__volume_id=volume_id).distinct()
+    for instance in waiting:
+        image = Image.objects.filter(project_id=instance.project_id, properties__instance_uuid=str(instance.id),
+                                     properties__has_key="block_device_mapping").order_by("-created_at").first()
+        if image is None:
+            continue
+        ids = [m.get("snapshot_id") for m in json.loads(image.properties["block_device_mapping"])]
+        snapshots = list(Snapshot.objects.filter(pk__in=ids))
+        if any(s.status == SnapshotStatus.CREATING for s in snapshots):
+            continue
+        made = image.status == ImageStatus.QUEUED and len(snapshots) == len(ids) and all(
+            s.status == SnapshotStatus.AVAILABLE for s in snapshots)
+        with transaction.atomic():
+            if not Instance.objects.filter(pk=instance.pk, task_state=TaskState.IMAGE_SNAPSHOT).update(
+                    task_state=None, updated_at=timezone.now()):
+                continue
+            if made:
+                image_activate_without_data(image=image)
+                _action_finish(instance=instance, action="createImage", result="Success")
+                continue
+            error = ("The image was deleted before the snapshots of the server's volumes were made."
+                     if image.status != ImageStatus.QUEUED else "A snapshot of the server's volumes failed.")
+            _fault(instance=instance, message=error)
+            _action_finish(instance=instance, action="createImage", result="Error", message=error)
+            if image.status == ImageStatus.QUEUED:
+                image_delete(user=None, project=image.project, image=image)
+            for snapshot in snapshots:
+                if snapshot.status == SnapshotStatus.AVAILABLE:
+                    snapshot_delete(snapshot=snapshot, user=None)
+
+
+def _image_block_devices(*, image: Image, user: User, project: Project) -> list[dict]:
+    """The volumes of a server booted from an image that createImage made of a server booted
+    from a volume (Nova's image ``block_device_mapping``): each one made from its snapshot."""
+    from apps.volumes.selectors import snapshot_get
+
+    try:
+        mapping = json.loads(image.properties["block_device_mapping"])
+    except (TypeError, ValueError):
+        mapping = None
+    if not isinstance(mapping, list) or not all(isinstance(m, dict) for m in mapping):
+        raise ValidationError(f"Image {image.id} has a block_device_mapping that is not a list of mappings.")
+    devices = []
+    for entry in mapping:
+        if (entry.get("source_type"), entry.get("destination_type")) != ("snapshot", "volume"):
+            raise ValidationError(f"Block Device Mapping is Invalid: image {image.id} maps a "
+                                  f"{entry.get('source_type')} to a {entry.get('destination_type')}; only volume "
+                                  "snapshots to volumes are supported.")
+        try:
+            snapshot = snapshot_get(user=user, project=project, snapshot_id=entry.get("snapshot_id"))
+        except NotFound:
+            raise ValidationError(f"Block Device Mapping is Invalid: failed to get snapshot "
+                                  f"{entry.get('snapshot_id')}.") from None
+        size = entry.get("volume_size")
+        devices.append({"source": snapshot, "boot_index": entry.get("boot_index"),
+                        "volume_size": size if isinstance(size, int) and size > 0 else snapshot.size,
+                        "delete_on_termination": bool(entry.get("delete_on_termination")),
+                        "device_name": entry.get("device_name"), "volume_type": None})
+    return devices
 
 
 def instance_create_backup(*, instance: Instance, user: User, name: str, backup_type: str, rotation: int,

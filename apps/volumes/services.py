@@ -329,6 +329,10 @@ def _image_metadata(image: Image) -> dict[str, str]:
 def _check_image(image: Image, size: int) -> None:
     if image.status != ImageStatus.ACTIVE:
         raise ValidationError(f"Invalid image: image {image.pk} is not active (it is {image.status}).")
+    if "block_device_mapping" in (image.properties or {}):
+        raise ValidationError(f"Invalid image: image {image.pk} has no data: it maps volume snapshots (an image of "
+                              "a server booted from a volume). Boot a server from it, or make a volume from one "
+                              "of its snapshots.")
     if image.disk_format not in VOLUME_IMAGE_FORMATS:
         raise ValidationError(f"Invalid image: image {image.pk} has disk format {image.disk_format}; volumes are "
                               f"made from {', '.join(VOLUME_IMAGE_FORMATS)} images.")
@@ -1029,8 +1033,11 @@ def _snapshot_create_done(result: dict) -> None:
         return
     with transaction.atomic():
         if result.get("ok"):
-            if _move(Snapshot, snapshot, [SnapshotStatus.CREATING], SnapshotStatus.AVAILABLE) and snapshot.temporary:
-                _backup_from_snapshot(snapshot)
+            if _move(Snapshot, snapshot, [SnapshotStatus.CREATING], SnapshotStatus.AVAILABLE):
+                if snapshot.temporary:
+                    _backup_from_snapshot(snapshot)
+                else:
+                    transaction.on_commit(lambda: _snapshot_settled(snapshot))
             return
         if not _move(Snapshot, snapshot, [SnapshotStatus.CREATING], SnapshotStatus.ERROR):
             return
@@ -1042,6 +1049,14 @@ def _snapshot_create_done(result: dict) -> None:
             return
         _message(project_id=snapshot.project_id, resource_type="SNAPSHOT", resource_id=snapshot.pk,
                  action="snapshot_create", reason=reason)
+        transaction.on_commit(lambda: _snapshot_settled(snapshot))
+
+
+def _snapshot_settled(snapshot: Snapshot) -> None:
+    """A createImage of a server booted from a volume may wait for this snapshot."""
+    from apps.instances.services import volume_snapshot_settled
+
+    volume_snapshot_settled(volume_id=snapshot.volume_id)
 
 
 def snapshot_update(*, snapshot: Snapshot, name: str | None = None, description: str | None = None) -> Snapshot:

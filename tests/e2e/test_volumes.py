@@ -8,9 +8,11 @@ running guest is a 1 GiB virtio disk there; a marker written through the guest s
 and an attach to a second guest, a snapshot (and the volume made from it), and a backup, the
 volume's deletion and a restore; an attached volume grows and its guest sees the new size; a
 server boots from a volume made from an image; servers shelved and unshelved keep their volumes;
-the server booted from a volume resizes; a server's deletion keeps or deletes its volumes as
-asked; a create that fails on the storage host ends in error with the reason, leaving no file."""
+the server booted from a volume resizes, and an image of it boots a copy; a server's deletion
+keeps or deletes its volumes as asked; a create that fails on the storage host ends in error
+with the reason, leaving no file."""
 
+import json
 import os
 import re
 import secrets
@@ -263,6 +265,29 @@ def test_a_server_booted_from_a_volume_resizes_and_its_guest_sees_the_new_ram(st
     bfv.wait_console(lambda out: (mem_kb(out) or 0) > before, "more memory in the guest", SLOW)
     bfv.action({"confirmResize": None}, expect=204)
     bfv.wait_status("ACTIVE", SLOW)
+
+
+def test_an_image_of_the_server_booted_from_a_volume_boots_a_copy(story):
+    """createImage of a volume-backed server: snapshots of its volume behind an image without data;
+    a server booted from that image boots from a volume made from the snapshot."""
+    cloud, bfv, suffix = story["cloud"], story["bfv"], story["suffix"]
+    name = f"bfv-image-{suffix}"
+    openstack(cloud, "server", "image", "create", "--wait", "--name", name, bfv.id, "-f", "json")
+    image = openstack(cloud, "image", "show", name, "-f", "json")
+    assert image["status"] == "active" and int(image["size"]) == 0
+    (mapping,) = json.loads(image["properties"]["block_device_mapping"])
+    assert mapping["boot_index"] == 0
+    assert wait_for(story, "snapshot", mapping["snapshot_id"], "available")
+    copy = boot(cloud, story["token"], f"copy-{suffix}", imageRef=image["id"])
+    body = copy.wait_status("ACTIVE", SLOW)
+    copy.wait_booted()
+    (volume,) = body["os-extended-volumes:volumes_attached"]
+    assert show(story, "volume", volume["id"])["snapshot_id"] == mapping["snapshot_id"]
+    copy.delete()
+    wait_for(story, "volume", volume["id"], None)  # delete_on_termination, as the original's
+    openstack(cloud, "image", "delete", image["id"])
+    openstack(cloud, "volume", "snapshot", "delete", mapping["snapshot_id"])
+    wait_for(story, "snapshot", mapping["snapshot_id"], None)
 
 
 def test_a_server_boots_from_a_volume_and_deleting_servers_keeps_or_deletes_their_volumes(story):

@@ -162,6 +162,29 @@ def test_boot_from_volume_through_the_api(world, setup, fake_driver, storage, de
     assert not Attachment.objects.exists()
 
 
+@pytest.mark.database  # JSON key lookups on the image's properties
+def test_create_image_of_a_server_booted_from_a_volume_through_the_api(world, setup, fake_driver):
+    token = world.token(world.member)
+    body = {"server": {"name": "bfv", "flavorRef": world.flavor.pk, "imageRef": "",
+                       "block_device_mapping_v2": [{**BDM, "uuid": str(world.image.pk)}]}}
+    server_id = nova(token).post(f"{NOVA}/servers", body, format="json").json()["server"]["id"]
+    resp = nova(token).post(f"{NOVA}/servers/{server_id}/action", {"createImage": {"name": "golden"}}, format="json")
+    assert resp.status_code == 202, resp.content
+    image_id = resp["Location"].rsplit("/", 1)[1]
+    glance = APIClient()
+    glance.credentials(HTTP_X_AUTH_TOKEN=token)
+    shown = glance.get(f"/image/v2/images/{image_id}").json()
+    assert (shown["status"], shown["size"], shown["bdm_v2"]) == ("active", 0, "True")
+    assert glance.get(f"/image/v2/images/{image_id}/file").status_code == 204  # no data: it maps snapshots
+    copy = nova(token).post(f"{NOVA}/servers", {"server": {"name": "copy", "flavorRef": world.flavor.pk,
+                                                           "imageRef": image_id}}, format="json")
+    assert copy.status_code == 202, copy.content
+    server = nova(token, "2.3").get(f"{NOVA}/servers/{copy.json()['server']['id']}").json()["server"]
+    assert server["status"] == "ACTIVE" and server["image"] == ""
+    (attached,) = server["os-extended-volumes:volumes_attached"]
+    assert Volume.objects.get(pk=attached["id"]).snapshot is not None
+
+
 def test_boot_from_an_existing_volume_and_a_blank_second_disk(world, setup, fake_driver):
     _, volume = setup
     Volume.objects.filter(pk=volume.pk).update(bootable=True)

@@ -399,6 +399,61 @@ def test_boot_from_a_volume_made_from_an_image(world, host, storage, fake_driver
         assert fresh(volume).status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
 
 
+@pytest.mark.database  # JSON key lookups on the image's properties
+def test_an_image_of_a_server_booted_from_a_volume_maps_snapshots_and_boots_a_copy(world, host, storage,
+                                                                                   fake_driver):
+    """Nova's createImage of a volume-backed server: a snapshot of each volume, an image without
+    data that maps them; a server booted from the image boots from volumes made from them."""
+    import json
+
+    from apps.images.models import Image
+
+    vm = bfv(world, True)
+    data = services.volume_create(user=world.member, project=world.project, size=2, name="data")
+    services.volume_attach(volume=data, instance=vm, user=world.member)
+    image = compute.instance_create_image(instance=fresh(vm), user=world.member, name="golden",
+                                          metadata={"purpose": "copies"})
+    image = Image.objects.get(pk=image.pk)
+    assert (image.status, image.size, image.disk_format, image.visibility) == ("active", 0, "raw", "private")
+    props = image.properties
+    assert (props["bdm_v2"], props["root_device_name"], props["image_type"], props["instance_uuid"],
+            props["purpose"]) == ("True", "/dev/vda", "snapshot", str(vm.pk), "copies")
+    mapping = json.loads(props["block_device_mapping"])
+    snapshots = {m["boot_index"]: Snapshot.objects.get(pk=m["snapshot_id"]) for m in mapping}
+    assert {i: (s.volume_id, s.status) for i, s in snapshots.items()} == {
+        0: (selectors.server_boot_volume(instance=vm).pk, "available"), None: (data.pk, "available")}
+    assert [(m["device_name"], m["volume_size"]) for m in sorted(mapping, key=lambda m: m["boot_index"] is None)] == [
+        ("/dev/vda", 1), ("/dev/vdb", 2)]
+    after = fresh(vm)
+    assert (after.vm_state, after.task_state) == (VmState.ACTIVE, None)
+    assert after.actions.get(action="createImage").result == "Success"
+
+    copy = compute.instance_create(user=world.member, project=world.project, name="copy", flavor=world.flavor,
+                                   image=image)
+    copy = fresh(copy)
+    assert (copy.vm_state, copy.image_id, copy.root_gb) == (VmState.ACTIVE, None, 0)
+    made = {a.boot_index: a.volume for a in Attachment.objects.filter(instance=copy).select_related("volume")}
+    assert made[0].snapshot_id == snapshots[0].pk and made[None].snapshot_id == snapshots[None].pk
+    assert (made[0].size, made[None].size, made[0].status) == (1, 2, "in-use")
+    root, second = fake_driver.specs[str(copy.pk)].disks
+    assert (root.name, root.image, second.device) == ("root", None, "vdb")
+    with pytest.raises(ValidationError, match="maps volume snapshots"):
+        services.volume_create(user=world.member, project=world.project, size=1, image=image)
+
+
+def test_a_failed_snapshot_fails_the_image_of_a_server_booted_from_a_volume(world, host, storage, fake_driver):
+    from apps.images.models import Image
+
+    vm = bfv(world, True)
+    storage.fail_next("snapshot_create", "the disk is full")
+    image = compute.instance_create_image(instance=fresh(vm), user=world.member, name="golden")
+    assert Image.objects.get(pk=image.pk).status == "deleted"
+    after = fresh(vm)
+    assert (after.vm_state, after.task_state) == (VmState.ACTIVE, None)
+    assert after.actions.get(action="createImage").result == "Error"
+    assert "snapshot of the server's volumes failed" in after.faults.get().message
+
+
 def test_a_server_booted_from_a_volume_resizes_its_cpus_and_memory(world, host, storage, fake_driver):
     """Nova's resize of a volume-backed server: its root disk stays the volume; the flavor's disk is not used."""
     from apps.instances.models import Flavor
