@@ -950,10 +950,12 @@ def server_volumes_connect(*, instance: Instance) -> str | None:
         volume = attachment.volume
         if volume.status == VolumeStatus.CREATING:
             return PENDING
-        if volume.status not in (VolumeStatus.ATTACHING, VolumeStatus.AVAILABLE, VolumeStatus.IN_USE):
+        if volume.status == VolumeStatus.ERROR:
             reason = selectors.message_latest(resource_uuid=volume.pk)
             return (f"Volume {volume.pk} could not be made for the server"
-                    + (f": {reason.user_message}" if reason else f" (it is {volume.status})."))
+                    + (f": {reason.user_message}" if reason else " (it is in error)."))
+        if volume.status not in (VolumeStatus.ATTACHING, VolumeStatus.AVAILABLE, VolumeStatus.IN_USE):
+            return f"Volume {volume.pk} is {volume.status}: the server cannot use it now."
     for attachment in attachments:
         try:
             connection = _export(attachment.volume, instance.host)

@@ -258,6 +258,25 @@ def test_a_failed_unshelve_leaves_the_volumes_disconnected(world, fake_driver, f
     assert Attachment.objects.get(volume=volume).connection is not None
 
 
+def test_an_unshelve_waits_for_a_busy_volume(world, fake_driver, fake_storage):
+    """A volume that is busy (here: being backed up) keeps the server shelved, and says why."""
+    from apps.volumes.models import Volume
+
+    make_host()
+    vm = create(world)
+    volume = attached_volume(world, vm)
+    shelve(world, vm)
+    Volume.objects.filter(pk=volume.pk).update(status="backing-up")
+    services.instance_unshelve(instance=fresh(vm), user=world.member)
+    after = fresh(vm)
+    assert (after.vm_state, after.task_state, after.host) == (VmState.SHELVED_OFFLOADED, None, None)
+    assert after.faults.order_by("-created_at").first().message == (
+        f"Volume {volume.pk} is backing-up: the server cannot use it now.")
+    Volume.objects.filter(pk=volume.pk).update(status="in-use")
+    services.instance_unshelve(instance=after, user=world.member)
+    assert fresh(vm).vm_state == VmState.ACTIVE
+
+
 def test_volumes_attach_to_and_detach_from_a_shelved_server_from_2_20(world, fake_driver, fake_storage):
     from apps.volumes import services as volumes
     from apps.volumes.models import Attachment, Volume
