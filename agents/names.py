@@ -7,6 +7,9 @@ TASK_SPAWN = "agents.compute.spawn"
 TASK_DESTROY = "agents.compute.destroy"
 TASK_CONSOLE_LOG = "agents.compute.console_log"
 TASK_VNC_ADDRESS = "agents.compute.vnc_address"
+TASK_SET_PASSWORD = "agents.compute.set_password"  # PasswordSpec, a call: the guest agent sets it
+# The libvirt channel the QEMU guest agent listens on in the guest (virtio-serial).
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 TASK_IMAGE_CACHE_PRUNE = "agents.storage.image_cache_prune"
 # A DomainSpec: attach/detach NICs so the running domain has exactly its nics (os-interface).
 TASK_SYNC_INTERFACES = "agents.compute.sync_interfaces"

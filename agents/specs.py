@@ -90,6 +90,8 @@ class DomainSpec:
     rescue: bool = False
     # The config drive's files (path -> base64 content): an ISO 9660 "config-2" CD-ROM, or None.
     config_drive: dict[str, str] | None = None
+    # A virtio-serial channel for the QEMU guest agent (the image's hw_qemu_guest_agent).
+    guest_agent: bool = False
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +121,24 @@ class InstanceRef:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InstanceRef:
+        _check_version(data)
+        return cls(**data)
+
+
+@dataclass
+class PasswordSpec:
+    """A new password for a user of the guest, set by the QEMU guest agent (Nova's changePassword)."""
+
+    instance_id: str
+    user: str
+    password: str = field(repr=False)
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PasswordSpec:
         _check_version(data)
         return cls(**data)
 

@@ -25,7 +25,15 @@ from agents.compute.driver import ComputeError, get_driver
 from agents.config import get_config
 from agents.network import NetworkError
 from agents.network.driver import get_network_driver
-from agents.specs import POWER_NOSTATE, DomainSpec, InstanceRef, OperationSpec, SpecVersionError, VolumeAttachSpec
+from agents.specs import (
+    POWER_NOSTATE,
+    DomainSpec,
+    InstanceRef,
+    OperationSpec,
+    PasswordSpec,
+    SpecVersionError,
+    VolumeAttachSpec,
+)
 from agents.storage import StorageError, image_cache
 from agents.worker import app
 
@@ -244,6 +252,23 @@ def console_log(ref_dict: dict[str, Any], length: int | None = None) -> dict[str
     except Exception as exc:
         log.exception("reading the console of %s failed", _instance_id_of(ref_dict))
         return {"output": "", "error": f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"}
+
+
+@app.task(name=names.TASK_SET_PASSWORD, ignore_result=False)
+def set_password(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """``{"ok": True, "error": None}`` once the guest agent has set the password (a
+    ``PasswordSpec``), else ``{"ok": False, "error"}``. The password is never logged nor answered."""
+    try:
+        spec = PasswordSpec.from_dict(spec_dict)
+        get_driver().set_password(spec.instance_id, spec.user, spec.password)
+        return {"ok": True, "error": None}
+    except (SpecVersionError, ComputeError, StorageError) as exc:
+        return {"ok": False, "error": str(exc)}
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return {"ok": False, "error": f"invalid password request: {exc.__class__.__name__}"}
+    except Exception as exc:
+        log.exception("setting a password in %s failed", _instance_id_of(spec_dict))
+        return {"ok": False, "error": f"internal error in the compute agent: {exc.__class__.__name__}"}
 
 
 @app.task(name=names.TASK_VNC_ADDRESS, ignore_result=False)

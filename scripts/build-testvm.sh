@@ -115,6 +115,7 @@ if [ -z "$KPKG" ]; then
 fi
 fetch_deb "$KPKG"; KDEB="$DEB"
 fetch_deb busybox-static; BDEB="$DEB"
+fetch_deb qemu-guest-agent; QGADEB="$DEB"
 
 # ---------------------------------------------------------------- kernel + modules
 say "unpacking $(basename "$KDEB")"
@@ -156,6 +157,20 @@ install -m 755 "$WORK/bin/busybox" "$ROOT/bin/busybox"
     mkdir -p "$ROOT/$(dirname "$applet")"
     ln -sf "/bin/busybox" "$ROOT/$applet"
 done
+# qemu-ga, the QEMU guest agent (started only when the domain has its virtio
+# channel: /etc/init.d/guest-agent): the package's binary, and the shared
+# libraries it links, copied from this host (Debian 12 too, where QEMU and
+# libvirt already installed them).
+dpkg-deb --fsys-tarfile "$QGADEB" | tar -x -C "$WORK" ./usr/sbin/qemu-ga
+install -m 755 "$WORK/usr/sbin/qemu-ga" "$ROOT/usr/sbin/qemu-ga"
+libs="$(ldd "$ROOT/usr/sbin/qemu-ga")" || die "ldd qemu-ga failed"
+if grep -q 'not found' <<<"$libs"; then
+    die "qemu-ga needs libraries this host lacks: $(grep 'not found' <<<"$libs" | tr -s '\n\t' ' ')"
+fi
+for lib in $(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' <<<"$libs"); do
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+done
 # The kernel runs /init from an initramfs; busybox picks its init applet from
 # argv[0], so PID 1 is busybox init (with /etc/inittab), not a shell script.
 ln -sf /bin/busybox "$ROOT/init"
@@ -168,10 +183,16 @@ install -m 755 "$GUEST_DIR/rcK" "$ROOT/etc/init.d/rcK"
 install -m 755 "$GUEST_DIR/udhcpc.script" "$ROOT/etc/udhcpc.script"
 install -m 755 "$GUEST_DIR/metadata" "$ROOT/etc/init.d/metadata"
 install -m 755 "$GUEST_DIR/configdrive" "$ROOT/etc/init.d/configdrive"
+install -m 755 "$GUEST_DIR/guest-agent" "$ROOT/etc/init.d/guest-agent"
+install -m 755 "$GUEST_DIR/chpasswd" "$ROOT/usr/sbin/chpasswd"
 install -m 755 "$GUEST_DIR/acpi-power-button" "$ROOT/etc/acpi/PWRF/00000080"
 install -m 644 "$GUEST_DIR/profile" "$ROOT/etc/profile"
 echo testvm >"$ROOT/etc/hostname"
-echo 'root::0:0:root:/root:/bin/sh' >"$ROOT/etc/passwd"
+# root has no password (the console shell needs none); qemu-ga's
+# guest-set-user-password runs busybox chpasswd, which writes /etc/shadow.
+echo 'root:x:0:0:root:/root:/bin/sh' >"$ROOT/etc/passwd"
+echo 'root::19000:0:99999:7:::' >"$ROOT/etc/shadow"
+chmod 600 "$ROOT/etc/shadow"
 echo 'root:x:0:' >"$ROOT/etc/group"
 
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) \

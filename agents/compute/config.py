@@ -173,6 +173,20 @@ class GuestRng(ConfigObject):
 
 
 @dataclass
+class GuestChannel(ConfigObject):
+    """A virtio-serial channel named ``name`` in the guest, a UNIX socket on the host whose path
+    libvirt chooses (and connects to itself for the QEMU guest agent's channel)."""
+
+    name: str
+    root_name = "channel"
+
+    def format_dom(self) -> ET.Element:
+        channel = ET.Element("channel", type="unix")
+        _sub(channel, "target", type="virtio", name=self.name)
+        return channel
+
+
+@dataclass
 class GuestTimer(ConfigObject):
     name: str
     tickpolicy: str | None = None

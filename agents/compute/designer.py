@@ -159,6 +159,8 @@ def design_guest(
         vconfig.GuestMemBalloon(model="virtio", period=10),
         vconfig.GuestRng(backend="/dev/urandom"),
     ]
+    if spec.guest_agent:
+        guest.devices.append(vconfig.GuestChannel(name=names.GUEST_AGENT_CHANNEL))
     return guest
 
 

@@ -115,6 +115,10 @@ class ComputeDriver(abc.ABC):
         """Where the instance's VNC server listens on this host (localhost only)."""
         self._unsupported("show consoles")
 
+    def set_password(self, instance_id: str, user: str, password: str) -> None:
+        """Set ``user``'s password in the running guest through the QEMU guest agent."""
+        self._unsupported("set passwords")
+
     def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
         """Copy the root disk (flattened qcow2; a running guest is paused meanwhile) and upload it
         with ``PUT upload_url``."""

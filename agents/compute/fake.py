@@ -40,6 +40,7 @@ class FakeDriver(ComputeDriver):
         self.saved: set[str] = set()  # instances with a managed save (suspended)
         self.boots: dict[str, int] = {}  # instance id -> times started
         self.attached_volumes: dict[str, dict[str, str]] = {}  # instance id -> {volume id: device}
+        self.passwords: dict[str, tuple[str, str]] = {}  # instance id -> (user, password) last set
         self.volume_sizes: dict[str, int] = {}  # volume id -> bytes volume_resized reports
 
     # -- test hooks --------------------------------------------------------------------------
@@ -69,6 +70,7 @@ class FakeDriver(ComputeDriver):
             self.saved.clear()
             self.boots.clear()
             self.attached_volumes.clear()
+            self.passwords.clear()
             self.volume_sizes.clear()
 
     # -- driver ------------------------------------------------------------------------------
@@ -207,6 +209,17 @@ class FakeDriver(ComputeDriver):
             if self.domains.get(instance_id) != POWER_RUNNING:
                 raise ComputeError(f"instance {instance_id} is not running")
         return "127.0.0.1", 5900
+
+    def set_password(self, instance_id: str, user: str, password: str) -> None:
+        """As libvirt: the domain must run and have the guest agent's channel."""
+        with self._lock:
+            if self.domains.get(instance_id) != POWER_RUNNING:
+                raise ComputeError(f"instance {instance_id} is not running")
+            spec = self.specs.get(instance_id)
+            if spec is None or not spec.guest_agent:
+                raise ComputeError("setting the password failed: argument unsupported: QEMU guest agent is not "
+                                   "configured")
+            self.passwords[instance_id] = (user, password)
 
     def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
         self.uploads = getattr(self, "uploads", [])

@@ -637,6 +637,15 @@ class LibvirtDriver(ComputeDriver):
             raise ComputeError(f"instance {instance_id} has no VNC console")
         return graphics.get("listen") or "127.0.0.1", int(graphics.get("port"))
 
+    def set_password(self, instance_id: str, user: str, password: str) -> None:
+        conn = self._connection()
+        with self._libvirt("setting the password"):
+            dom = self._domain(conn, instance_id)
+            if not dom.isActive():
+                raise ComputeError(f"instance {instance_id} is not running")
+            # The guest agent runs chpasswd in the guest; libvirt waits for its answer.
+            dom.setUserPassword(user, password, 0)
+
     def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
         import subprocess
 

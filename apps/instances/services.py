@@ -21,11 +21,12 @@ from agents.names import (
     CALLBACK_OPERATION_DONE,
     CALLBACK_SPAWN_DONE,
     TASK_DESTROY,
+    TASK_SET_PASSWORD,
     TASK_SPAWN,
     TASK_SYNC_INTERFACES,
     operation_task,
 )
-from agents.specs import DiskSpec, DomainSpec, InstanceRef, OperationSpec
+from agents.specs import DiskSpec, DomainSpec, InstanceRef, OperationSpec, PasswordSpec
 from agents.storage.qemu_img import FORMATS as BOOTABLE_DISK_FORMATS
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus
@@ -147,7 +148,21 @@ def _domain_spec(instance: Instance, *, vcpus: int | None = None, memory_mib: in
         disks=[boot_volume or DiskSpec(name="root", size_gb=root_gb or instance.root_gb, image=image), *volumes],
         nics=server_nics(device_id=str(instance.id)),
         config_drive=config_drive_for(instance=instance),
+        guest_agent=_image_property_true(instance, "hw_qemu_guest_agent"),
     )
+
+
+def _image_properties(instance: Instance) -> dict:
+    """The properties of the image the instance was made from: its image's, or for a server
+    booted from a volume, the image the volume was made from (volume_image_metadata), as Nova."""
+    if instance.image is not None:
+        return instance.image.properties or {}
+    boot_volume = server_boot_volume(instance=instance)
+    return (boot_volume.image_metadata or {}) if boot_volume is not None else {}
+
+
+def _image_property_true(instance: Instance, key: str) -> bool:
+    return str(_image_properties(instance).get(key, "")).strip().lower() in ("yes", "true", "1", "on", "y")
 
 
 def _check_bootable(image: Image) -> None:
@@ -611,6 +626,48 @@ def instance_trigger_crash_dump(*, instance: Instance, user: User | None, reques
     """Nova's trigger_crash_dump (2.17): an NMI to the guest. What follows is the guest's choice
     (a kdump, a panic, or a kernel message), so no state changes; the action records the result."""
     return _simple_action("trigger_crash_dump", instance=instance, user=user, request_id=request_id)
+
+
+def instance_change_password(*, instance: Instance, user: User | None, password, request_id: str = "") -> None:
+    """Nova's changePassword: the guest agent sets the password of the image's ``os_admin_user``
+    (default root; Administrator for ``os_type`` windows) while the caller waits. It needs a
+    running guest whose image has ``hw_qemu_guest_agent=yes`` (409 otherwise, as Nova). A failure
+    is a 409 with the guest's reason, a fault and the action's error. The password is neither
+    stored nor logged."""
+    if not isinstance(password, str):
+        raise ValidationError("Invalid input for field/attribute adminPass: it must be a string.")
+    if "\n" in password or "\r" in password:
+        raise ValidationError("Invalid input for field/attribute adminPass: it must be one line.")
+    transition = TRANSITIONS["changePassword"]
+    if instance.vm_state not in transition.allowed or instance.task_state is not None:
+        raise _refuse(instance, transition)
+    if not _image_property_true(instance, "hw_qemu_guest_agent"):
+        raise InvalidState("QEMU guest agent is not enabled (the image's hw_qemu_guest_agent is not yes).")
+    if instance.power_state != PowerState.RUNNING:
+        raise InvalidState(f"Failed to set admin password on {instance.id} because instance is not running.")
+    properties = _image_properties(instance)
+    windows = str(properties.get("os_type", "")).lower() == "windows"
+    admin_user = properties.get("os_admin_user") or ("Administrator" if windows else "root")
+    with transaction.atomic():
+        _begin(instance=instance, transition=transition, user=user, request_id=request_id)
+    spec = PasswordSpec(instance_id=str(instance.id), user=str(admin_user), password=password)
+    try:
+        answer = agent_call(queue=instance.host.queue, task=TASK_SET_PASSWORD, payload=spec.to_dict())
+        error = None if answer.get("ok") else answer.get("error") or "the host failed"
+    except ServiceUnavailable as exc:
+        error = exc.message
+    with transaction.atomic():
+        done = Instance.objects.filter(pk=instance.pk, task_state=TaskState.UPDATING_PASSWORD).update(
+            task_state=None, updated_at=timezone.now())
+        if done and error is None:
+            _action_finish(instance=instance, action=transition.action, result="Success")
+        elif done:
+            _fault(instance=instance, message=f"Failed to set admin password: {error}")
+            _action_finish(instance=instance, action=transition.action, result="Error", message=error)
+    instance.task_state = None
+    if error is not None:
+        raise InvalidState(f"Failed to set admin password on {instance.id} because error setting admin password: "
+                           f"{error}")
 
 
 def instance_lock(*, instance: Instance, user: User, request_id: str = "") -> Instance:

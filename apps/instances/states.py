@@ -45,6 +45,7 @@ class TaskState(models.TextChoices):
     UNRESCUING = "unrescuing"
     SHELVING = "shelving"
     UNSHELVING = "unshelving"
+    UPDATING_PASSWORD = "updating_password"
     DELETING = "deleting"
 
 
@@ -160,6 +161,9 @@ TRANSITIONS = {
     "shelve": Transition("shelve", (VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED),
                          TaskState.SHELVING, "shelve", VmState.SHELVED_OFFLOADED),
     "unshelve": Transition("unshelve", (VmState.SHELVED_OFFLOADED,), TaskState.UNSHELVING, None, None),
+    # Nova's changePassword: the host's guest agent sets it while the caller waits.
+    "changePassword": Transition("changePassword", (VmState.ACTIVE,), TaskState.UPDATING_PASSWORD, "set_password",
+                                 None, event="compute_set_admin_password"),
     # An NMI, whose effect is the guest's to decide: no task state, the states stay (Nova).
     "trigger_crash_dump": Transition("trigger_crash_dump", (VmState.ACTIVE, VmState.PAUSED, VmState.RESCUED,
                                                             VmState.RESIZED, VmState.ERROR),

@@ -68,6 +68,14 @@ def test_kvm_domain_uses_host_model_cpu():
     assert qemu.get("type") == "qemu" and qemu.find("cpu") is None
 
 
+def test_guest_agent_channel_only_when_asked():
+    root = ET.fromstring(design_guest(make_spec(guest_agent=True), PATHS).to_xml())
+    (channel,) = root.findall("devices/channel")
+    assert channel.get("type") == "unix" and channel.find("source") is None  # libvirt picks the socket
+    assert channel.find("target").attrib == {"type": "virtio", "name": "org.qemu.guest_agent.0"}
+    assert ET.fromstring(design_guest(make_spec(), PATHS).to_xml()).find("devices/channel") is None
+
+
 def test_spec_round_trips_through_json_dict():
     spec = make_spec()
     assert design_guest(DomainSpec.from_dict(spec.to_dict()), PATHS).to_xml() == design_guest(spec, PATHS).to_xml()

@@ -8,7 +8,16 @@ import pytest
 
 from agents import names, tasks
 from agents.compute.fake import BOOT_MARKER
-from agents.specs import POWER_NOSTATE, POWER_RUNNING, DiskSpec, DomainSpec, ImageRef, InstanceRef, OperationSpec
+from agents.specs import (
+    POWER_NOSTATE,
+    POWER_RUNNING,
+    DiskSpec,
+    DomainSpec,
+    ImageRef,
+    InstanceRef,
+    OperationSpec,
+    PasswordSpec,
+)
 from agents.storage import StorageError
 from agents.worker import app
 
@@ -190,3 +199,18 @@ def test_shelve_uploads_the_root_disk_unless_it_boots_from_a_volume(fake_driver,
     assert calls[1:] == (["stop", "snapshot", "destroy"] if upload_url else ["stop", "destroy"])
     assert getattr(fake_driver, "uploads", []) == ([upload_url] if upload_url else [])
     assert fake_driver.list_domains() == {}
+
+
+def test_set_password_answers_without_the_password(fake_driver):
+    spec = spec_dict()
+    spec["guest_agent"] = True
+    tasks.spawn(spec)
+    answer = tasks.set_password(PasswordSpec(instance_id=spec["instance_id"], user="root", password="Zq9").to_dict())
+    assert answer == {"ok": True, "error": None} and fake_driver.passwords[spec["instance_id"]] == ("root", "Zq9")
+    plain = spec_dict()
+    tasks.spawn(plain)
+    refused = tasks.set_password(PasswordSpec(instance_id=plain["instance_id"], user="root", password="Zq9").to_dict())
+    assert refused["ok"] is False and "guest agent is not configured" in refused["error"]
+    assert "Zq9" not in str(refused)
+    assert "invalid password request" in tasks.set_password({"instance_id": "x"})["error"]
+    assert "Zq9" not in repr(PasswordSpec(instance_id="i", user="root", password="Zq9"))

@@ -646,6 +646,15 @@ class ServerViewSet(ComputeViewSet):
                                       request_id=self.request_id)
         return self._accepted()
 
+    def _change_password(self, instance, args):
+        if not isinstance(args, dict) or "adminPass" not in args:
+            raise ValidationError("Invalid input for field/attribute changePassword. 'adminPass' is a required "
+                                  "property")
+        only_keys(args, {"adminPass"}, "changePassword")
+        services.instance_change_password(instance=instance, user=self.user, password=args["adminPass"],
+                                          request_id=self.request_id)
+        return self._accepted()
+
     def _trigger_crash_dump(self, instance, args):
         if args is not None:
             raise ValidationError("Invalid input for field/attribute trigger_crash_dump: it must be null.")
@@ -685,6 +694,7 @@ class ServerViewSet(ComputeViewSet):
         "shelve": _simple(services.instance_shelve),  # its body is not read up to 2.76 (Nova)
         "unshelve": _simple(services.instance_unshelve),
         "trigger_crash_dump": _trigger_crash_dump,
+        "changePassword": _change_password,
         "os-resetState": _reset_state,
         "addSecurityGroup": _security_group(services.instance_security_group_add, "addSecurityGroup"),
         "removeSecurityGroup": _security_group(services.instance_security_group_remove, "removeSecurityGroup"),
