@@ -103,6 +103,21 @@ class InstanceBackupForm(InstanceSnapshotForm):
     rotation = forms.IntegerField(min_value=0, initial=1, label="Keep", widget=forms.NumberInput(attrs=_INPUT))
 
 
+class InstancePasswordForm(forms.Form):
+    """A new password for the guest's admin user (changePassword), typed twice."""
+
+    password = forms.CharField(max_length=255, strip=False, label="New password",
+                               widget=forms.PasswordInput(attrs={**_INPUT, "autocomplete": "new-password"}))
+    confirm = forms.CharField(max_length=255, strip=False, label="Again",
+                              widget=forms.PasswordInput(attrs={**_INPUT, "autocomplete": "new-password"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password") is not None and data.get("password") != data.get("confirm"):
+            raise forms.ValidationError("The two passwords differ.")
+        return data
+
+
 class UsagePeriodForm(forms.Form):
     """The usage page's period: whole days in UTC, both included."""
 

@@ -16,6 +16,7 @@ from apps.instances.states import vm_states_for_status
 from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
+from apps.volumes.selectors import server_boot_volume
 from cloudmgr.exceptions import NotFound, PermissionDenied, ServiceUnavailable, ValidationError
 from cloudmgr.models import checked_regex, filter_pk
 from cloudmgr.rpc import agent_call
@@ -394,6 +395,21 @@ def server_group_get(*, user: User, project: Project, group_id: str) -> ServerGr
 
 def instance_actions(*, instance: Instance) -> QuerySet:
     return instance.actions.select_related("user").prefetch_related("events").order_by("-created_at")
+
+
+def instance_image_properties(*, instance: Instance) -> dict:
+    """The properties of the image the instance was made from: its image's, or for a server
+    booted from a volume, the image the volume was made from (volume_image_metadata), as Nova."""
+    if instance.image is not None:
+        return instance.image.properties or {}
+    boot_volume = server_boot_volume(instance=instance)
+    return (boot_volume.image_metadata or {}) if boot_volume is not None else {}
+
+
+def instance_guest_agent(*, instance: Instance) -> bool:
+    """Whether the instance's image asks for the QEMU guest agent (``hw_qemu_guest_agent``)."""
+    value = instance_image_properties(instance=instance).get("hw_qemu_guest_agent", "")
+    return str(value).strip().lower() in ("yes", "true", "1", "on", "y")
 
 
 def instance_get(*, user: User, project: Project, instance_id: str, include_deleted: bool = False) -> Instance:

@@ -42,6 +42,7 @@ from apps.instances.models import (
     Keypair,
     ServerGroup,
 )
+from apps.instances.selectors import instance_guest_agent, instance_image_properties
 from apps.instances.states import (
     DELETE_ALLOWED,
     TRANSITIONS,
@@ -148,21 +149,8 @@ def _domain_spec(instance: Instance, *, vcpus: int | None = None, memory_mib: in
         disks=[boot_volume or DiskSpec(name="root", size_gb=root_gb or instance.root_gb, image=image), *volumes],
         nics=server_nics(device_id=str(instance.id)),
         config_drive=config_drive_for(instance=instance),
-        guest_agent=_image_property_true(instance, "hw_qemu_guest_agent"),
+        guest_agent=instance_guest_agent(instance=instance),
     )
-
-
-def _image_properties(instance: Instance) -> dict:
-    """The properties of the image the instance was made from: its image's, or for a server
-    booted from a volume, the image the volume was made from (volume_image_metadata), as Nova."""
-    if instance.image is not None:
-        return instance.image.properties or {}
-    boot_volume = server_boot_volume(instance=instance)
-    return (boot_volume.image_metadata or {}) if boot_volume is not None else {}
-
-
-def _image_property_true(instance: Instance, key: str) -> bool:
-    return str(_image_properties(instance).get(key, "")).strip().lower() in ("yes", "true", "1", "on", "y")
 
 
 def _check_bootable(image: Image) -> None:
@@ -641,11 +629,11 @@ def instance_change_password(*, instance: Instance, user: User | None, password,
     transition = TRANSITIONS["changePassword"]
     if instance.vm_state not in transition.allowed or instance.task_state is not None:
         raise _refuse(instance, transition)
-    if not _image_property_true(instance, "hw_qemu_guest_agent"):
+    if not instance_guest_agent(instance=instance):
         raise InvalidState("QEMU guest agent is not enabled (the image's hw_qemu_guest_agent is not yes).")
     if instance.power_state != PowerState.RUNNING:
         raise InvalidState(f"Failed to set admin password on {instance.id} because instance is not running.")
-    properties = _image_properties(instance)
+    properties = instance_image_properties(instance=instance)
     windows = str(properties.get("os_type", "")).lower() == "windows"
     admin_user = properties.get("os_admin_user") or ("Administrator" if windows else "root")
     with transaction.atomic():

@@ -16,6 +16,7 @@ urlpatterns = [
     path("<uuid:instance_id>/delete/", views.instance_delete, name="delete"),
     path("<uuid:instance_id>/action/<str:action>/", views.instance_action, name="action"),
     path("<uuid:instance_id>/image/<str:kind>/", views.instance_image_create, name="image"),
+    path("<uuid:instance_id>/password/", views.instance_change_password, name="password"),
     path("<uuid:instance_id>/vnc/", views.instance_vnc, name="vnc"),
     path("<uuid:instance_id>/vnc/url/", views.instance_vnc_url, name="vnc_url"),
     path("usage/", views.instance_usage, name="usage"),

@@ -20,7 +20,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from apps.instances import selectors, services
-from apps.instances.forms import InstanceBackupForm, InstanceLaunchForm, InstanceSnapshotForm, UsagePeriodForm
+from apps.instances.forms import (
+    InstanceBackupForm,
+    InstanceLaunchForm,
+    InstancePasswordForm,
+    InstanceSnapshotForm,
+    UsagePeriodForm,
+)
 from apps.instances.states import VmState
 from apps.portal.decorators import portal_view
 from apps.portal.forms import form_problems
@@ -121,8 +127,9 @@ def instance_detail(request, *, project, instance_id):
         messages.error(request, exc.message)
         return redirect("instances:list")
     backup_form = InstanceBackupForm(initial={"name": f"{instance.name}-backup"})
+    password_form = InstancePasswordForm() if selectors.instance_guest_agent(instance=instance) else None
     return render(request, "instances/instance_detail.html",
-                  _overview_context(request, instance, console_lines=CONSOLE_LINES,
+                  _overview_context(request, instance, console_lines=CONSOLE_LINES, password_form=password_form,
                                     snapshot_form=InstanceSnapshotForm(), backup_form=backup_form))
 
 
@@ -286,6 +293,27 @@ def instance_image_create(request, *, project, instance_id, kind):
     else:
         messages.success(request, f"Image {image.name} of {instance.name} is being made; it is listed under "
                                   "Images once uploaded.")
+    return redirect(target)
+
+
+@require_POST
+@portal_view(write=True)
+def instance_change_password(request, *, project, instance_id):
+    """The instance page's "Password" tab (images with the QEMU guest agent): changePassword."""
+    target = reverse("instances:detail", kwargs={"instance_id": instance_id}) + "#password"
+    try:
+        instance = selectors.instance_get(user=request.user, project=project, instance_id=str(instance_id))
+        form = InstancePasswordForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, f"The password was not changed: {form_problems(form)}")
+            return redirect(target)
+        services.instance_change_password(instance=instance, user=request.user,
+                                          password=form.cleaned_data["password"],
+                                          request_id=getattr(request, "request_id", ""))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"The password of {instance.name}'s admin user was changed.")
     return redirect(target)
 
 

@@ -108,3 +108,24 @@ def test_the_command_reads_the_password_from_stdin(world, fake_driver, monkeypat
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     with pytest.raises(CommandError, match="No password given"):
         call_command("instance_change_password", str(vm.id), *who)
+
+
+def test_the_portal_password_tab(client, world, fake_driver):
+    make_host()
+    plain = create(world, "plain")
+    client.force_login(world.member)
+    assert 'id="password-form"' not in client.get(f"/instances/{plain.id}/").content.decode()
+    r = client.post(f"/instances/{plain.id}/password/", {"password": "x", "confirm": "x"}, follow=True)
+    assert "QEMU guest agent is not enabled" in r.content.decode()
+    agent_image(world)
+    vm = create(world)
+    assert 'id="password-form"' in client.get(f"/instances/{vm.id}/").content.decode()
+    r = client.post(f"/instances/{vm.id}/password/", {"password": "a b:c", "confirm": "a b:c"}, follow=True)
+    assert "was changed" in r.content.decode()
+    assert fake_driver.passwords[str(vm.id)] == ("root", "a b:c")
+    r = client.post(f"/instances/{vm.id}/password/", {"password": "one", "confirm": "two"}, follow=True)
+    assert "The two passwords differ." in r.content.decode() and fake_driver.passwords[str(vm.id)][1] == "a b:c"
+    client.force_login(world.reader)
+    assert 'id="password-form"' not in client.get(f"/instances/{vm.id}/").content.decode()
+    client.post(f"/instances/{vm.id}/password/", {"password": "r", "confirm": "r"})
+    assert fake_driver.passwords[str(vm.id)][1] == "a b:c"
