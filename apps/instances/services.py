@@ -639,20 +639,22 @@ def instance_change_password(*, instance: Instance, user: User | None, password,
     with transaction.atomic():
         _begin(instance=instance, transition=transition, user=user, request_id=request_id)
     spec = PasswordSpec(instance_id=str(instance.id), user=str(admin_user), password=password)
+    error = "the message to the host was not sent"
     try:
         answer = agent_call(queue=instance.host.queue, task=TASK_SET_PASSWORD, payload=spec.to_dict())
         error = None if answer.get("ok") else answer.get("error") or "the host failed"
     except ServiceUnavailable as exc:
         error = exc.message
-    with transaction.atomic():
-        done = Instance.objects.filter(pk=instance.pk, task_state=TaskState.UPDATING_PASSWORD).update(
-            task_state=None, updated_at=timezone.now())
-        if done and error is None:
-            _action_finish(instance=instance, action=transition.action, result="Success")
-        elif done:
-            _fault(instance=instance, message=f"Failed to set admin password: {error}")
-            _action_finish(instance=instance, action=transition.action, result="Error", message=error)
-    instance.task_state = None
+    finally:  # whatever happened, the task state does not stay
+        with transaction.atomic():
+            done = Instance.objects.filter(pk=instance.pk, task_state=TaskState.UPDATING_PASSWORD).update(
+                task_state=None, updated_at=timezone.now())
+            if done and error is None:
+                _action_finish(instance=instance, action=transition.action, result="Success")
+            elif done:
+                _fault(instance=instance, message=f"Failed to set admin password: {error}")
+                _action_finish(instance=instance, action=transition.action, result="Error", message=error)
+        instance.task_state = None
     if error is not None:
         raise InvalidState(f"Failed to set admin password on {instance.id} because error setting admin password: "
                            f"{error}")

@@ -129,3 +129,18 @@ def test_the_portal_password_tab(client, world, fake_driver):
     assert 'id="password-form"' not in client.get(f"/instances/{vm.id}/").content.decode()
     client.post(f"/instances/{vm.id}/password/", {"password": "r", "confirm": "r"})
     assert fake_driver.passwords[str(vm.id)][1] == "a b:c"
+
+
+def test_a_broker_failure_leaves_no_task_state(world, fake_driver, monkeypatch):
+    make_host()
+    agent_image(world)
+    vm = create(world)
+
+    def broken(**kwargs):
+        raise ConnectionError("the broker is gone")
+
+    monkeypatch.setattr(services, "agent_call", broken)
+    with pytest.raises(ConnectionError):
+        services.instance_change_password(instance=fresh(vm), user=world.member, password="x")
+    after = fresh(vm)
+    assert after.task_state is None and after.actions.get(action="changePassword").result == "Error"
