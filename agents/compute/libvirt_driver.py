@@ -94,6 +94,9 @@ DESTROY_ATTEMPTS = 6
 # themselves, and an idle host gives them all of it.
 RUNNING_WEIGHT_DIVISOR = 4
 VOLUME_POLL_SECONDS = 0.1
+# Seconds a guest agent command may take (changePassword): below the control plane's
+# CLOUDMGR_AGENT_CALL_TIMEOUT (15 s), so the caller hears the agent's reason, not a timeout.
+GUEST_AGENT_TIMEOUT = 10
 
 
 def _ignore_libvirt_errors(_ctx: Any, _err: Any) -> None:
@@ -643,7 +646,9 @@ class LibvirtDriver(ComputeDriver):
             dom = self._domain(conn, instance_id)
             if not dom.isActive():
                 raise ComputeError(f"instance {instance_id} is not running")
-            # The guest agent runs chpasswd in the guest; libvirt waits for its answer.
+            # The guest agent runs chpasswd in the guest. libvirt would wait for a hung agent
+            # forever (and hold this worker): give up well within the control plane's call.
+            dom.agentSetResponseTimeout(GUEST_AGENT_TIMEOUT, 0)
             dom.setUserPassword(user, password, 0)
 
     def snapshot(self, instance_id: str, upload_url: str, upload_token: str | None) -> int:
