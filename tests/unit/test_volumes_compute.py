@@ -215,3 +215,19 @@ def test_bad_block_device_mappings_are_400(world, setup):
         assert resp.status_code == 400, (bdm, resp.content)
         assert message in resp.json()["badRequest"]["message"]
     assert not Volume.objects.exclude(name="data").exists()
+
+
+def test_cinder_attachments_of_a_shelved_server_are_records_until_it_is_unshelved(world, setup, fake_driver):
+    vm, volume = setup
+    compute.instance_shelve(instance=Instance.objects.select_related("host").get(pk=vm.pk), user=world.member)
+    c = cinder(world.token(world.member))
+    url = f"/volume/v3/{world.project.pk.hex}/attachments"
+    resp = c.post(url, {"attachment": {"volume_uuid": str(volume.pk), "instance_uuid": str(vm.pk)}}, format="json")
+    assert resp.status_code == 200, resp.content
+    body = resp.json()["attachment"]
+    assert body["status"] == "attached" and body["instance"] == str(vm.pk)
+    assert str(vm.pk) not in fake_driver.attached_volumes  # no host to plug it into
+    shown = c.get(f"{url}/{body['id']}")
+    assert shown.status_code == 200, shown.content
+    left = c.delete(f"{url}/{body['id']}")
+    assert left.status_code == 200 and Volume.objects.get(pk=volume.pk).status == "available"
