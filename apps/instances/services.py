@@ -456,6 +456,9 @@ def _mark_deleted(instance: Instance) -> bool:
             server_ports_release(device_id=str(instance.id))
             server_volumes_release(instance=instance)  # kept, or deleted (delete_on_termination)
             _delete_shelved_image(instance)
+            # A snapshot or backup it was making is never filled now; one being uploaded stays.
+            Image.objects.filter(project_id=instance.project_id, properties__instance_uuid=str(instance.id),
+                                 status=ImageStatus.QUEUED).delete()
             _action_finish(instance=instance, action="delete", result="Success")
     return bool(done)
 

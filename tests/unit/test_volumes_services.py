@@ -454,6 +454,21 @@ def test_a_failed_snapshot_fails_the_image_of_a_server_booted_from_a_volume(worl
     assert "snapshot of the server's volumes failed" in after.faults.get().message
 
 
+def test_deleting_a_server_discards_the_image_it_was_still_making(world, host, storage, fake_driver):
+    """The snapshots were still being made (here: put back to that state) when the server went."""
+    from apps.images.models import Image
+    from apps.instances.states import TaskState
+
+    vm = bfv(world, False)
+    image = compute.instance_create_image(instance=fresh(vm), user=world.member, name="unfinished")
+    Image.objects.filter(pk=image.pk).update(status="queued")
+    Instance.objects.filter(pk=vm.pk).update(task_state=TaskState.IMAGE_SNAPSHOT)
+    kept = compute.instance_create_image(instance=fresh(server(world, name="other")), user=world.member, name="kept")
+    compute.instance_delete(instance=fresh(vm), user=world.member)
+    assert not Image.objects.filter(pk=image.pk).exists()
+    assert Image.objects.filter(pk=kept.pk).exists()
+
+
 def test_a_server_booted_from_a_volume_resizes_its_cpus_and_memory(world, host, storage, fake_driver):
     """Nova's resize of a volume-backed server: its root disk stays the volume; the flavor's disk is not used."""
     from apps.instances.models import Flavor
