@@ -254,6 +254,22 @@ def console_log(ref_dict: dict[str, Any], length: int | None = None) -> dict[str
         return {"output": "", "error": f"internal error in the compute agent: {exc.__class__.__name__}: {exc}"}
 
 
+@app.task(name=names.TASK_DIAGNOSTICS, ignore_result=False)
+def diagnostics(ref_dict: dict[str, Any]) -> dict[str, Any]:
+    """``{"diagnostics": {counter: value}, "error": None}`` of a running instance, or
+    ``{"diagnostics": None, "error"}``."""
+    try:
+        ref = InstanceRef.from_dict(ref_dict)
+        return {"diagnostics": get_driver().diagnostics(ref.instance_id), "error": None}
+    except (SpecVersionError, ComputeError, StorageError) as exc:
+        return {"diagnostics": None, "error": str(exc)}
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return {"diagnostics": None, "error": f"invalid diagnostics request: {exc}"}
+    except Exception as exc:
+        log.exception("reading the diagnostics of %s failed", _instance_id_of(ref_dict))
+        return {"diagnostics": None, "error": f"internal error in the compute agent: {exc.__class__.__name__}"}
+
+
 @app.task(name=names.TASK_SET_PASSWORD, ignore_result=False)
 def set_password(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """``{"ok": True, "error": None}`` once the guest agent has set the password (a

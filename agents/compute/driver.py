@@ -115,6 +115,13 @@ class ComputeDriver(abc.ABC):
         """Where the instance's VNC server listens on this host (localhost only)."""
         self._unsupported("show consoles")
 
+    def diagnostics(self, instance_id: str) -> dict[str, int]:
+        """The running domain's counters, named as Nova's libvirt driver names them (before 2.48):
+        ``cpu<N>_time`` (ns), ``<disk>_read``/``_write`` (bytes), ``_read_req``/``_write_req``,
+        ``_errors``, ``<tap>_rx``/``_tx`` (bytes), ``_packets``, ``_errors``, ``_drop``, ``memory``
+        (KiB) and ``memory-<stat>`` (the balloon's statistics, KiB)."""
+        self._unsupported("read diagnostics")
+
     def set_password(self, instance_id: str, user: str, password: str) -> None:
         """Set ``user``'s password in the running guest through the QEMU guest agent."""
         self._unsupported("set passwords")

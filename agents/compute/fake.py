@@ -210,6 +210,15 @@ class FakeDriver(ComputeDriver):
                 raise ComputeError(f"instance {instance_id} is not running")
         return "127.0.0.1", 5900
 
+    def diagnostics(self, instance_id: str) -> dict[str, int]:
+        with self._lock:
+            if self.domains.get(instance_id) not in (POWER_RUNNING, POWER_PAUSED):
+                raise ComputeError(f"instance {instance_id} is not running")
+            spec = self.specs[instance_id]
+        out = {f"cpu{n}_time": 1_000_000 * (n + 1) for n in range(spec.vcpus)}
+        out.update({"vda_read": 4096, "vda_read_req": 1, "vda_write": 0, "vda_write_req": 0, "vda_errors": -1})
+        return {**out, "memory": spec.memory_mib * 1024, "memory-actual": spec.memory_mib * 1024}
+
     def set_password(self, instance_id: str, user: str, password: str) -> None:
         """As libvirt: the domain must run and have the guest agent's channel."""
         with self._lock:

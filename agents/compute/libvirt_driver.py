@@ -640,6 +640,33 @@ class LibvirtDriver(ComputeDriver):
             raise ComputeError(f"instance {instance_id} has no VNC console")
         return graphics.get("listen") or "127.0.0.1", int(graphics.get("port"))
 
+    def diagnostics(self, instance_id: str) -> dict[str, int]:
+        import xml.etree.ElementTree as ET
+
+        conn = self._connection()
+        with self._libvirt("reading the diagnostics"):
+            dom = self._domain(conn, instance_id)
+            if not dom.isActive():
+                raise ComputeError(f"instance {instance_id} is not running")
+            devices = ET.fromstring(dom.XMLDesc(0)).find("devices")
+            out: dict[str, int] = {}
+            for number, _state, cpu_time, _cpu in dom.vcpus()[0]:
+                out[f"cpu{number}_time"] = cpu_time
+            for target in devices.findall("disk/target"):
+                disk = target.get("dev")
+                read_req, read, write_req, write, errors = dom.blockStats(disk)
+                out.update({f"{disk}_read_req": read_req, f"{disk}_read": read, f"{disk}_write_req": write_req,
+                            f"{disk}_write": write, f"{disk}_errors": errors})
+            for target in devices.findall("interface/target"):
+                tap = target.get("dev")
+                stats = dom.interfaceStats(tap)
+                for name, value in zip(("rx", "rx_packets", "rx_errors", "rx_drop", "tx", "tx_packets", "tx_errors",
+                                        "tx_drop"), stats):
+                    out[f"{tap}_{name}"] = value
+            out["memory"] = dom.maxMemory()
+            out.update({f"memory-{key}": value for key, value in dom.memoryStats().items()})
+            return out
+
     def set_password(self, instance_id: str, user: str, password: str) -> None:
         conn = self._connection()
         with self._libvirt("setting the password"):

@@ -8,16 +8,16 @@ from functools import reduce
 from django.db.models import Case, CharField, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
-from agents.names import TASK_CONSOLE_LOG
+from agents.names import TASK_CONSOLE_LOG, TASK_DIAGNOSTICS
 from agents.specs import InstanceRef
 from apps.hosts.models import Host
 from apps.instances.models import Flavor, Instance, InstanceFault, InstanceTag, Keypair, ServerGroup
-from apps.instances.states import vm_states_for_status
+from apps.instances.states import VmState, vm_states_for_status
 from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
 from apps.tenants.selectors import is_cloud_admin
 from apps.volumes.selectors import server_boot_volume
-from cloudmgr.exceptions import NotFound, PermissionDenied, ServiceUnavailable, ValidationError
+from cloudmgr.exceptions import InvalidState, NotFound, PermissionDenied, ServiceUnavailable, ValidationError
 from cloudmgr.models import checked_regex, filter_pk
 from cloudmgr.rpc import agent_call
 
@@ -438,6 +438,21 @@ def instance_console_log(*, instance: Instance, length: int | None = None) -> st
     if answer.get("error"):
         raise ServiceUnavailable(f"The host could not read the console log: {answer['error']}")
     return answer["output"]
+
+
+def instance_diagnostics(*, user: User, instance: Instance) -> dict[str, int]:
+    """Nova's server diagnostics (before 2.48, the libvirt driver's names), for cloud admins:
+    the running domain's CPU time, disk and network counters and memory, asked of its host."""
+    if not is_cloud_admin(user=user):
+        raise PermissionDenied("Policy doesn't allow os_compute_api:os-server-diagnostics to be performed.")
+    if instance.host is None or instance.vm_state not in (VmState.ACTIVE, VmState.PAUSED, VmState.RESCUED):
+        raise InvalidState(f"Cannot 'get_diagnostics' instance {instance.id} while it is in vm_state "
+                           f"{instance.vm_state}.")
+    answer = agent_call(queue=instance.host.queue, task=TASK_DIAGNOSTICS,
+                        payload=InstanceRef(instance_id=str(instance.id)).to_dict())
+    if answer.get("error"):
+        raise InvalidState(f"The host could not read the diagnostics of {instance.id}: {answer['error']}")
+    return answer["diagnostics"]
 
 
 # The portal's action menu: (key, label, confirmation or "") in menu order.

@@ -214,3 +214,13 @@ def test_set_password_answers_without_the_password(fake_driver):
     assert "Zq9" not in str(refused)
     assert "invalid password request" in tasks.set_password({"instance_id": "x"})["error"]
     assert "Zq9" not in repr(PasswordSpec(instance_id="i", user="root", password="Zq9"))
+
+
+def test_diagnostics_of_a_running_instance_else_the_reason(fake_driver):
+    spec = spec_dict()
+    tasks.spawn(spec)
+    answer = tasks.diagnostics(ref(spec["instance_id"]))
+    assert answer["error"] is None and answer["diagnostics"]["cpu0_time"] > 0
+    tasks.destroy(ref(spec["instance_id"]))
+    gone = tasks.diagnostics(ref(spec["instance_id"]))
+    assert gone["diagnostics"] is None and "not running" in gone["error"]

@@ -125,6 +125,17 @@ def test_hard_reboot_resets_the_guest(vm):
     vm.wait_booted(times=booted + 1)  # reset: same log, one more boot
 
 
+def test_diagnostics_count_the_running_guest(vm):
+    """An admin's GET /servers/{id}/diagnostics: libvirt's counters under Nova's names."""
+    resp = vm.cloud.request("GET", f"/compute/v2.1/servers/{vm.id}/diagnostics", token=vm.token)
+    assert resp.status == 200, resp.body
+    body = resp.body
+    assert body["cpu0_time"] > 0 and body["vda_read"] > 0 and body["vda_read_req"] > 0
+    assert body["memory"] == 128 * 1024 and body["memory-actual"] == 128 * 1024
+    taps = [key[:-3] for key in body if key.endswith("_rx")]
+    assert all(body[f"{tap}_tx_packets"] >= 0 for tap in taps)
+
+
 def test_trigger_crash_dump_sends_the_guest_an_nmi(vm):
     resp = vm.cloud.request("POST", f"/compute/v2.1/servers/{vm.id}/action", {"trigger_crash_dump": None}, vm.token,
                             headers={"OpenStack-API-Version": "compute 2.17"})

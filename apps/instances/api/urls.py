@@ -43,6 +43,7 @@ urlpatterns = [
     path("v2.1/servers/<str:pk>/os-interface/<str:port_id>",
          servers.as_view({"get": "interface_show", "delete": "interface_detach"})),
     path("v2.1/servers/<str:pk>/os-instance-actions", servers.as_view({"get": "actions_list"})),
+    path("v2.1/servers/<str:pk>/diagnostics", servers.as_view({"get": "diagnostics"})),
     path("v2.1/servers/<str:pk>/os-security-groups", servers.as_view({"get": "security_groups_list"})),
     path("v2.1/servers/<str:pk>/os-volume_attachments", server_volumes.as_view({"get": "list", "post": "create"})),
     path("v2.1/servers/<str:pk>/os-volume_attachments/<str:volume_id>",

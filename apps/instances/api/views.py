@@ -23,6 +23,7 @@ from apps.instances.selectors import (
     hosts_usage,
     instance_actions,
     instance_console_log,
+    instance_diagnostics,
     instance_get,
     instance_page,
     instance_tags,
@@ -453,6 +454,10 @@ class ServerViewSet(ComputeViewSet):
     def tag_delete(self, request, pk, tag):
         services.instance_tag_delete(instance=self._get(pk), tag=tag)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def diagnostics(self, request, pk):
+        """``GET /servers/{id}/diagnostics`` (admins): the running domain's counters."""
+        return Response(instance_diagnostics(user=self.user, instance=self._get(pk)))
 
     # -- instance actions (from 2.21 of deleted servers too: their records are kept) -------------
 
