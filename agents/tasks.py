@@ -258,33 +258,38 @@ def console_log(ref_dict: dict[str, Any], length: int | None = None) -> dict[str
 def diagnostics(ref_dict: dict[str, Any]) -> dict[str, Any]:
     """``{"diagnostics": {counter: value}, "error": None}`` of a running instance, or
     ``{"diagnostics": None, "error"}``."""
-    try:
+    def read() -> dict[str, Any]:
         ref = InstanceRef.from_dict(ref_dict)
         return {"diagnostics": get_driver().diagnostics(ref.instance_id), "error": None}
-    except (SpecVersionError, ComputeError, StorageError) as exc:
-        return {"diagnostics": None, "error": str(exc)}
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        return {"diagnostics": None, "error": f"invalid diagnostics request: {exc}"}
-    except Exception as exc:
-        log.exception("reading the diagnostics of %s failed", _instance_id_of(ref_dict))
-        return {"diagnostics": None, "error": f"internal error in the compute agent: {exc.__class__.__name__}"}
+
+    return _answer("diagnostics", ref_dict, {"diagnostics": None}, read)
 
 
 @app.task(name=names.TASK_SET_PASSWORD, ignore_result=False)
 def set_password(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """``{"ok": True, "error": None}`` once the guest agent has set the password (a
     ``PasswordSpec``), else ``{"ok": False, "error"}``. The password is never logged nor answered."""
-    try:
+    def set_it() -> dict[str, Any]:
         spec = PasswordSpec.from_dict(spec_dict)
         get_driver().set_password(spec.instance_id, spec.user, spec.password)
         return {"ok": True, "error": None}
+
+    return _answer("password", spec_dict, {"ok": False}, set_it)
+
+
+def _answer(kind: str, spec_dict: dict[str, Any], failed: dict[str, Any], work) -> dict[str, Any]:
+    """``work()``'s answer to a call, or ``failed`` with an ``error`` that says why: a call never
+    raises. Only the exception's class is told of a malformed request, so no argument (a
+    password) is echoed."""
+    try:
+        return work()
     except (SpecVersionError, ComputeError, StorageError) as exc:
-        return {"ok": False, "error": str(exc)}
+        return {**failed, "error": str(exc)}
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        return {"ok": False, "error": f"invalid password request: {exc.__class__.__name__}"}
+        return {**failed, "error": f"invalid {kind} request: {exc.__class__.__name__}"}
     except Exception as exc:
-        log.exception("setting a password in %s failed", _instance_id_of(spec_dict))
-        return {"ok": False, "error": f"internal error in the compute agent: {exc.__class__.__name__}"}
+        log.exception("the %s call for %s failed", kind, _instance_id_of(spec_dict))
+        return {**failed, "error": f"internal error in the compute agent: {exc.__class__.__name__}"}
 
 
 @app.task(name=names.TASK_VNC_ADDRESS, ignore_result=False)

@@ -432,6 +432,12 @@ class LibvirtDriver(ComputeDriver):
             raise ComputeError(f"instance {instance_id} has no domain on this host")
         return dom
 
+    def _active_domain(self, conn: libvirt.virConnect, instance_id: str) -> libvirt.virDomain:
+        dom = self._domain(conn, instance_id)
+        if not dom.isActive():
+            raise ComputeError(f"instance {instance_id} is not running")
+        return dom
+
     def _wait_shutoff(self, dom: libvirt.virDomain, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -632,9 +638,7 @@ class LibvirtDriver(ComputeDriver):
 
         conn = self._connection()
         with self._libvirt("finding the console"):
-            dom = self._domain(conn, instance_id)
-            if not dom.isActive():
-                raise ComputeError(f"instance {instance_id} is not running")
+            dom = self._active_domain(conn, instance_id)
             graphics = ET.fromstring(dom.XMLDesc(0)).find("./devices/graphics[@type='vnc']")
         if graphics is None or int(graphics.get("port", "-1")) <= 0:
             raise ComputeError(f"instance {instance_id} has no VNC console")
@@ -645,9 +649,7 @@ class LibvirtDriver(ComputeDriver):
 
         conn = self._connection()
         with self._libvirt("reading the diagnostics"):
-            dom = self._domain(conn, instance_id)
-            if not dom.isActive():
-                raise ComputeError(f"instance {instance_id} is not running")
+            dom = self._active_domain(conn, instance_id)
             devices = ET.fromstring(dom.XMLDesc(0)).find("devices")
             out: dict[str, int] = {}
             for number, _state, cpu_time, _cpu in dom.vcpus()[0]:
@@ -670,9 +672,7 @@ class LibvirtDriver(ComputeDriver):
     def set_password(self, instance_id: str, user: str, password: str) -> None:
         conn = self._connection()
         with self._libvirt("setting the password"):
-            dom = self._domain(conn, instance_id)
-            if not dom.isActive():
-                raise ComputeError(f"instance {instance_id} is not running")
+            dom = self._active_domain(conn, instance_id)
             # The guest agent runs chpasswd in the guest. libvirt would wait for a hung agent
             # forever (and hold this worker): give up well within the control plane's call.
             dom.agentSetResponseTimeout(GUEST_AGENT_TIMEOUT, 0)
