@@ -1139,8 +1139,6 @@ def instance_console_url(*, instance: Instance, user: User, protocol: str = "vnc
     a VNC server only (no SPICE, serial or MKS console), and noVNC is its only client."""
     from agents.names import TASK_VNC_ADDRESS
     from apps.instances.consoles import console_token_store
-    from cloudmgr.exceptions import ServiceUnavailable
-    from cloudmgr.rpc import agent_call
 
     if protocol != "vnc":
         raise ValidationError(f"Unavailable console type {protocol}: this cloud serves VNC consoles (novnc) only.")
