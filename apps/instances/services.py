@@ -861,6 +861,14 @@ def instance_create_image(*, instance: Instance, user: User, name: str, metadata
                               transition=TRANSITIONS["createImage"], properties={"image_type": "snapshot"})
 
 
+def _image_request(name, metadata) -> tuple[str, dict[str, str]]:
+    """The name and metadata of a new image of an instance (createImage, createBackup, shelve)."""
+    name = (name or "").strip()
+    if not name or len(name) > 255:
+        raise ValidationError("An image needs a name of 1 to 255 characters.")
+    return name, _check_metadata(metadata or {})
+
+
 def _image_of_volumes(*, instance: Instance, user: User, name: str, metadata: dict | None, request_id: str):
     """Nova's createImage of a server booted from a volume: a snapshot of each of its volumes
     (crash-consistent, as Nova's without a guest agent) and an image without data whose
@@ -872,10 +880,7 @@ def _image_of_volumes(*, instance: Instance, user: User, name: str, metadata: di
     from apps.volumes.selectors import server_attachments
     from apps.volumes.services import snapshot_create
 
-    name = (name or "").strip()
-    if not name or len(name) > 255:
-        raise ValidationError("An image needs a name of 1 to 255 characters.")
-    metadata = _check_metadata(metadata or {})
+    name, metadata = _image_request(name, metadata)
     with transaction.atomic():
         _begin(instance=instance, transition=TRANSITIONS["createImage"], user=user, request_id=request_id)
         mapping = []
@@ -988,10 +993,7 @@ def _image_of_instance(*, instance: Instance, user: User, name: str, metadata: d
     from apps.images import tickets
     from apps.images.services import image_create
 
-    name = (name or "").strip()
-    if not name or len(name) > 255:
-        raise ValidationError("An image needs a name of 1 to 255 characters.")
-    metadata = _check_metadata(metadata or {})
+    name, metadata = _image_request(name, metadata)
     if user is not None:
         _check_locked(instance=instance, user=user)
     if instance.vm_state not in transition.allowed or instance.task_state is not None:

@@ -975,10 +975,10 @@ def server_volumes_disconnect(*, instance: Instance) -> None:
     volumes stay attached to it (in-use) without a connection, which its next host's export
     gives; an export that no other server holds stops (an NBD export serves one client, and the
     storage host's own guests open the file, which the export would hold)."""
-    attachments = Attachment.objects.filter(instance=instance).select_related("volume__host")
-    for attachment in attachments:
-        Attachment.objects.filter(pk=attachment.pk).update(connection=None, host=None, updated_at=timezone.now())
-        volume = attachment.volume
+    attachments = Attachment.objects.filter(instance=instance)
+    volumes = [a.volume for a in attachments.select_related("volume__host")]
+    attachments.update(connection=None, host=None, updated_at=timezone.now())
+    for volume in volumes:
         if volume.host is not None and not Attachment.objects.filter(volume=volume).exclude(instance=instance).exists():
             _cast(volume.host, names.TASK_VOLUME_UNEXPORT, _volume_spec(volume).to_dict())
 
