@@ -125,7 +125,7 @@ def project_b(live_cloud):
     suffix = secrets.token_hex(3)
     name, user, password = f"img-b-{suffix}", f"img-user-{suffix}", secrets.token_urlsafe(16)
     live_cloud.manage("project_create", name)
-    live_cloud.manage("user_create", user, "--password", password)
+    live_cloud.manage("user_create", user, f"--password={password}")  # it may begin with "-"
     live_cloud.manage("role_grant", "member", "--user", user, "--project", name)
     return {"project": name, "username": user, "password": password}
 
