@@ -983,15 +983,29 @@ def server_volumes_disconnect(*, instance: Instance) -> None:
             _cast(volume.host, names.TASK_VOLUME_UNEXPORT, _volume_spec(volume).to_dict())
 
 
+def _has_dependents(volume: Volume) -> bool:
+    """Snapshots (a backup's temporary one too) or a backup being made: deleting would lose them."""
+    return (Snapshot.objects.filter(volume=volume).exists()
+            or Backup.objects.filter(volume=volume, status=BackupStatus.CREATING).exists())
+
+
 def server_volumes_release(*, instance: Instance) -> None:
     """A server is deleted (its domain is gone): its volumes are detached in the records, and
-    those marked ``delete_on_termination`` deleted; the others become available again."""
+    those marked ``delete_on_termination`` deleted; the others become available again. As Nova,
+    whose delete Cinder refuses then, a volume with snapshots (or a backup being made) is kept."""
     for attachment in Attachment.objects.filter(instance=instance).select_related("volume__host", "volume__project"):
         volume = attachment.volume
         with transaction.atomic():
             Attachment.objects.filter(pk=attachment.pk).delete()
             remaining = Attachment.objects.filter(volume=volume).exists()
-            if attachment.delete_on_termination and not remaining and volume.host is not None:
+            delete = attachment.delete_on_termination and not remaining and volume.host is not None
+            if delete and _has_dependents(volume):
+                delete = False
+                reason = f"server {instance.pk} was deleted, but the volume has snapshots or a backup in progress"
+                _message(project_id=volume.project_id, resource_type="VOLUME", resource_id=volume.pk,
+                         action="delete", reason=reason)
+                logger.warning("volume %s is kept: %s", volume.pk, reason)
+            if delete:
                 busy = [VolumeStatus.IN_USE, VolumeStatus.ATTACHING, VolumeStatus.DETACHING, VolumeStatus.AVAILABLE,
                         VolumeStatus.CREATING, VolumeStatus.ERROR]
                 if _move(Volume, volume, busy, VolumeStatus.DELETING, previous_status=""):

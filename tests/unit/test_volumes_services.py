@@ -399,6 +399,21 @@ def test_boot_from_a_volume_made_from_an_image(world, host, storage, fake_driver
         assert fresh(volume).status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
 
 
+def test_a_delete_on_termination_volume_with_snapshots_outlives_its_server(world, host, storage, fake_driver):
+    """Cinder refuses to delete a volume with snapshots, and Nova then leaves it: so is it here,
+    available, its snapshot usable, and a message tells the user why."""
+    vm = bfv(world, True)
+    volume = selectors.server_boot_volume(instance=vm)
+    snapshot = services.snapshot_create(volume=volume, user=world.member, force=True)
+    assert fresh(snapshot).status == SnapshotStatus.AVAILABLE
+    compute.instance_delete(instance=vm, user=world.member)
+    kept = fresh(volume)
+    assert kept.status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
+    assert str(volume.pk) in storage.volumes and fresh(snapshot).status == SnapshotStatus.AVAILABLE
+    assert messages(volume) == [f"delete volume: server {vm.pk} was deleted, but the volume has snapshots or "
+                                "a backup in progress"]
+
+
 @pytest.mark.database  # JSON key lookups on the image's properties
 def test_an_image_of_a_server_booted_from_a_volume_maps_snapshots_and_boots_a_copy(world, host, storage,
                                                                                    fake_driver):
