@@ -274,6 +274,15 @@ def image_usage(*, project: Project, exclude: Image | None = None) -> tuple[int,
     return count, used
 
 
+# Nova's image property, on an image of a server booted from a volume, that maps the snapshots
+# (JSON) a server booted from the image gets its volumes from. Such an image has no data.
+VOLUME_MAPPING = "block_device_mapping"
+
+
+def image_maps_volumes(*, image: Image) -> bool:
+    return VOLUME_MAPPING in (image.properties or {})
+
+
 def image_ref(*, image: Image) -> ImageRef:
     """How an agent fetches the image: over HTTP from the image API with a download ticket (read
     only, this image only, short-lived), or, with CLOUDMGR_IMAGE_AGENT_TRANSFER=file, a file URL

@@ -30,7 +30,7 @@ from agents.specs import DiskSpec, DomainSpec, InstanceRef, OperationSpec, Passw
 from agents.storage.qemu_img import FORMATS as BOOTABLE_DISK_FORMATS
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus
-from apps.images.selectors import image_ref
+from apps.images.selectors import VOLUME_MAPPING, image_maps_volumes, image_ref
 from apps.instances import scheduler
 from apps.instances.models import (
     Flavor,
@@ -197,7 +197,7 @@ def instance_create(
     description = _check_description(description)
     if flavor.disabled:
         raise ValidationError(f"Flavor {flavor.name} is disabled.")
-    if image is not None and "block_device_mapping" in (image.properties or {}):
+    if image is not None and image_maps_volumes(image=image):
         # An image of a server booted from a volume: its volumes, made from their snapshots.
         if any(b.get("boot_index") == 0 for b in block_devices or []):
             raise ValidationError(f"Block Device Mapping is Invalid: image {image.id} maps a boot volume "
@@ -893,7 +893,7 @@ def _image_of_volumes(*, instance: Instance, user: User, name: str, metadata: di
                             "delete_on_termination": attachment.delete_on_termination})
         attrs = {"name": name, "disk_format": "raw", "container_format": "bare", "visibility": "private",
                  **metadata, "instance_uuid": str(instance.id), "image_type": "snapshot",
-                 "root_device_name": "/dev/vda", "bdm_v2": "True", "block_device_mapping": json.dumps(mapping)}
+                 "root_device_name": "/dev/vda", "bdm_v2": "True", VOLUME_MAPPING: json.dumps(mapping)}
         return image_create(user=user, project=instance.project, attrs=attrs)
 
 
@@ -910,10 +910,10 @@ def volume_snapshot_settled(*, volume_id) -> None:
         task_state=TaskState.IMAGE_SNAPSHOT, volume_attachments__volume_id=volume_id).distinct()
     for instance in waiting:
         image = Image.objects.filter(project_id=instance.project_id, properties__instance_uuid=str(instance.id),
-                                     properties__has_key="block_device_mapping").order_by("-created_at").first()
+                                     properties__has_key=VOLUME_MAPPING).order_by("-created_at").first()
         if image is None:
             continue
-        ids = [m.get("snapshot_id") for m in json.loads(image.properties["block_device_mapping"])]
+        ids = [m.get("snapshot_id") for m in json.loads(image.properties[VOLUME_MAPPING])]
         snapshots = list(Snapshot.objects.filter(pk__in=ids))
         if any(s.status == SnapshotStatus.CREATING for s in snapshots):
             continue
@@ -944,7 +944,7 @@ def _image_block_devices(*, image: Image, user: User, project: Project) -> list[
     from apps.volumes.selectors import snapshot_get
 
     try:
-        mapping = json.loads(image.properties["block_device_mapping"])
+        mapping = json.loads(image.properties[VOLUME_MAPPING])
     except (TypeError, ValueError):
         mapping = None
     if not isinstance(mapping, list) or not all(isinstance(m, dict) for m in mapping):

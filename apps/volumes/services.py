@@ -33,7 +33,7 @@ from agents.specs import BackupSpec, SnapshotSpec, VolumeAttachSpec, VolumeConne
 from agents.storage.qemu_img import FORMATS as VOLUME_IMAGE_FORMATS
 from apps.hosts.models import Host, HostState
 from apps.images.models import Image, ImageStatus
-from apps.images.selectors import image_ref
+from apps.images.selectors import image_maps_volumes, image_ref
 from apps.instances.models import Instance
 from apps.instances.states import VmState
 from apps.tenants.models import Project, User
@@ -329,7 +329,7 @@ def _image_metadata(image: Image) -> dict[str, str]:
 def _check_image(image: Image, size: int) -> None:
     if image.status != ImageStatus.ACTIVE:
         raise ValidationError(f"Invalid image: image {image.pk} is not active (it is {image.status}).")
-    if "block_device_mapping" in (image.properties or {}):
+    if image_maps_volumes(image=image):
         raise ValidationError(f"Invalid image: image {image.pk} has no data: it maps volume snapshots (an image of "
                               "a server booted from a volume). Boot a server from it, or make a volume from one "
                               "of its snapshots.")

@@ -410,8 +410,8 @@ def test_a_delete_on_termination_volume_with_snapshots_outlives_its_server(world
     kept = fresh(volume)
     assert kept.status == VolumeStatus.AVAILABLE and not Attachment.objects.exists()
     assert str(volume.pk) in storage.volumes and fresh(snapshot).status == SnapshotStatus.AVAILABLE
-    assert messages(volume) == [f"delete volume: server {vm.pk} was deleted, but the volume has snapshots or "
-                                "a backup in progress"]
+    assert messages(volume) == [(f"delete volume: server {vm.pk} was deleted, but the volume has snapshots or "
+                                 "a backup in progress")]
 
 
 @pytest.mark.database  # JSON key lookups on the image's properties
