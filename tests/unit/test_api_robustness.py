@@ -90,3 +90,31 @@ def test_no_route_answers_malformed_input_with_a_500(world, network_objects, vol
                     failures.append(f"{method.upper()} {path} {json.dumps(body)[:80]}")
     assert requests > 2000  # the routes were found and filled
     assert not failures, "\n".join(failures)
+
+
+# The fields the server actions read (Nova's action bodies), each set to junk in turn.
+ACTION_FIELDS = ["adminPass", "flavorRef", "imageRef", "name", "metadata", "type", "length", "rescue_image_ref",
+                 "state", "backup_type", "rotation", "accessIPv4", "personality", "preserve_ephemeral",
+                 "description", "key_name", "user_data", "OS-DCF:diskConfig", "trusted_image_certificates"]
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.26"])
+def test_no_server_action_answers_malformed_input_with_a_500(world, network_objects, volume_objects, version):
+    """POST /servers/{id}/action is one route with many bodies: each action with a body that is
+    junk, and with each field it may read set to junk."""
+    from apps.instances.api.views import ServerViewSet
+
+    c = APIClient(raise_request_exception=False)
+    c.credentials(HTTP_X_AUTH_TOKEN=world.token(world.admin), HTTP_OPENSTACK_API_VERSION=f"compute {version}")
+    path = f"/compute/v2.1/servers/{volume_objects['server'].pk}/action"
+    failures, requests = [], 0
+    for action in ServerViewSet.ACTIONS:
+        bodies = [{action: junk} for junk in [*JUNK, *BODIES]]
+        bodies += [{action: {field: junk}} for field in ACTION_FIELDS for junk in [*JUNK, None, True, -1]]
+        for body in bodies:
+            resp = c.post(path, data=json.dumps(body), content_type="application/json")
+            requests += 1
+            if resp.status_code >= 500:
+                failures.append(f"{resp.status_code} {json.dumps(body)[:100]}: {resp.content[:200]!r}")
+    assert requests > 3000
+    assert not failures, "\n".join(failures)

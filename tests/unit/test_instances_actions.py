@@ -378,6 +378,8 @@ def test_empty_accept_header_is_any(world, vm):
     resp = c.post(f"/compute/v2.1/servers/{vm.id}/action", {"os-getConsoleOutput": {}}, format="json",
                   HTTP_ACCEPT="")
     assert resp.status_code == 200
+    resp = act(c, str(vm.id), {"os-getConsoleOutput": {"length": 5, "lines": 5}})
+    assert resp.status_code == 400 and "'lines'" in resp.json()["badRequest"]["message"]
 
 
 def test_vnc_console_url_has_a_one_time_token(world, vm):
@@ -396,6 +398,10 @@ def test_vnc_console_url_has_a_one_time_token(world, vm):
 
 def test_rescue_and_unrescue(world, vm, fake_driver):
     c = api(world, world.member)
+    for junk in ([1], "x", {"adminPass": 1}, {"rescue_image_ref": [1]}, {"password": "p"}):
+        resp = act(c, str(vm.id), {"rescue": junk})
+        assert resp.status_code == 400, junk
+    assert states(vm)[:2] == (VmState.ACTIVE, None)
     resp = act(c, str(vm.id), {"rescue": None})
     assert resp.status_code == 200
     assert c.get(f"/compute/v2.1/servers/{vm.id}").json()["server"]["status"] == "RESCUE"

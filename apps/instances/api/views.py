@@ -530,6 +530,8 @@ class ServerViewSet(ComputeViewSet):
         return handler(self, self._get(pk), args)
 
     def _console_output(self, instance, args):
+        if isinstance(args, dict):
+            only_keys(args, {"length"}, "os-getConsoleOutput")
         parsed = s.ConsoleOutputSerializer(data=args or {})
         parsed.is_valid(raise_exception=True)
         length = parsed.validated_data.get("length")
@@ -667,9 +669,17 @@ class ServerViewSet(ComputeViewSet):
         return self._accepted()
 
     def _rescue(self, instance, args):
+        # Nova's schema: null, or an object of string adminPass (not set in the guest here) and image id.
+        if args is not None and not isinstance(args, dict):
+            raise ValidationError("Invalid input for field/attribute rescue: it must be an object or null.")
+        args = args or {}
+        only_keys(args, {"adminPass", "rescue_image_ref"}, "rescue")
+        for key in ("adminPass", "rescue_image_ref"):
+            if key in args and not isinstance(args[key], str):
+                raise ValidationError(f"Invalid input for field/attribute {key}: it must be a string.")
         image = None
-        if isinstance(args, dict) and args.get("rescue_image_ref"):
-            image = image_get(user=self.user, project=self.project, name_or_id=str(args["rescue_image_ref"]))
+        if args.get("rescue_image_ref"):
+            image = image_get(user=self.user, project=self.project, name_or_id=args["rescue_image_ref"])
         services.instance_rescue(instance=instance, user=self.user, image=image, request_id=self.request_id)
         return Response({})  # Nova returns adminPass only when it sets guest passwords; cloudmgr does not
 
