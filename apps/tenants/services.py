@@ -313,12 +313,14 @@ def user_update(
 
 def user_delete(*, user: User) -> None:
     """Delete a user with their role assignments, tokens and application credentials. A user who
-    owns servers cannot be deleted (409): disable them instead."""
+    owns servers, volumes or other resources cannot be deleted (409): disable them instead."""
     try:
         with transaction.atomic():
             user.delete()
     except ProtectedError as exc:
-        raise Conflict(f"User {user.username} owns servers and cannot be deleted; disable the user instead.") from exc
+        kinds = sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects})
+        raise Conflict(f"User {user.username} owns {', '.join(kinds)} and cannot be deleted; disable the user "
+                       "instead.") from exc
 
 
 # --- Groups -----------------------------------------------------------------------------------

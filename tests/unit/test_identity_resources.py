@@ -250,6 +250,15 @@ def test_user_create_show_update_delete(admin, world):
     error(admin.get(f"{V3}/users/{body['id']}"), 404)
 
 
+def test_a_user_who_owns_resources_is_not_deleted(admin, world, host, fake_driver):
+    from apps.instances.services import instance_create
+
+    instance_create(user=world.member, project=world.project, name="kept", flavor=world.flavor, image=world.image)
+    msg = error(admin.delete(f"{V3}/users/{world.member.pk.hex}"), 409)
+    assert msg == f"User {world.member.username} owns instances and cannot be deleted; disable the user instead."
+    assert User.objects.filter(pk=world.member.pk).exists()
+
+
 def test_user_errors_and_filters(admin, world):
     msg = error(
         admin.post(f"{V3}/users", {"user": {"name": "alice", "password": "Another-pass-1"}}, format="json"), 409
