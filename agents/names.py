@@ -9,6 +9,7 @@ TASK_CONSOLE_LOG = "agents.compute.console_log"
 TASK_VNC_ADDRESS = "agents.compute.vnc_address"
 TASK_SET_PASSWORD = "agents.compute.set_password"  # PasswordSpec, a call: the guest agent sets it
 TASK_DIAGNOSTICS = "agents.compute.diagnostics"  # InstanceRef, a call: the domain's counters
+TASK_HOST_UPTIME = "agents.host_uptime"  # {}, a call: the host's `uptime` line
 # The libvirt channel the QEMU guest agent listens on in the guest (virtio-serial).
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 TASK_IMAGE_CACHE_PRUNE = "agents.storage.image_cache_prune"

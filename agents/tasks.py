@@ -35,6 +35,7 @@ from agents.specs import (
     VolumeAttachSpec,
 )
 from agents.storage import StorageError, image_cache
+from agents.uptime import host_uptime
 from agents.worker import app
 
 __all__ = ["MAX_RETRIES", "OPERATION_TASKS", "console_log", "destroy", "image_cache_prune", "operate", "spawn",
@@ -275,6 +276,15 @@ def set_password(spec_dict: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "error": None}
 
     return _answer("password", spec_dict, {"ok": False}, set_it)
+
+
+@app.task(name=names.TASK_HOST_UPTIME, ignore_result=False)
+def host_uptime_call(_payload: dict[str, Any]) -> dict[str, Any]:
+    """``{"uptime": line, "error": None}``, or ``{"uptime": None, "error"}``."""
+    try:
+        return {"uptime": host_uptime(), "error": None}
+    except (OSError, ValueError, IndexError) as exc:
+        return {"uptime": None, "error": f"cannot read the host's uptime: {exc}"}
 
 
 def _answer(kind: str, spec_dict: dict[str, Any], failed: dict[str, Any], work) -> dict[str, Any]:

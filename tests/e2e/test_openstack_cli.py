@@ -173,6 +173,22 @@ def test_compute_commands_through_keystone(live_cloud):
     assert isinstance(servers, list)
 
 
+def test_hypervisor_and_aggregate_commands(live_cloud):
+    """`hypervisor show` below 2.88 asks the host's uptime and lists the aggregates; `--matching`
+    below 2.53 is os-hypervisors/{pattern}/search."""
+    hostname = live_cloud.env["CLOUDMGR_HOSTNAME"]
+    matching = openstack(live_cloud, "hypervisor", "list", "--matching", hostname[:6], "-f", "json")
+    assert [h["Hypervisor Hostname"] for h in matching] == [hostname]
+    shown = openstack(live_cloud, "hypervisor", "show", hostname, "-f", "json")
+    assert shown["hypervisor_hostname"] == hostname and shown["aggregates"] == []
+    # Parsed by the client from the host's uptime line: only there when it matched procps' format.
+    assert shown["users"].strip().isdigit() and len(shown["load_average"].split(",")) == 3
+    assert shown["uptime"] and shown["host_time"].count(":") == 2
+    assert openstack(live_cloud, "aggregate", "list", "-f", "json") == []
+    missing = openstack(live_cloud, "hypervisor", "list", "--matching", "no-such-host", check=False)
+    assert missing.returncode != 0 and "No hypervisor matching 'no-such-host'" in missing.stderr
+
+
 def test_openstacksdk_connects_from_a_clouds_yaml(live_cloud, tmp_path, monkeypatch):
     import openstack as sdk
 

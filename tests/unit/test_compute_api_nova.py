@@ -130,6 +130,50 @@ def test_hypervisors_and_services_for_admins(world):
     assert host.status == "enabled"
 
 
+def test_hypervisor_uptime_search_and_servers(world):
+    """What `openstack hypervisor show` and `hypervisor list --matching` ask below 2.53 and 2.88."""
+    import re
+
+    make_host("node1")
+    make_host("node2", state="down")
+    admin = api(world, world.admin)
+    sid = boot(api(world, world.member), world)
+    node1 = admin.get(f"{V}/os-hypervisors/node1").json()["hypervisor"]
+    uptime = admin.get(f"{V}/os-hypervisors/{node1['id']}/uptime").json()["hypervisor"]
+    assert set(uptime) == {"id", "hypervisor_hostname", "state", "status", "uptime"}
+    # The regex python-openstackclient parses it with (procps' format).
+    assert re.match(r"\s*(.+)\sup\s+(.+),\s+(.+)\susers?,\s+load average:\s(.+)", uptime["uptime"])
+    resp = admin.get(f"{V}/os-hypervisors/node2/uptime")
+    assert resp.status_code == 400
+    assert resp.json()["badRequest"]["message"] == "Compute service of node2 is unavailable at this time."
+    found = admin.get(f"{V}/os-hypervisors/NODE/search").json()["hypervisors"]
+    assert [(h["hypervisor_hostname"], h["state"]) for h in found] == [("node1", "up"), ("node2", "down")]
+    with_servers = admin.get(f"{V}/os-hypervisors/node/servers").json()["hypervisors"]
+    assert with_servers[0]["servers"] == [{"uuid": sid, "name": "vm1"}] and "servers" not in with_servers[1]
+    resp = admin.get(f"{V}/os-hypervisors/zzz/search")
+    assert resp.status_code == 404 and "No hypervisor matching 'zzz'" in resp.json()["itemNotFound"]["message"]
+    for path in ("node1/uptime", "node/search", "node/servers"):
+        assert api(world, world.member).get(f"{V}/os-hypervisors/{path}").status_code == 403
+
+
+def test_availability_zones_read_as_aggregates(world):
+    """Nova keeps a zone as an aggregate with the zone in its metadata; its default zone has none."""
+    make_host("node1")
+    make_host("node2", availability_zone="london")
+    make_host("node3", availability_zone="london")
+    admin = api(world, world.admin)
+    aggregates = admin.get(f"{V}/os-aggregates").json()["aggregates"]
+    assert [(a["name"], a["availability_zone"], a["hosts"], a["metadata"]) for a in aggregates] == [
+        ("london", "london", ["node2", "node3"], {"availability_zone": "london"})]
+    assert set(aggregates[0]) == {"id", "name", "availability_zone", "hosts", "metadata", "created_at",
+                                  "updated_at", "deleted", "deleted_at"}
+    shown = admin.get(f"{V}/os-aggregates/{aggregates[0]['id']}").json()["aggregate"]
+    assert shown == aggregates[0] and isinstance(shown["id"], int)
+    assert admin.get(f"{V}/os-aggregates/1").status_code == 404
+    assert admin.post(f"{V}/os-aggregates", {"aggregate": {"name": "a"}}, format="json").status_code == 405
+    assert api(world, world.member).get(f"{V}/os-aggregates").status_code == 403
+
+
 def test_server_groups_anti_affinity(world):
     make_host("a")
     make_host("b")

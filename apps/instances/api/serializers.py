@@ -369,6 +369,13 @@ def hypervisor_body(host, usage, running: int, *, detail: bool) -> dict:
     return body
 
 
+def aggregate_body(aggregate) -> dict:
+    """Nova's aggregate before 2.41 (no uuid)."""
+    return {"id": aggregate.id, "name": aggregate.name, "availability_zone": aggregate.name,
+            "hosts": aggregate.hosts, "metadata": {"availability_zone": aggregate.name},
+            "created_at": _naive_utc(aggregate.created_at), "updated_at": None, "deleted": False, "deleted_at": None}
+
+
 def service_body(host, *, version: Version = BASE_VERSION) -> dict:
     body = {
         "id": str(host.pk), "binary": "nova-compute", "host": host.hostname, "zone": host.availability_zone,

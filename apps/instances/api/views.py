@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.hosts.models import Host
-from apps.hosts.selectors import host_get, host_list
+from apps.hosts.selectors import host_get, host_list, host_uptime, hosts_matching, zone_aggregate_get, zone_aggregates
 from apps.hosts.services import host_disable, host_enable, host_force_down
 from apps.images.selectors import image_get
 from apps.instances import services
@@ -951,11 +951,34 @@ class HypervisorViewSet(ComputeViewSet):
     def list_detail(self, request):
         return Response({"hypervisors": self._bodies(self._hosts(), True)})
 
-    def retrieve(self, request, pk):
+    @staticmethod
+    def _host(pk: str) -> Host:
         host = filter_pk(host_list(), pk).first() or host_list().filter(hostname=pk).first()
         if host is None:
             raise NotFound(f"Hypervisor {pk} could not be found.")
-        return Response({"hypervisor": self._bodies([host], True)[0]})
+        return host
+
+    def retrieve(self, request, pk):
+        return Response({"hypervisor": self._bodies([self._host(pk)], True)[0]})
+
+    def uptime(self, request, pk):  # 2.1-2.87
+        host = self._host(pk)
+        return Response({"hypervisor": {**self._bodies([host], False)[0], "uptime": host_uptime(host=host)}})
+
+    def search(self, request, pattern):  # 2.1-2.52: hosts whose name contains the pattern
+        return Response({"hypervisors": self._bodies(hosts_matching(pattern=pattern), False)})
+
+    def servers(self, request, pattern):  # 2.1-2.52: those hosts with their servers
+        hosts = list(hosts_matching(pattern=pattern))
+        servers: dict = {}
+        for host_id, uuid, name in Instance.objects.filter(host__in=hosts, deleted_at__isnull=True).order_by(
+                "created_at").values_list("host_id", "id", "name"):
+            servers.setdefault(host_id, []).append({"uuid": str(uuid), "name": name})
+        bodies = self._bodies(hosts, False)
+        for host, body in zip(hosts, bodies, strict=True):
+            if host.pk in servers:  # Nova leaves the key out for a host without servers
+                body["servers"] = servers[host.pk]
+        return Response({"hypervisors": bodies})
 
     def statistics(self, request):
         bodies = self._bodies(host_list(), True)
@@ -964,6 +987,18 @@ class HypervisorViewSet(ComputeViewSet):
         stats = {k: sum(b[k] for b in bodies) for k in keys}
         stats["count"] = len(bodies)
         return Response({"hypervisor_statistics": stats})
+
+
+class AggregateViewSet(ComputeViewSet):
+    """Read only: each availability zone other than the default reads as the aggregate Nova
+    would keep for it (apps.hosts.selectors.zone_aggregates); zones are a host attribute."""
+    admin_only = True
+
+    def list(self, request):
+        return Response({"aggregates": [s.aggregate_body(a) for a in zone_aggregates()]})
+
+    def retrieve(self, request, pk):
+        return Response({"aggregate": s.aggregate_body(zone_aggregate_get(aggregate_id=pk))})
 
 
 class ServiceViewSet(ComputeViewSet):
