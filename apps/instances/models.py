@@ -145,6 +145,35 @@ class InstanceActionEvent(BaseModel):
         ordering = ["started_at"]
 
 
+class MigrationStatus(models.TextChoices):
+    MIGRATING = "migrating"
+    FINISHED = "finished"  # the server waits in VERIFY_RESIZE
+    CONFIRMED = "confirmed"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
+    ERROR = "error"
+
+
+class Migration(models.Model):
+    """Nova's record of a move of a server (os-migrations). Here every move is a resize on the
+    server's own host. Its id is an integer, as Nova's API shows it before 2.59."""
+
+    id = models.BigAutoField(primary_key=True)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="migrations")
+    migration_type = models.CharField(max_length=16, default="resize")
+    status = models.CharField(max_length=16, choices=MigrationStatus.choices, default=MigrationStatus.MIGRATING)
+    source_compute = models.CharField(max_length=255, blank=True, default="")
+    dest_compute = models.CharField(max_length=255, blank=True, default="")
+    # Flavor ids, not references: a flavor may be deleted while its migrations are kept.
+    old_flavor_ref = models.CharField(max_length=255)
+    new_flavor_ref = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
 class Keypair(BaseModel):
     """An SSH public key of a user (Nova keypairs are per user, named uniquely per user)."""
 

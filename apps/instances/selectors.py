@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from agents.names import TASK_CONSOLE_LOG, TASK_DIAGNOSTICS
 from agents.specs import InstanceRef
 from apps.hosts.models import Host
-from apps.instances.models import Flavor, Instance, InstanceFault, InstanceTag, Keypair, ServerGroup
+from apps.instances.models import Flavor, Instance, InstanceFault, InstanceTag, Keypair, Migration, ServerGroup
 from apps.instances.states import VmState, vm_states_for_status
 from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
@@ -591,3 +591,24 @@ def usage_report(*, user: User, project: Project, start: datetime, stop: datetim
         report = reports.setdefault(key, ProjectUsage(key, start, stop))
         report.servers.append(ServerUsage(instance, _hours_in(instance, start, stop)))
     return list(reports.values())
+
+
+# Nova's os-migrations filters: column lookups (``host`` is either end of the move).
+MIGRATION_FILTERS = {"status": "status", "instance_uuid": "instance_id", "source_compute": "source_compute",
+                     "migration_type": "migration_type"}
+
+
+def migration_list(*, user: User, filters: dict[str, str]) -> QuerySet[Migration]:
+    """Cloud admins: the moves of servers (here, resizes), newest first, as Nova's os-migrations."""
+    if not is_cloud_admin(user=user):
+        raise PermissionDenied("Policy doesn't allow os_compute_api:os-migrations:index to be performed.")
+    migrations = Migration.objects.all()
+    for name, column in MIGRATION_FILTERS.items():
+        if value := filters.get(name):
+            if column == "instance_id" and _uuid_or_none(value) is None:
+                return migrations.none()
+            migrations = migrations.filter(**{column: value})
+    if host := filters.get("host"):
+        migrations = migrations.filter(Q(source_compute=host) | Q(dest_compute=host))
+    return migrations
+

@@ -40,6 +40,8 @@ from apps.instances.models import (
     InstanceFault,
     InstanceTag,
     Keypair,
+    Migration,
+    MigrationStatus,
     ServerGroup,
 )
 from apps.instances.selectors import instance_guest_agent, instance_image_properties
@@ -455,6 +457,10 @@ def _mark_deleted(instance: Instance) -> bool:
             quota_release(project=instance.project, deltas=_quota_deltas(instance))
             server_ports_release(device_id=str(instance.id))
             server_volumes_release(instance=instance)  # kept, or deleted (delete_on_termination)
+            # A resize waiting to be confirmed is confirmed by the delete (Nova); one under way ends.
+            _migration_to(instance, MigrationStatus.CONFIRMED, current=[MigrationStatus.FINISHED])
+            _migration_to(instance, MigrationStatus.ERROR, current=[MigrationStatus.MIGRATING,
+                                                                   MigrationStatus.REVERTING])
             _delete_shelved_image(instance)
             # A snapshot or backup it was making is never filled now; one being uploaded stays.
             Image.objects.filter(project_id=instance.project_id, properties__instance_uuid=str(instance.id),
@@ -721,6 +727,12 @@ def _positive(deltas: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in deltas.items() if v > 0}
 
 
+def _migration_to(instance: Instance, status: str, *, current: list[str]) -> None:
+    """The server's resize (its os-migrations record) moves on from one of ``current``."""
+    Migration.objects.filter(instance=instance, status__in=current).update(status=status,
+                                                                           updated_at=timezone.now())
+
+
 def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, request_id: str = "") -> Instance:
     """Resize in place on the instance's host: claim the difference (quota and host room), stop
     the guest, redefine its domain with the new flavor, grow the root disk and start it again (if
@@ -749,6 +761,9 @@ def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, re
         if instance.host is not None and not scheduler.fits_resize(instance, new):
             raise NoValidHost(f"No valid host was found: host {instance.host.hostname} has no room for "
                               f"flavor {flavor.name}.")
+        hostname = instance.host.hostname if instance.host is not None else ""
+        Migration.objects.create(instance=instance, source_compute=hostname, dest_compute=hostname,
+                                 old_flavor_ref=instance.flavor_id, new_flavor_ref=flavor.pk)
         _begin(instance=instance, transition=transition, user=user, request_id=request_id,
                old_flavor_id=instance.flavor_id, old_vcpus=old["vcpus"], old_memory_mib=old["memory_mib"],
                old_root_gb=old["root_gb"], flavor_id=flavor.pk, vcpus=new["vcpus"],
@@ -784,6 +799,7 @@ def instance_resize_confirm(*, instance: Instance, user: User | None, request_id
         _begin(instance=instance, transition=transition, user=user, request_id=request_id)
         _drop_old_flavor(instance, revert=False, task_state=None,
                          vm_state=vm_state_for_power(instance.power_state))
+        _migration_to(instance, MigrationStatus.CONFIRMED, current=[MigrationStatus.FINISHED])
         _action_finish(instance=instance, action=transition.action, result="Success")
     instance.refresh_from_db()
     return instance
@@ -793,6 +809,7 @@ def instance_resize_revert(*, instance: Instance, user: User | None, request_id:
     transition = TRANSITIONS["revertResize"]
     with transaction.atomic():
         _begin(instance=instance, transition=transition, user=user, request_id=request_id)
+        _migration_to(instance, MigrationStatus.REVERTING, current=[MigrationStatus.FINISHED])
         spec = _domain_spec(instance, vcpus=instance.old_vcpus, memory_mib=instance.old_memory_mib,
                             root_gb=instance.old_root_gb)
         _send(instance, OperationSpec(instance_id=str(instance.id), operation="resize", timeout=_shutdown_timeout(),
@@ -1214,6 +1231,10 @@ def instance_operation_done(*, result: dict) -> None:
                                          power_state=power_state, updated_at=now)
             if applied:
                 _action_finish(instance=instance, action=transition.action, result="Success")
+                if transition.action == "resize":
+                    _migration_to(instance, MigrationStatus.FINISHED, current=[MigrationStatus.MIGRATING])
+                elif transition.action == "revertResize":
+                    _migration_to(instance, MigrationStatus.REVERTED, current=[MigrationStatus.REVERTING])
                 if transition.action == "createBackup" and result.get("image_id"):
                     _rotate_backups(instance, result["image_id"], int(result.get("rotation") or 0))
             return
@@ -1233,6 +1254,9 @@ def instance_operation_done(*, result: dict) -> None:
         if applied:
             _fault(instance=instance, message=error)
             _action_finish(instance=instance, action=transition.action, result="Error", message=error)
+            if transition.action in ("resize", "revertResize"):
+                _migration_to(instance, MigrationStatus.ERROR, current=[MigrationStatus.MIGRATING,
+                                                                       MigrationStatus.REVERTING])
             if transition.operation == "snapshot" and result.get("image_id"):
                 _discard_snapshot_image(result["image_id"])
             logger.warning("%s of instance %s failed: %s", transition.action, instance.id, error)

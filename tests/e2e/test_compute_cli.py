@@ -114,6 +114,10 @@ def test_server_lifecycle(live_cloud):
     run(cloud, "server", "resize", "confirm", sid)
     cloud.wait_for(lambda: status(cloud, sid) == "ACTIVE", 60, interval=1, what="ACTIVE after confirm")
     assert openstack(cloud, "server", "show", sid, "-f", "json")["flavor"].startswith("m1.micro")
+    # An admin's record of the move (os-migrations; the resize stays on its host).
+    moves = openstack(cloud, "server", "migration", "list", "--server", sid, "-f", "json")
+    assert [(m["Status"], m["Type"], m["Source Compute"] == m["Dest Compute"]) for m in moves] == [
+        ("confirmed", "resize", True)]
 
     actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
     assert {"create", "stop", "start", "reboot", "resize", "confirmResize"} <= {a["Action"] for a in actions}

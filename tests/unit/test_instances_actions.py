@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from apps.hosts.models import Host
 from apps.instances import services
-from apps.instances.models import Flavor, Instance
+from apps.instances.models import Flavor, Instance, Migration
 from apps.instances.states import PowerState, TaskState, VmState, api_status
 from apps.tenants.models import Quota
 from cloudmgr.exceptions import InvalidState, NoValidHost, ValidationError
@@ -134,6 +134,57 @@ def test_resize_revert_goes_back(world, vm, fake_driver):
     assert (i.vm_state, i.task_state, i.flavor_id, i.memory_mib) == (VmState.ACTIVE, None, "42", 128)
     assert fake_driver.specs[str(vm.id)].memory_mib == 128
     assert usage(world.project)["ram"] == 128 and usage(world.project)["cores"] == 1
+
+
+def migrations_of(instance) -> list[tuple[str, str, str]]:
+    return list(Migration.objects.filter(instance=instance).values_list("status", "old_flavor_ref", "new_flavor_ref"))
+
+
+def test_each_resize_keeps_a_migration_record(world, fake_driver):
+    """Nova's os-migrations statuses: migrating, finished (VERIFY_RESIZE), then confirmed or
+    reverting and reverted; error when the host fails; a delete confirms a finished one."""
+    make_host()
+    big = Flavor.objects.create(id="43", name="m1.micro", vcpus=2, ram=256, disk=2)
+    confirmed, reverted, failed, deleted = (create(world, name=n) for n in ("c", "r", "f", "d"))
+    services.instance_resize(instance=confirmed, flavor=big, user=world.member)
+    assert migrations_of(confirmed) == [("finished", "42", "43")]
+    services.instance_resize_confirm(instance=fresh(confirmed), user=world.member)
+    assert migrations_of(confirmed) == [("confirmed", "42", "43")]
+    services.instance_resize(instance=reverted, flavor=big, user=world.member)
+    services.instance_resize_revert(instance=fresh(reverted), user=world.member)
+    assert migrations_of(reverted) == [("reverted", "42", "43")]
+    fake_driver.fail_next("resize", "no room for the disk")
+    services.instance_resize(instance=failed, flavor=big, user=world.member)
+    assert migrations_of(failed) == [("error", "42", "43")]
+    services.instance_resize(instance=deleted, flavor=big, user=world.member)
+    services.instance_delete(instance=fresh(deleted), user=world.member)
+    assert migrations_of(deleted) == [("confirmed", "42", "43")]
+    migration = Migration.objects.get(instance=confirmed)
+    assert (migration.source_compute, migration.dest_compute, migration.migration_type) == ("node1", "node1", "resize")
+
+
+def test_os_migrations_lists_them_for_admins(world, fake_driver):
+    make_host()
+    big = Flavor.objects.create(id="43", name="m1.micro", vcpus=2, ram=256, disk=2)
+    first, second = create(world, name="a"), create(world, name="b")
+    services.instance_resize(instance=first, flavor=big, user=world.member)
+    services.instance_resize(instance=second, flavor=big, user=world.member)
+    services.instance_resize_confirm(instance=fresh(second), user=world.member)
+    admin = api(world, world.admin)
+    listed = admin.get("/compute/v2.1/os-migrations").json()["migrations"]
+    assert [(m["instance_uuid"], m["status"]) for m in listed] == [(str(second.id), "confirmed"),
+                                                                   (str(first.id), "finished")]
+    assert set(listed[0]) == {"id", "status", "instance_uuid", "source_compute", "source_node", "dest_compute",
+                              "dest_node", "dest_host", "old_instance_type_id", "new_instance_type_id",
+                              "created_at", "updated_at"}
+    assert isinstance(listed[0]["id"], int) and listed[0]["old_instance_type_id"] == "42"
+    typed = admin.get("/compute/v2.1/os-migrations", HTTP_OPENSTACK_API_VERSION="compute 2.23").json()
+    assert {m["migration_type"] for m in typed["migrations"]} == {"resize"}
+    for query, expected in [(f"instance_uuid={first.id}", 1), ("status=finished", 1), ("host=node1", 2),
+                            ("host=other", 0), ("source_compute=node1", 2), ("migration_type=live-migration", 0),
+                            ("instance_uuid=not-a-uuid", 0)]:
+        assert len(admin.get(f"/compute/v2.1/os-migrations?{query}").json()["migrations"]) == expected, query
+    assert api(world, world.member).get("/compute/v2.1/os-migrations").status_code == 403
 
 
 def test_resize_refusals(world, vm):

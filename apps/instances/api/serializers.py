@@ -354,6 +354,10 @@ def _security_group_rule_body(rule) -> dict:
     return body
 
 
+# Hosts report no address of their own: every service of this cloud runs on the one box.
+HOST_IP = "127.0.0.1"
+
+
 def hypervisor_body(host, usage, running: int, *, detail: bool) -> dict:
     body = {"id": str(host.pk), "hypervisor_hostname": host.hostname, "state": host.state, "status": host.status}
     if detail:
@@ -362,10 +366,24 @@ def hypervisor_body(host, usage, running: int, *, detail: bool) -> dict:
             "vcpus_used": usage.vcpus, "memory_mb_used": usage.memory_mib, "local_gb_used": usage.disk_gb,
             "free_ram_mb": host.memory_mib - usage.memory_mib, "free_disk_gb": host.disk_gb - usage.disk_gb,
             "hypervisor_type": "QEMU", "hypervisor_version": 7002000, "running_vms": running,
-            "current_workload": 0, "disk_available_least": host.disk_gb - usage.disk_gb, "host_ip": "127.0.0.1",
+            "current_workload": 0, "disk_available_least": host.disk_gb - usage.disk_gb, "host_ip": HOST_IP,
             "cpu_info": "{}",
             "service": {"host": host.hostname, "id": str(host.pk), "disabled_reason": host.disabled_reason or None},
         })
+    return body
+
+
+def migration_body(migration, *, version: Version = BASE_VERSION) -> dict:
+    """Nova's os-migrations entry; ``migration_type`` from 2.23 (links only for live migrations)."""
+    body = {
+        "id": migration.id, "status": migration.status, "instance_uuid": str(migration.instance_id),
+        "source_compute": migration.source_compute, "source_node": migration.source_compute,
+        "dest_compute": migration.dest_compute, "dest_node": migration.dest_compute, "dest_host": HOST_IP,
+        "old_instance_type_id": migration.old_flavor_ref, "new_instance_type_id": migration.new_flavor_ref,
+        "created_at": _naive_utc(migration.created_at), "updated_at": _naive_utc(migration.updated_at),
+    }
+    if in_span(version, "2.23"):
+        body["migration_type"] = migration.migration_type
     return body
 
 

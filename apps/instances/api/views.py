@@ -18,6 +18,7 @@ from apps.instances.api import serializers as s
 from apps.instances.models import Flavor, Instance, ServerGroup
 from apps.instances.selectors import (
     ADMIN_SERVER_FILTERS,
+    MIGRATION_FILTERS,
     flavor_get,
     flavor_list,
     hosts_usage,
@@ -29,6 +30,7 @@ from apps.instances.selectors import (
     instance_tags,
     keypair_get,
     keypair_list,
+    migration_list,
     server_group_get,
     server_group_list,
     usage_report,
@@ -987,6 +989,15 @@ class HypervisorViewSet(ComputeViewSet):
         stats = {k: sum(b[k] for b in bodies) for k in keys}
         stats["count"] = len(bodies)
         return Response({"hypervisor_statistics": stats})
+
+
+class MigrationViewSet(ComputeViewSet):
+    admin_only = True
+
+    def list(self, request):
+        filters = {key: request.query_params[key] for key in (*MIGRATION_FILTERS, "host") if key in request.query_params}
+        migrations = migration_list(user=self.user, filters=filters)
+        return Response({"migrations": [s.migration_body(m, version=request.api_version) for m in migrations]})
 
 
 class AggregateViewSet(ComputeViewSet):
