@@ -62,3 +62,11 @@ class NoValidHost(ApplicationError):
 class ServiceUnavailable(ApplicationError):
     status_code = 503
     title = "Service Unavailable"
+
+
+class NotImplementedHere(ApplicationError):
+    """An OpenStack API operation the hosts' driver does not provide (Nova's libvirt driver
+    answers the same 501 for it)."""
+
+    status_code = 501
+    title = "Not Implemented"

@@ -52,6 +52,13 @@ def hosts_usage(*, hosts: list[Host]) -> dict:
     return {host.pk: usage.get(host.pk, HostUsage()) for host in hosts}
 
 
+def host_usage_by_project(*, host: Host) -> dict[str, HostUsage]:
+    """What each project's instances on the host claim (Nova's os-hosts show), by project id."""
+    rows = (Instance.objects.filter(host=host, deleted_at__isnull=True).values("project_id")
+            .annotate(**_USAGE).order_by("project_id"))
+    return {row.pop("project_id").hex: HostUsage(**row) for row in rows}
+
+
 def flavor_list(*, user: User, project: Project | None = None) -> QuerySet[Flavor]:
     """Enabled flavors: all for an admin; public ones and the private ones shared with the
     project for anyone else."""

@@ -22,6 +22,7 @@ _NOVA_KEYS = {
     409: "conflictingRequest",
     413: "overLimit",
     415: "badMediaType",
+    501: "notImplemented",
     503: "serviceUnavailable",
 }
 

@@ -185,6 +185,19 @@ def test_hypervisor_and_aggregate_commands(live_cloud):
     assert shown["users"].strip().isdigit() and len(shown["load_average"].split(",")) == 3
     assert shown["uptime"] and shown["host_time"].count(":") == 2
     assert openstack(live_cloud, "aggregate", "list", "-f", "json") == []
+    listed = openstack(live_cloud, "host", "list", "-f", "json")
+    assert {"Host Name": hostname, "Service": "compute", "Zone": "nova"} in listed
+    shown = openstack(live_cloud, "host", "show", hostname, "-f", "json")
+    assert [row["Project"] for row in shown][:3] == ["(total)", "(used_now)", "(used_max)"]
+    assert shown[0]["CPU"] > 0 and shown[0]["Memory MB"] > 0
+    try:
+        openstack(live_cloud, "host", "set", "--disable", hostname)
+        assert openstack(live_cloud, "compute", "service", "list", "--host", hostname, "-f", "json")[0]["Status"] == \
+            "disabled"
+    finally:
+        openstack(live_cloud, "host", "set", "--enable", hostname)
+    assert openstack(live_cloud, "compute", "service", "list", "--host", hostname, "-f", "json")[0]["Status"] == \
+        "enabled"
     missing = openstack(live_cloud, "hypervisor", "list", "--matching", "no-such-host", check=False)
     assert missing.returncode != 0 and "No hypervisor matching 'no-such-host'" in missing.stderr
 

@@ -156,6 +156,35 @@ def test_hypervisor_uptime_search_and_servers(world):
         assert api(world, world.member).get(f"{V}/os-hypervisors/{path}").status_code == 403
 
 
+def test_os_hosts_list_show_and_enable(world):
+    """Nova's os-hosts (`openstack host list/show/set`): totals, use, and each project's share."""
+    make_host("node1", vcpus=4, memory_mib=4096, disk_gb=50)
+    make_host("node2", availability_zone="london")
+    boot(api(world, world.member), world)
+    admin = api(world, world.admin)
+    assert admin.get(f"{V}/os-hosts").json()["hosts"] == [
+        {"host_name": "node1", "service": "compute", "zone": "nova"},
+        {"host_name": "node2", "service": "compute", "zone": "london"}]
+    assert [h["host_name"] for h in admin.get(f"{V}/os-hosts?zone=london").json()["hosts"]] == ["node2"]
+    rows = [r["resource"] for r in admin.get(f"{V}/os-hosts/node1").json()["host"]]
+    flavor = world.flavor
+    assert [(r["project"], r["cpu"], r["memory_mb"], r["disk_gb"]) for r in rows] == [
+        ("(total)", 4, 4096, 50), ("(used_now)", flavor.vcpus, flavor.ram, flavor.disk),
+        ("(used_max)", flavor.vcpus, flavor.ram, flavor.disk),
+        (world.project.pk.hex, flavor.vcpus, flavor.ram, flavor.disk)]
+    assert admin.get(f"{V}/os-hosts/nowhere").status_code == 404
+    resp = admin.put(f"{V}/os-hosts/node2", {"status": "disable"}, format="json")
+    assert resp.json() == {"host": "node2", "status": "disabled"}
+    assert Host.objects.get(hostname="node2").status == "disabled"
+    assert admin.put(f"{V}/os-hosts/node2", {"status": "enable"}, format="json").json()["status"] == "enabled"
+    resp = admin.put(f"{V}/os-hosts/node2", {"maintenance_mode": "enable"}, format="json")
+    assert resp.status_code == 501 and resp.json()["notImplemented"]["message"] == (
+        "Virt driver does not implement host maintenance mode.")
+    for body in ({}, {"status": "on"}, {"status": "enable", "zone": "x"}, [1]):
+        assert admin.put(f"{V}/os-hosts/node2", body, format="json").status_code == 400, body
+    assert api(world, world.member).get(f"{V}/os-hosts").status_code == 403
+
+
 def test_availability_zones_read_as_aggregates(world):
     """Nova keeps a zone as an aggregate with the zone in its metadata; its default zone has none."""
     make_host("node1")

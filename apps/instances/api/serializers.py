@@ -13,7 +13,7 @@ from rest_framework import serializers
 from agents.names import domain_name
 from apps.hosts.models import HostState, HostStatus
 from apps.instances.models import Flavor, Instance
-from apps.instances.selectors import ProjectUsage, ServerUsage, instance_tags
+from apps.instances.selectors import HostUsage, ProjectUsage, ServerUsage, instance_tags
 from apps.instances.states import PowerState, api_status
 from apps.networks.selectors import server_addresses, server_security_groups
 from apps.volumes.api.serializers import server_body_volumes
@@ -385,6 +385,18 @@ def migration_body(migration, *, version: Version = BASE_VERSION) -> dict:
     if in_span(version, "2.23"):
         body["migration_type"] = migration.migration_type
     return body
+
+
+def host_resources_body(host, used, by_project: dict) -> list[dict]:
+    """Nova's os-hosts show: the host's totals, its use, then each project's. (used_now) and
+    (used_max) are both what its instances claim: no memory is reserved for the host."""
+    def resource(project, usage):
+        return {"resource": {"host": host.hostname, "project": project, "cpu": usage.vcpus,
+                             "memory_mb": usage.memory_mib, "disk_gb": usage.disk_gb}}
+
+    total = HostUsage(vcpus=host.vcpus, memory_mib=host.memory_mib, disk_gb=host.disk_gb)
+    return [resource("(total)", total), resource("(used_now)", used), resource("(used_max)", used),
+            *(resource(project, usage) for project, usage in by_project.items())]
 
 
 def aggregate_body(aggregate) -> dict:

@@ -64,6 +64,8 @@ urlpatterns = [
     path("v2.1/os-hypervisors/<str:pattern>/search", hypervisors.as_view({"get": "search"})),
     path("v2.1/os-hypervisors/<str:pattern>/servers", hypervisors.as_view({"get": "servers"})),
     path("v2.1/os-migrations", views.MigrationViewSet.as_view({"get": "list"})),
+    path("v2.1/os-hosts", views.HostViewSet.as_view({"get": "list"})),
+    path("v2.1/os-hosts/<str:pk>", views.HostViewSet.as_view({"get": "retrieve", "put": "update"})),
     path("v2.1/os-aggregates", views.AggregateViewSet.as_view({"get": "list"})),
     path("v2.1/os-aggregates/<str:pk>", views.AggregateViewSet.as_view({"get": "retrieve"})),
     path("v2.1/os-services", services.as_view({"get": "list"})),

@@ -21,6 +21,7 @@ from apps.instances.selectors import (
     MIGRATION_FILTERS,
     flavor_get,
     flavor_list,
+    host_usage_by_project,
     hosts_usage,
     instance_actions,
     instance_console_log,
@@ -51,7 +52,7 @@ from cloudmgr.api.microversions import MicroversionMixin, Version, supports
 from cloudmgr.api.pagination import MAX_LIMIT, page_limit, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
 from cloudmgr.api.viewsets import ProjectScopedViewSet, only_keys
-from cloudmgr.exceptions import NotFound, PermissionDenied, ValidationError
+from cloudmgr.exceptions import NotFound, NotImplementedHere, PermissionDenied, ValidationError
 from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
@@ -998,6 +999,39 @@ class MigrationViewSet(ComputeViewSet):
         filters = {key: request.query_params[key] for key in (*MIGRATION_FILTERS, "host") if key in request.query_params}
         migrations = migration_list(user=self.user, filters=filters)
         return Response({"migrations": [s.migration_body(m, version=request.api_version) for m in migrations]})
+
+
+class HostViewSet(ComputeViewSet):
+    """Nova's os-hosts (2.1-2.42): the compute hosts, what they hold, enable and disable."""
+    admin_only = True
+
+    def list(self, request):
+        hosts = host_list()
+        if zone := request.query_params.get("zone"):
+            hosts = hosts.filter(availability_zone=zone)
+        return Response({"hosts": [{"host_name": h.hostname, "service": "compute", "zone": h.availability_zone}
+                                   for h in hosts]})
+
+    def retrieve(self, request, pk):
+        host = host_get(hostname=pk)
+        return Response({"host": s.host_resources_body(host, hosts_usage(hosts=[host])[host.pk],
+                                                       host_usage_by_project(host=host))})
+
+    def update(self, request, pk):
+        host = host_get(hostname=pk)
+        data = request.data
+        if not isinstance(data, dict) or not ({"status", "maintenance_mode"} & set(data)):
+            raise ValidationError("Invalid input for field/attribute host: 'status' or 'maintenance_mode' is "
+                                  "required.")
+        only_keys(data, {"status", "maintenance_mode"}, "host")
+        for key in ("status", "maintenance_mode"):
+            if key in data and data[key] not in ("enable", "disable"):
+                raise ValidationError(f"Invalid input for field/attribute {key}. Value: {data[key]}. It must be "
+                                      "'enable' or 'disable'.")
+        if "maintenance_mode" in data:
+            raise NotImplementedHere("Virt driver does not implement host maintenance mode.")
+        host = host_enable(host=host) if data["status"] == "enable" else host_disable(host=host)
+        return Response({"host": host.hostname, "status": host.status})
 
 
 class AggregateViewSet(ComputeViewSet):
