@@ -52,6 +52,15 @@ def hosts_usage(*, hosts: list[Host]) -> dict:
     return {host.pk: usage.get(host.pk, HostUsage()) for host in hosts}
 
 
+def hosts_servers(*, hosts: list[Host]) -> dict:
+    """The (id, name) of the instances on each host, oldest first, by host id."""
+    servers: dict = {host.pk: [] for host in hosts}
+    for host_id, server_id, name in Instance.objects.filter(host__in=hosts, deleted_at__isnull=True).order_by(
+            "created_at").values_list("host_id", "id", "name"):
+        servers[host_id].append((server_id, name))
+    return servers
+
+
 def host_usage_by_project(*, host: Host) -> dict[str, HostUsage]:
     """What each project's instances on the host claim (Nova's os-hosts show), by project id."""
     rows = (Instance.objects.filter(host=host, deleted_at__isnull=True).values("project_id")

@@ -22,6 +22,7 @@ from apps.instances.selectors import (
     flavor_get,
     flavor_list,
     host_usage_by_project,
+    hosts_servers,
     hosts_usage,
     instance_actions,
     instance_console_log,
@@ -973,14 +974,11 @@ class HypervisorViewSet(ComputeViewSet):
 
     def servers(self, request, pattern):  # 2.1-2.52: those hosts with their servers
         hosts = list(hosts_matching(pattern=pattern))
-        servers: dict = {}
-        for host_id, uuid, name in Instance.objects.filter(host__in=hosts, deleted_at__isnull=True).order_by(
-                "created_at").values_list("host_id", "id", "name"):
-            servers.setdefault(host_id, []).append({"uuid": str(uuid), "name": name})
+        servers = hosts_servers(hosts=hosts)
         bodies = self._bodies(hosts, False)
         for host, body in zip(hosts, bodies, strict=True):
-            if host.pk in servers:  # Nova leaves the key out for a host without servers
-                body["servers"] = servers[host.pk]
+            if servers[host.pk]:  # Nova leaves the key out for a host without servers
+                body["servers"] = [{"uuid": str(server_id), "name": name} for server_id, name in servers[host.pk]]
         return Response({"hypervisors": bodies})
 
     def statistics(self, request):
@@ -996,7 +994,8 @@ class MigrationViewSet(ComputeViewSet):
     admin_only = True
 
     def list(self, request):
-        filters = {key: request.query_params[key] for key in (*MIGRATION_FILTERS, "host") if key in request.query_params}
+        params = request.query_params
+        filters = {key: params[key] for key in (*MIGRATION_FILTERS, "host") if key in params}
         migrations = migration_list(user=self.user, filters=filters)
         return Response({"migrations": [s.migration_body(m, version=request.api_version) for m in migrations]})
 
