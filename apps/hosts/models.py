@@ -31,11 +31,15 @@ def _disk_ratio() -> float:
     return settings.CLOUDMGR_DISK_ALLOCATION_RATIO
 
 
+# Nova's zone for hosts in no zone aggregate (its default_availability_zone).
+DEFAULT_AVAILABILITY_ZONE = "nova"
+
+
 class Host(BaseModel):
     hostname = models.CharField(max_length=255, unique=True)
     queue = models.CharField(max_length=255)
     virt_type = models.CharField(max_length=16, default="qemu")
-    availability_zone = models.CharField(max_length=255, default="nova")
+    availability_zone = models.CharField(max_length=255, default=DEFAULT_AVAILABILITY_ZONE)
     vcpus = models.PositiveIntegerField(default=0)
     memory_mib = models.PositiveIntegerField(default=0)
     disk_gb = models.PositiveIntegerField(default=0)

@@ -5,12 +5,9 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from agents.names import TASK_HOST_UPTIME
-from apps.hosts.models import Host, HostState, HostStatus
+from apps.hosts.models import DEFAULT_AVAILABILITY_ZONE, Host, HostState, HostStatus
 from cloudmgr.exceptions import NotFound, ServiceUnavailable, ValidationError
 from cloudmgr.rpc import agent_call
-
-# Nova's zone for hosts in no zone aggregate (its default_availability_zone).
-DEFAULT_AVAILABILITY_ZONE = "nova"
 
 
 def host_list() -> QuerySet[Host]:

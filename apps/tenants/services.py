@@ -118,6 +118,11 @@ def project_update(
     return project
 
 
+def _protected_kinds(exc: ProtectedError) -> str:
+    """What still refers to the object being deleted, e.g. "images, instances"."""
+    return ", ".join(sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects}))
+
+
 def project_delete(*, project: Project) -> None:
     """Delete a project, its role assignments, quotas, tokens and application credentials. Refused
     for the admin project, a project with sub-projects (403, as Keystone) and one that still owns
@@ -129,8 +134,7 @@ def project_delete(*, project: Project) -> None:
         with transaction.atomic():
             project.delete()
     except ProtectedError as exc:
-        kinds = sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects})
-        raise Conflict(f"Project {project.name} still owns {', '.join(kinds)}: delete them first.") from exc
+        raise Conflict(f"Project {project.name} still owns {_protected_kinds(exc)}: delete them first.") from exc
 
 
 def quota_set(*, project: Project, resource: str, limit: int) -> Quota:
@@ -318,8 +322,7 @@ def user_delete(*, user: User) -> None:
         with transaction.atomic():
             user.delete()
     except ProtectedError as exc:
-        kinds = sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects})
-        raise Conflict(f"User {user.username} owns {', '.join(kinds)} and cannot be deleted; disable the user "
+        raise Conflict(f"User {user.username} owns {_protected_kinds(exc)} and cannot be deleted; disable the user "
                        "instead.") from exc
 
 

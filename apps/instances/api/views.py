@@ -21,6 +21,7 @@ from apps.instances.selectors import (
     MIGRATION_FILTERS,
     flavor_get,
     flavor_list,
+    host_usage,
     host_usage_by_project,
     hosts_servers,
     hosts_usage,
@@ -1013,8 +1014,7 @@ class HostViewSet(ComputeViewSet):
 
     def retrieve(self, request, pk):
         host = host_get(hostname=pk)
-        return Response({"host": s.host_resources_body(host, hosts_usage(hosts=[host])[host.pk],
-                                                       host_usage_by_project(host=host))})
+        return Response({"host": s.host_resources_body(host, host_usage(host=host), host_usage_by_project(host=host))})
 
     def update(self, request, pk):
         host = host_get(hostname=pk)
