@@ -625,6 +625,15 @@ def instance_trigger_crash_dump(*, instance: Instance, user: User | None, reques
     return _simple_action("trigger_crash_dump", instance=instance, user=user, request_id=request_id)
 
 
+def instance_restore(*, instance: Instance, user: User | None, request_id: str = "") -> None:
+    """Nova's restore brings back a soft-deleted server. Deletes are never deferred here (Nova's
+    reclaim_instance_interval 0), so no server is soft deleted: 409, as Nova answers for one that
+    is not."""
+    if instance.deleted_at or instance.vm_state == VmState.DELETED:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    raise InvalidState(f"Cannot 'restore' instance {instance.id} while it is in vm_state {instance.vm_state}.")
+
+
 def instance_change_password(*, instance: Instance, user: User | None, password, request_id: str = "") -> None:
     """Nova's changePassword: the guest agent sets the password of the image's ``os_admin_user``
     (default root; Administrator for ``os_type`` windows) while the caller waits. It needs a

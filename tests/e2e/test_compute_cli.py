@@ -169,6 +169,22 @@ def test_server_lifecycle(live_cloud):
         a["Action"] for a in actions}
 
 
+def test_server_on_the_projects_network_force_deleted(live_cloud):
+    """Without --nic the CLI sends an empty `networks`: the server gets the project's one network,
+    as from Nova. `server restore` finds nothing soft deleted (409); `server delete --force` is a
+    delete."""
+    cloud = live_cloud
+    server = openstack(cloud, "server", "create", "--image", "testvm", "--flavor", "m1.nano", "--wait", "cli-forced",
+                       "-f", "json")
+    assert list(server["addresses"]) == ["private"]
+    restore = subprocess.run([OPENSTACK, "server", "restore", server["id"]], env=cli_env(cloud), capture_output=True,
+                             text=True, check=False)
+    assert restore.returncode != 0 and "409" in restore.stderr and "vm_state active" in restore.stderr
+    run(cloud, "server", "delete", "--force", "--wait", server["id"])
+    assert server["id"] not in [s["ID"] for s in openstack(cloud, "server", "list", "-f", "json")]
+    assert openstack(cloud, "server", "event", "list", server["id"], "-f", "json")[0]["Action"] == "delete"
+
+
 def test_usage_show_and_list(live_cloud):
     """os-simple-tenant-usage: the deleted server above ran within OSC's default four weeks."""
     def servers(value):

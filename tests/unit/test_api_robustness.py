@@ -108,7 +108,8 @@ def test_no_server_action_answers_malformed_input_with_a_500(world, network_obje
     c.credentials(HTTP_X_AUTH_TOKEN=world.token(world.admin), HTTP_OPENSTACK_API_VERSION=f"compute {version}")
     path = f"/compute/v2.1/servers/{volume_objects['server'].pk}/action"
     failures, requests = [], 0
-    for action in ServerViewSet.ACTIONS:
+    # forceDelete reads no body, and would delete the server every later action posts to.
+    for action in [name for name in ServerViewSet.ACTIONS if name != "forceDelete"]:
         bodies = [{action: junk} for junk in [*JUNK, *BODIES]]
         bodies += [{action: {field: junk}} for field in ACTION_FIELDS for junk in [*JUNK, None, True, -1]]
         for body in bodies:

@@ -358,6 +358,28 @@ def test_reset_state_is_for_admins_and_clears_the_task(world):
     assert reset(admin, {"state": "active"}).status_code == 404
 
 
+def test_force_delete_deletes_and_restore_is_409(world):
+    """Deletes are never deferred: forceDelete (`openstack server delete --force`) is a delete from
+    any state, and restore finds nothing soft deleted (Nova's answers for both)."""
+    make_host()
+    member, admin = api(world, world.member), api(world, world.admin)
+    action = lambda client, sid, body: client.post(f"{V}/servers/{sid}/action", body, format="json")
+    sid = boot(member, world)
+    resp = action(member, sid, {"restore": None})
+    assert resp.status_code == 409
+    assert resp.json()["conflictingRequest"]["message"] == f"Cannot 'restore' instance {sid} while it is in vm_state active."
+    Instance.objects.filter(pk=sid).update(task_state="rebooting")  # a task in progress does not stop it
+    assert action(member, sid, {"lock": None}).status_code == 202
+    resp = action(member, sid, {"forceDelete": None})
+    assert resp.status_code == 409 and "is locked" in resp.json()["conflictingRequest"]["message"]
+    assert action(admin, sid, {"forceDelete": None}).status_code == 202
+    assert member.get(f"{V}/servers/{sid}").status_code == 404
+    actions = member.get(f"{V}/servers/{sid}/os-instance-actions", HTTP_OPENSTACK_API_VERSION="compute 2.21")
+    assert actions.json()["instanceActions"][0]["action"] == "delete"
+    assert action(admin, sid, {"forceDelete": None}).status_code == 404
+    assert action(member, sid, {"restore": None}).status_code == 404
+
+
 def test_multiple_create(world):
     make_host()
     c = api(world, world.member)

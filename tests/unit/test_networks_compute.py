@@ -112,6 +112,9 @@ def test_networks_parameter(world, cloud, fake_driver):
     network = cloud["network"]
     none = boot(c, world, "none", networks="none").json()["server"]["id"]
     assert server_ports(none) == [] and fake_driver.specs[none].nics == []
+    # An empty list, what `openstack server create` sends without --nic, is the project's network.
+    empty = boot(c, world, "empty", networks=[]).json()["server"]["id"]
+    assert [port.network for port in server_ports(empty)] == [network]
     fixed = boot(c, world, "fixed", networks=[{"uuid": str(network.pk), "fixed_ip": "10.0.0.42"}])
     assert [a.ip_address for a in server_ports(fixed.json()["server"]["id"])[0].fixed_ips.all()] == ["10.0.0.42"]
     mine = services.port_create(user=world.member, project=world.project, network=network, name="mine")

@@ -80,9 +80,12 @@ class ServerCreateSerializer(serializers.Serializer):
         return parsed
 
     def validate_networks(self, value):
-        """Nova's networks: "auto", "none", or [{uuid | port, fixed_ip, tag}]."""
+        """Nova's networks: "auto", "none", or [{uuid | port, fixed_ip, tag}]. An empty list (what
+        `openstack server create` sends without --nic) asks for what an absent one does."""
         if value is None or value in ("auto", "none"):
             return value
+        if value == []:
+            return None
         if not isinstance(value, list) or not all(
                 isinstance(item, dict) and (item.get("uuid") or item.get("port"))
                 and not set(item) - {"uuid", "port", "fixed_ip", "tag"} for item in value):

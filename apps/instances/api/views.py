@@ -658,6 +658,11 @@ class ServerViewSet(ComputeViewSet):
                                       request_id=self.request_id)
         return self._accepted()
 
+    def _force_delete(self, instance, args):
+        # Deletes are never deferred here, so forcing one is a delete (Nova's forceDelete: any state).
+        services.instance_delete(instance=instance, user=self.user, request_id=self.request_id)
+        return self._accepted()
+
     def _change_password(self, instance, args):
         if not isinstance(args, dict) or "adminPass" not in args:
             raise ValidationError("Invalid input for field/attribute changePassword. 'adminPass' is a required "
@@ -714,6 +719,8 @@ class ServerViewSet(ComputeViewSet):
         "shelve": _simple(services.instance_shelve),  # its body is not read up to 2.76 (Nova)
         "unshelve": _simple(services.instance_unshelve),
         "trigger_crash_dump": _trigger_crash_dump,
+        "forceDelete": _force_delete,
+        "restore": _simple(services.instance_restore),
         "changePassword": _change_password,
         "os-resetState": _reset_state,
         "addSecurityGroup": _security_group(services.instance_security_group_add, "addSecurityGroup"),
