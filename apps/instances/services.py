@@ -58,6 +58,8 @@ from apps.networks.dataplane import batched_sync
 from apps.networks.metadata import config_drive_for
 from apps.networks.selectors import server_nics
 from apps.networks.services import (
+    server_fixed_ip_add,
+    server_fixed_ip_remove,
     server_interface_attach,
     server_interface_detach,
     server_ports_bind,
@@ -1734,6 +1736,33 @@ def instance_interface_attach(*, instance: Instance, user: User | None, network_
     if error:
         raise Conflict(f"Failed to attach network adapter device to {instance.id}: {error}")
     return port
+
+
+def _check_fixed_ip_change(instance: Instance, user: User | None) -> None:
+    """Nova's multinic actions: in any state, not on a locked server (for non-admins)."""
+    if instance.deleted_at:
+        raise NotFound(f"Instance {instance.id} could not be found.")
+    if user is not None:
+        _check_locked(instance=instance, user=user)
+
+
+def instance_fixed_ip_add(*, instance: Instance, user: User | None, network_id, request_id: str = "") -> None:
+    """Nova's addFixedIp: one more address from ``network_id`` on the server's port there; the
+    host's filter and the network's DHCP entries follow through the port's sync."""
+    _check_fixed_ip_change(instance, user)
+    with transaction.atomic():
+        server_fixed_ip_add(device_id=str(instance.id), network_id=network_id)
+        _action_start(instance=instance, action="addFixedIp", user=user, request_id=request_id)
+        _action_finish(instance=instance, action="addFixedIp", result="Success")
+
+
+def instance_fixed_ip_remove(*, instance: Instance, user: User | None, address: str, request_id: str = "") -> None:
+    """Nova's removeFixedIp: the address leaves the server's port that holds it."""
+    _check_fixed_ip_change(instance, user)
+    with transaction.atomic():
+        server_fixed_ip_remove(device_id=str(instance.id), address=address)
+        _action_start(instance=instance, action="removeFixedIp", user=user, request_id=request_id)
+        _action_finish(instance=instance, action="removeFixedIp", result="Success")
 
 
 def instance_security_group_add(*, instance: Instance, user: User | None, name: str) -> None:

@@ -62,6 +62,7 @@ from apps.networks.states import (
 from apps.tenants.models import Project, Resource, User
 from apps.tenants.services import quota_release, quota_reserve, quota_set
 from cloudmgr.exceptions import Conflict, NotFound, QuotaExceeded, ValidationError
+from cloudmgr.models import filter_pk
 
 logger = logging.getLogger(__name__)
 
@@ -1763,6 +1764,48 @@ def server_interface_detach(*, device_id: str, port: Port) -> None:
         sync = Sync()
         _server_port_release(port, sync)
         sync.send()
+
+
+def server_fixed_ip_add(*, device_id: str, network_id) -> Port:
+    """Nova's addFixedIp: one more address on the server's first port on the network, from the
+    first of its subnets with room (what Nova asks of Neutron)."""
+    network = filter_pk(Network.objects.all(), str(network_id)).first()
+    ports = Port.objects.filter(device_id=device_id, device_owner=OWNER_COMPUTE, network=network)
+    with transaction.atomic():
+        port = ports.select_for_update().order_by("created_at", "id").first() if network else None
+        if port is None:
+            raise ValidationError(f"Network could not be found for instance {device_id}.")
+        for subnet in network.subnets.order_by("created_at"):
+            if _auto_address(subnet):
+                continue
+            try:
+                with transaction.atomic():
+                    _allocate(subnet, port)
+                break
+            except Conflict as exc:
+                if getattr(exc, "neutron_type", "") != "IpAddressGenerationFailure":
+                    raise
+        else:
+            raise ValidationError(f"No fixed IP addresses available for network: {network.pk}")
+        Sync().port(port).members_changed(port.security_groups.values_list("pk", flat=True)).send()
+    return port
+
+
+def server_fixed_ip_remove(*, device_id: str, address: str) -> Port:
+    """Nova's removeFixedIp: the address leaves the server's port that holds it (400 if none
+    does). As Neutron, not an address a floating IP is NATed to."""
+    with transaction.atomic():
+        allocation = IPAllocation.objects.filter(port__device_id=device_id, port__device_owner=OWNER_COMPUTE,
+                                                 ip_address=address).first()
+        if allocation is None:
+            raise ValidationError(f"Instance {device_id} doesn't have fixed IP '{address}'.")
+        port = Port.objects.select_for_update().get(pk=allocation.port_id)
+        if port.floating_ips.filter(fixed_ip_address=address).exists():
+            raise bad_request(f"Bad port request: Cannot update the fixed_ips of the port {port.pk}, because its "
+                              "original fixed_ip has been associated to a floating ip.", "BadRequest")
+        allocation.delete()
+        Sync().port(port).members_changed(port.security_groups.values_list("pk", flat=True)).send()
+    return port
 
 
 # --- auto-allocated topology, bootstrap --------------------------------------------------------

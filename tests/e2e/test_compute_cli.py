@@ -171,12 +171,19 @@ def test_server_lifecycle(live_cloud):
 
 def test_server_on_the_projects_network_force_deleted(live_cloud):
     """Without --nic the CLI sends an empty `networks`: the server gets the project's one network,
-    as from Nova. `server restore` finds nothing soft deleted (409); `server delete --force` is a
+    as from Nova. A fixed IP added and removed. `server restore` finds nothing soft deleted (409); `server delete --force` is a
     delete."""
     cloud = live_cloud
     server = openstack(cloud, "server", "create", "--image", "testvm", "--flavor", "m1.nano", "--wait", "cli-forced",
                        "-f", "json")
     assert list(server["addresses"]) == ["private"]
+    # `server add fixed ip` attaches an interface (os-interface); `server remove fixed ip` is
+    # Nova's removeFixedIp, which takes the address off that port.
+    [added] = openstack(cloud, "server", "add", "fixed", "ip", server["id"], "private", "-f", "json")["Fixed IPs"]
+    addresses = lambda: openstack(cloud, "server", "show", server["id"], "-f", "json")["addresses"]["private"]
+    assert added["ip_address"] in addresses() and len(addresses()) == 2
+    run(cloud, "server", "remove", "fixed", "ip", server["id"], added["ip_address"])
+    assert addresses() == server["addresses"]["private"]
     restore = subprocess.run([OPENSTACK, "server", "restore", server["id"]], env=cli_env(cloud), capture_output=True,
                              text=True, check=False)
     assert restore.returncode != 0 and "409" in restore.stderr and "vm_state active" in restore.stderr

@@ -95,7 +95,8 @@ def test_no_route_answers_malformed_input_with_a_500(world, network_objects, vol
 # The fields the server actions read (Nova's action bodies), each set to junk in turn.
 ACTION_FIELDS = ["adminPass", "flavorRef", "imageRef", "name", "metadata", "type", "length", "rescue_image_ref",
                  "state", "backup_type", "rotation", "accessIPv4", "personality", "preserve_ephemeral",
-                 "description", "key_name", "user_data", "OS-DCF:diskConfig", "trusted_image_certificates"]
+                 "description", "key_name", "user_data", "OS-DCF:diskConfig", "trusted_image_certificates",
+                 "networkId", "address"]
 
 
 @pytest.mark.parametrize("version", ["2.1", "2.26"])

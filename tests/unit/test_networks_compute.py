@@ -83,6 +83,50 @@ def test_floating_ip_shows_in_the_addresses_and_leaves_with_the_server(world, cl
     assert world.project.quotas.get(resource="ports").in_use == 0
 
 
+def test_add_and_remove_fixed_ip(world, cloud):
+    """Nova's multinic actions: one more address on the server's port on that network (its host's
+    filter and DHCP entries follow), and an address taken off again."""
+    c = client(world.token(world.member))
+    server_id = boot(c, world).json()["server"]["id"]
+    [port] = server_ports(server_id)
+    first = port.fixed_ips.get().ip_address
+    action = lambda body: c.post(f"/compute/v2.1/servers/{server_id}/action", body, format="json")
+    net = get_network_driver()
+    net.calls.clear()
+    assert action({"addFixedIp": {"networkId": str(cloud["network"].pk)}}).status_code == 202
+    addresses = sorted(a.ip_address for a in port.fixed_ips.all())
+    assert len(addresses) == 2 and first in addresses
+    assert {("port_sync", str(port.pk)), ("network_sync", str(cloud["network"].pk))} <= set(net.calls)
+    assert sorted(f.ip_address for f in net.ports[str(port.pk)].fixed_ips) == addresses  # its filter allows both
+    shown = c.get(f"/compute/v2.1/servers/{server_id}").json()["server"]["addresses"]["private"]
+    assert sorted(e["addr"] for e in shown) == addresses
+
+    assert action({"removeFixedIp": {"address": first}}).status_code == 202
+    assert [a.ip_address for a in port.fixed_ips.all()] == [a for a in addresses if a != first]
+    resp = action({"removeFixedIp": {"address": first}})
+    assert resp.status_code == 400
+    assert resp.json()["badRequest"]["message"] == f"Instance {server_id} doesn't have fixed IP '{first}'."
+    for bad in ({"removeFixedIp": {"address": "nope"}}, {"removeFixedIp": {"address": 5}}, {"removeFixedIp": {}},
+                {"addFixedIp": {"networkId": True}}, {"addFixedIp": {"networkId": "x", "more": 1}}):
+        assert action(bad).status_code == 400, bad
+    other = services.network_create(user=world.member, project=world.project, name="no-port-here")
+    for network_id in (str(other.pk), 42):
+        resp = action({"addFixedIp": {"networkId": network_id}})
+        assert resp.status_code == 400
+        assert resp.json()["badRequest"]["message"] == f"Network could not be found for instance {server_id}."
+    # As Neutron: not an address a floating IP is NATed to.
+    services.floating_ip_create(user=world.member, project=world.project, floating_network_id=cloud["external"].pk,
+                                port_id=str(port.pk))
+    remaining = port.fixed_ips.get().ip_address
+    assert action({"removeFixedIp": {"address": remaining}}).status_code == 400
+    assert port.fixed_ips.count() == 1
+    # Locked: 409 for its owner.
+    assert action({"lock": None}).status_code == 202
+    assert action({"addFixedIp": {"networkId": str(cloud["network"].pk)}}).status_code == 409
+    actions = c.get(f"/compute/v2.1/servers/{server_id}/os-instance-actions").json()["instanceActions"]
+    assert [a["action"] for a in actions][:3] == ["lock", "removeFixedIp", "addFixedIp"]
+
+
 def test_a_create_sends_the_host_each_thing_it_changed_once(world, cloud, monkeypatch):
     """The port is made, then bound to its host, in one transaction: one message per network,
     port and group, not one per step, and sent before the spawn (which plugs the tap)."""

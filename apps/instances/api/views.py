@@ -1,3 +1,4 @@
+import ipaddress
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -650,6 +651,32 @@ class ServerViewSet(ComputeViewSet):
             return self._accepted()
         return handler
 
+    def _add_fixed_ip(self, instance, args):
+        # Nova's schema: {"networkId": a string or an integer}, nothing else.
+        if not isinstance(args, dict) or "networkId" not in args:
+            raise ValidationError("Invalid input for field/attribute addFixedIp. 'networkId' is a required property")
+        only_keys(args, {"networkId"}, "addFixedIp")
+        network_id = args["networkId"]
+        if isinstance(network_id, bool) or not isinstance(network_id, str | int) or network_id == "":
+            raise ValidationError("Invalid input for field/attribute networkId: it must be a string or an integer.")
+        services.instance_fixed_ip_add(instance=instance, user=self.user, network_id=network_id,
+                                       request_id=self.request_id)
+        return self._accepted()
+
+    def _remove_fixed_ip(self, instance, args):
+        # Nova's schema: {"address": an IP address}, nothing else.
+        if not isinstance(args, dict) or "address" not in args:
+            raise ValidationError("Invalid input for field/attribute removeFixedIp. 'address' is a required property")
+        only_keys(args, {"address"}, "removeFixedIp")
+        try:
+            address = str(ipaddress.ip_address(args["address"] if isinstance(args["address"], str) else ""))
+        except ValueError as exc:
+            raise ValidationError(f"Invalid input for field/attribute address. Value: {args['address']}. "
+                                  "It is not an IP address.") from exc
+        services.instance_fixed_ip_remove(instance=instance, user=self.user, address=address,
+                                          request_id=self.request_id)
+        return self._accepted()
+
     def _reset_state(self, instance, args):
         if not isinstance(args, dict) or "state" not in args:
             raise ValidationError("Invalid input for field/attribute os-resetState. 'state' is a required property")
@@ -723,6 +750,8 @@ class ServerViewSet(ComputeViewSet):
         "restore": _simple(services.instance_restore),
         "changePassword": _change_password,
         "os-resetState": _reset_state,
+        "addFixedIp": _add_fixed_ip,
+        "removeFixedIp": _remove_fixed_ip,
         "addSecurityGroup": _security_group(services.instance_security_group_add, "addSecurityGroup"),
         "removeSecurityGroup": _security_group(services.instance_security_group_remove, "removeSecurityGroup"),
     }
