@@ -1352,7 +1352,7 @@ _EXTRA_SPEC_KEY = re.compile(r"^[\w.:-]{1,255}$")
 def flavor_create(*, name: str, vcpus: int, ram: int, disk: int, flavor_id: str | None = None,
                   ephemeral: int = 0, swap: int = 0, rxtx_factor: float = 1.0, is_public: bool = True,
                   description: str = "") -> Flavor:
-    """Admin: a new flavor. 409 if the name or id is taken."""
+    """Admin: a new flavor. 409 if the name or id is taken; 400 with ephemeral or swap disks."""
     name = (name or "").strip()
     if not name or len(name) > 255:
         raise ValidationError("A flavor needs a name of 1 to 255 characters.")
@@ -1360,6 +1360,10 @@ def flavor_create(*, name: str, vcpus: int, ram: int, disk: int, flavor_id: str 
         raise ValidationError("A flavor needs vcpus >= 1, ram >= 1 MiB, and no negative disk, ephemeral or swap.")
     if max(vcpus, ram, disk, ephemeral, swap) > INT_MAX:
         raise ValidationError(f"A flavor's vcpus, ram, disk, ephemeral and swap are at most {INT_MAX}.")
+    # Hosts give a guest its root disk and volumes only; a flavor promising more would be ignored.
+    if ephemeral or swap:
+        raise ValidationError("This cloud's hosts provide no ephemeral or swap disks: create the flavor with "
+                              "ephemeral 0 and swap 0 (attach volumes for more disks).")
     flavor_id = str(flavor_id) if flavor_id not in (None, "", "auto") else str(uuid.uuid4())
     if Flavor.objects.filter(Q(pk=flavor_id) | Q(name=name)).exists():
         raise Conflict(f"Flavor with name {name} or id {flavor_id} already exists.")
