@@ -7,6 +7,7 @@ from django.db import DataError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from cloudmgr.exceptions import ApplicationError
 
@@ -85,3 +86,20 @@ def exception_handler(exc, context):
     else:
         return None  # a bug: let Django log it and answer 500
     return Response(error_body(style, status, message), status=status, headers=headers)
+
+
+class ServiceNotFoundView(APIView):
+    """Any other path under a service's prefix: that service's JSON 404 (``error_style``, given
+    to ``as_view``), never the portal's HTML page, whatever the method."""
+
+    schema = None  # not an endpoint
+    authentication_classes: list = []
+    permission_classes: list = []
+    error_style = "keystone"
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        return self.get(request)
+
+    def get(self, request, *args, **kwargs):
+        return Response(error_body(self.error_style, 404, f"The resource {request.path} could not be found."),
+                        status=404)

@@ -120,3 +120,18 @@ def test_no_server_action_answers_malformed_input_with_a_500(world, network_obje
                 failures.append(f"{resp.status_code} {json.dumps(body)[:100]}: {resp.content[:200]!r}")
     assert requests > 3000
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("path,key", [("/compute/v2.1/nothing-here", "itemNotFound"),
+                                      ("/volume/v3/p/qos-specs", "itemNotFound"),
+                                      ("/network/v2.0/nothing-here", "NeutronError"),
+                                      ("/image/v2/nothing-here", "error")])
+def test_an_unknown_path_of_a_service_is_its_json_404(world, path, key):
+    """Not the portal's HTML page: clients parse the service's error body (`openstack volume qos
+    list` printed the page's text)."""
+    c = APIClient()
+    c.credentials(HTTP_X_AUTH_TOKEN=world.token(world.member))
+    for method in ("get", "post", "put", "delete"):
+        resp = getattr(c, method)(path)
+        assert (resp.status_code, resp["Content-Type"]) == (404, "application/json"), method
+        assert resp.json()[key]["message"] == f"The resource {path} could not be found."

@@ -3,6 +3,7 @@
 from django.urls import path, re_path
 
 from apps.images.api import views as v
+from cloudmgr.api.errors import ServiceNotFoundView
 
 I = "v2/images/<str:pk>"
 
@@ -27,5 +28,5 @@ urlpatterns = [
     path(f"{I}/tags/<str:tag>", images.as_view({"put": "tag_add", "delete": "tag_remove"})),
     path(f"{I}/members", members.as_view({"get": "list", "post": "create"})),
     path(f"{I}/members/<str:member_id>", members.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})),
-    re_path(r"^.*$", v.NotFoundView.as_view()),
+    re_path(r"^.*$", ServiceNotFoundView.as_view(error_style="glance")),
 ]

@@ -81,22 +81,6 @@ class ImageAPIViewSet(ProjectScopedViewSet):
         return selectors.image_get_by_id(user=self.user, project=self.project, image_id=pk)
 
 
-class NotFoundView(APIView):
-    """Any other path under /image/: a JSON 404, never Django's HTML page."""
-
-    schema = None  # not an endpoint
-    authentication_classes: list = []
-    permission_classes: list = []
-
-    def http_method_not_allowed(self, request, *args, **kwargs):
-        return self.get(request)
-
-    def get(self, request, *args, **kwargs):
-        message = f"The resource {request.path} could not be found."
-        body = {"error": {"code": 404, "title": "Not Found", "message": message}}
-        return Response(body, status=status.HTTP_404_NOT_FOUND)
-
-
 class SchemaViewSet(ImageAPIViewSet):
     SCHEMAS = {
         "image": s.image_schema,

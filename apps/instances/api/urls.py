@@ -1,7 +1,8 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from apps.instances.api import views
 from apps.volumes.api.views import ServerVolumeAttachmentViewSet as server_volumes
+from cloudmgr.api.errors import ServiceNotFoundView
 
 flavors = views.FlavorViewSet
 servers = views.ServerViewSet
@@ -79,4 +80,5 @@ urlpatterns = [
     path("v2.1/os-quota-sets/<str:pk>/defaults", quotas.as_view({"get": "quota_defaults"})),
     path("v2.1/os-server-groups", groups.as_view({"get": "list", "post": "create"})),
     path("v2.1/os-server-groups/<str:pk>", groups.as_view({"get": "retrieve", "delete": "destroy"})),
+    re_path(r"^.*$", ServiceNotFoundView.as_view(error_style="nova")),
 ]

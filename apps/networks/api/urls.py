@@ -3,6 +3,7 @@
 from django.urls import path, re_path
 
 from apps.networks.api import views as v
+from cloudmgr.api.errors import ServiceNotFoundView
 
 V = "v2.0"
 
@@ -45,5 +46,5 @@ urlpatterns = [
     path(f"{V}/network-ip-availabilities/<str:pk>", v.NetworkIPAvailabilityViewSet.as_view({"get": "retrieve"})),
     path(f"{V}/auto-allocated-topology/<str:pk>",
          v.AutoAllocatedTopologyViewSet.as_view({"get": "retrieve", "delete": "destroy"})),
-    re_path(r"^.*$", v.NotFoundView.as_view()),
+    re_path(r"^.*$", ServiceNotFoundView.as_view(error_style="neutron")),
 ]

@@ -102,21 +102,6 @@ class ResourcesView(APIView):
              "links": [link("self", public_url(f"network/v2.0/{collection}"))]} for name, collection in RESOURCES]})
 
 
-class NotFoundView(APIView):
-    """Any other path under /network/: Neutron's JSON 404, never Django's HTML page."""
-
-    schema = None
-    authentication_classes: list = []
-    permission_classes: list = []
-
-    def http_method_not_allowed(self, request, *args, **kwargs):
-        return self.get(request)
-
-    def get(self, request, *args, **kwargs):
-        body = error_body("neutron", 404, f"The resource {request.path} could not be found.")
-        return Response(body, status=status.HTTP_404_NOT_FOUND)
-
-
 def neutron_exception_handler(exc, context):
     """cloudmgr's handler, with Neutron's error type when the service gave one, and Keystone's
     body for a 401 (it comes from the token middleware in OpenStack)."""

@@ -1,9 +1,10 @@
 """Cinder v3 paths, mounted at /volume/ (no trailing slashes, as Cinder's):
 /volume/v3/{project_id}/<collection>..."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from apps.volumes.api import views as v
+from cloudmgr.api.errors import ServiceNotFoundView
 
 P = "v3/<str:project_id>"
 
@@ -72,4 +73,5 @@ urlpatterns = [
     path(f"{P}/resource_filters", v.ResourceFiltersViewSet.as_view({"get": "list"})),
     path(f"{P}/os-availability-zone", v.AvailabilityZoneViewSet.as_view({"get": "list"})),
     path(f"{P}/extensions", v.ExtensionViewSet.as_view({"get": "list"})),
+    re_path(r"^.*$", ServiceNotFoundView.as_view(error_style="nova")),
 ]
