@@ -186,6 +186,12 @@ def test_os_hosts_list_show_and_enable(world):
         "Virt driver does not implement host maintenance mode.")
     for body in ({}, {"status": "on"}, {"status": "enable", "zone": "x"}, [1]):
         assert admin.put(f"{V}/os-hosts/node2", body, format="json").status_code == 400, body
+    for action in ("startup", "shutdown", "reboot"):  # Nova's libvirt driver powers no host either
+        resp = admin.get(f"{V}/os-hosts/node2/{action}")
+        assert resp.status_code == 501
+        assert resp.json()["notImplemented"]["message"] == "The requested functionality is not supported."
+        assert admin.get(f"{V}/os-hosts/nowhere/{action}").status_code == 404
+        assert api(world, world.member).get(f"{V}/os-hosts/node2/{action}").status_code == 403
     assert api(world, world.member).get(f"{V}/os-hosts").status_code == 403
 
 

@@ -1068,6 +1068,11 @@ class HostViewSet(ComputeViewSet):
         host = host_enable(host=host) if data["status"] == "enable" else host_disable(host=host)
         return Response({"host": host.hostname, "status": host.status})
 
+    def power_action(self, request, pk, action):
+        # GET os-hosts/{host}/startup|shutdown|reboot: Nova's libvirt driver powers no host (501).
+        host_get(hostname=pk)
+        raise NotImplementedHere("The requested functionality is not supported.")
+
 
 class AggregateViewSet(ComputeViewSet):
     """Read only: each availability zone other than the default reads as the aggregate Nova
