@@ -527,13 +527,6 @@ def _check_locked(*, instance: Instance, user: User) -> None:
         raise InvalidState(f"Instance {instance.id} is locked.")
 
 
-def _refuse_volume_backed(instance: Instance, action: str) -> None:
-    """Rebuild and rescue work on the local root disk, which a server booted from a volume has
-    not; Nova rebuilds (2.93) and rescues (2.87) one only at later microversions."""
-    if server_boot_volume(instance=instance) is not None:
-        raise InvalidState(f"Cannot '{action}' instance {instance.id}: it boots from a volume.")
-
-
 def _refuse(instance: Instance, transition: Transition) -> InvalidState:
     if instance.task_state:
         return InvalidState(
@@ -831,20 +824,29 @@ def instance_resize_revert(*, instance: Instance, user: User | None, request_id:
 def instance_rebuild(*, instance: Instance, image: Image, user: User | None, name: str | None = None,
                      description=UNSET, request_id: str = "") -> Instance:
     """A new root disk from ``image`` (the old one is thrown away) and a fresh boot; a new
-    ``name`` and ``description`` (None clears it) if given."""
-    _refuse_volume_backed(instance, "rebuild")
-    _check_bootable(image)
-    if image.min_ram > instance.memory_mib:
-        raise ValidationError(f"Flavor {instance.flavor.name}'s memory is too small for image {image.name}.")
-    root_gb = _root_gb(flavor=instance.flavor, image=image)
-    updates = {"image_id": image.pk, "root_gb": max(root_gb, instance.root_gb)}
+    ``name`` and ``description`` (None clears it) if given. A server booted from a volume keeps
+    its volume as it is (Nova reimages it only from 2.93): the guest is made afresh, and only
+    with the image the volume was made from."""
+    boot_volume = server_boot_volume(instance=instance)
+    if boot_volume is not None:
+        if str(image.pk) != boot_volume.image_metadata.get("image_id"):
+            raise ValidationError(f"Image {image.pk} is unacceptable: Unable to rebuild with a different image for "
+                                  "a volume-backed server.")
+        updates = {}
+    else:
+        _check_bootable(image)
+        if image.min_ram > instance.memory_mib:
+            raise ValidationError(f"Flavor {instance.flavor.name}'s memory is too small for image {image.name}.")
+        root_gb = _root_gb(flavor=instance.flavor, image=image)
+        updates = {"image_id": image.pk, "root_gb": max(root_gb, instance.root_gb)}
     if name is not None:
         updates["name"] = _check_name(name)
     if description is not UNSET:
         updates["description"] = _check_description(description)
     with transaction.atomic():
         _begin(instance=instance, transition=TRANSITIONS["rebuild"], user=user, request_id=request_id, **updates)
-        instance.image = image
+        if boot_volume is None:
+            instance.image = image
         _send(instance, OperationSpec(instance_id=str(instance.id), operation="rebuild", timeout=_shutdown_timeout(),
                                       domain=_domain_spec(instance)))
     return instance
@@ -853,8 +855,10 @@ def instance_rebuild(*, instance: Instance, image: Image, user: User | None, nam
 def instance_rescue(*, instance: Instance, user: User | None, image: Image | None = None,
                     request_id: str = "") -> Instance:
     """Boot a rescue system (``image``, default the instance's image) with the instance's root
-    disk attached as the second disk, to repair it."""
-    _refuse_volume_backed(instance, "rescue")
+    disk attached as the second disk, to repair it. Not a server booted from a volume (Nova
+    rescues one only from 2.87)."""
+    if server_boot_volume(instance=instance) is not None:
+        raise ValidationError(f"Instance {instance.id} cannot be rescued: Cannot rescue a volume-backed instance")
     image = image or instance.image
     if image is None:
         raise ValidationError("The instance's image is gone: give a rescue_image_ref.")

@@ -125,7 +125,7 @@ def story(live_cloud):
     project = cloud.request("GET", "/identity/v3/auth/tokens", token=token,
                             headers={"X-Subject-Token": token}).body["token"]["project"]["id"]
     state = {
-        "cloud": cloud, "token": token, "project": project, "suffix": suffix,
+        "cloud": cloud, "token": token, "project": project, "suffix": suffix, "image_id": image_id,
         "marker": f"VOLMARK-{secrets.token_hex(4)}",
         "a": boot(cloud, token, f"vol-a-{suffix}"), "b": boot(cloud, token, f"vol-b-{suffix}", **blank),
         "bfv": boot(cloud, token, f"bfv-{suffix}", **from_volume),
@@ -265,6 +265,22 @@ def test_a_server_booted_from_a_volume_resizes_and_its_guest_sees_the_new_ram(st
     bfv.wait_console(lambda out: (mem_kb(out) or 0) > before, "more memory in the guest", SLOW)
     bfv.action({"confirmResize": None}, expect=204)
     bfv.wait_status("ACTIVE", SLOW)
+
+
+def test_a_server_booted_from_a_volume_rebuilds_on_its_volume(story):
+    """Nova before 2.93: the guest is made afresh on the same volume (not reimaged), with the
+    image the volume was made from; it boots from the volume again."""
+    bfv = story["bfv"]
+    attached = bfv.show().body["server"]["os-extended-volumes:volumes_attached"]
+    bfv.wait_booted()
+    bfv.action({"rebuild": {"imageRef": story["image_id"], "name": f"bfv-rebuilt-{story['suffix']}"}})
+    body = bfv.wait_status("ACTIVE", SLOW)
+    assert (body["name"], body["image"]) == (f"bfv-rebuilt-{story['suffix']}", "")
+    assert body["os-extended-volumes:volumes_attached"] == attached
+    bfv.wait_booted()
+    actions = story["cloud"].request("GET", f"/compute/v2.1/servers/{bfv.id}/os-instance-actions",
+                                     token=story["token"]).body["instanceActions"]
+    assert (actions[0]["action"], actions[0]["message"]) == ("rebuild", None)
 
 
 def test_an_image_of_the_server_booted_from_a_volume_boots_a_copy(story):

@@ -4,6 +4,7 @@ detach, boot from volume, delete on termination)."""
 
 import pytest
 
+from apps.images.models import Image
 from apps.instances import services as compute
 from apps.instances.models import Instance
 from apps.instances.states import VmState
@@ -388,8 +389,21 @@ def test_boot_from_a_volume_made_from_an_image(world, host, storage, fake_driver
     assert selectors.servers_volumes(instance_ids=[vm.pk]) == {str(vm.pk): [(str(volume.pk), delete_on_termination)]}
     with pytest.raises(ValidationError, match="root device"):
         services.volume_detach(attachment=Attachment.objects.get(volume=volume), user=world.member)
-    with pytest.raises(InvalidState, match="boots from a volume"):
-        compute.instance_rebuild(instance=vm, image=world.image, user=world.member)
+    # Rebuilt (Nova before 2.93): the guest is made afresh on the same volume, with its own image only.
+    other = Image.objects.create(project=world.project, name="other", status=world.image.status,
+                                 disk_format="qcow2", visibility="public", size=1 << 20)
+    with pytest.raises(ValidationError, match="Unable to rebuild with a different image for a volume-backed server"):
+        compute.instance_rebuild(instance=vm, image=other, user=world.member)
+    fake_driver.calls.clear()
+    compute.instance_rebuild(instance=vm, image=world.image, user=world.member, name="bfv-rebuilt")
+    rebuilt = Instance.objects.get(pk=vm.pk)
+    assert (rebuilt.vm_state, rebuilt.task_state, rebuilt.name, rebuilt.image_id) == (
+        VmState.ACTIVE, None, "bfv-rebuilt", None)
+    assert [call[0] for call in fake_driver.calls] == ["rebuild"]
+    assert fake_driver.specs[str(vm.pk)].disks[0] == root and fresh(volume).status == VolumeStatus.IN_USE
+    with pytest.raises(ValidationError, match="Cannot rescue a volume-backed instance"):
+        compute.instance_rescue(instance=rebuilt, user=world.member)
+    vm = Instance.objects.select_related("host", "project").get(pk=vm.pk)
     with pytest.raises(ValidationError, match="Backup is not supported for volume-backed instances"):
         compute.instance_create_backup(instance=vm, user=world.member, name="b", backup_type="daily", rotation=1)
     compute.instance_delete(instance=vm, user=world.member)
