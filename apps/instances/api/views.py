@@ -547,6 +547,14 @@ class ServerViewSet(ComputeViewSet):
     def _accepted(self):
         return Response(status=status.HTTP_202_ACCEPTED)
 
+    @staticmethod
+    def _only_field(args, action: str, field: str):
+        """The value of an action body that is one required field and nothing else (Nova's schema)."""
+        if not isinstance(args, dict) or field not in args:
+            raise ValidationError(f"Invalid input for field/attribute {action}. '{field}' is a required property")
+        only_keys(args, {field}, action)
+        return args[field]
+
     def _simple(service):
         def handler(self, instance, args):
             service(instance=instance, user=self.user, request_id=self.request_id)
@@ -653,10 +661,7 @@ class ServerViewSet(ComputeViewSet):
 
     def _add_fixed_ip(self, instance, args):
         # Nova's schema: {"networkId": a string or an integer}, nothing else.
-        if not isinstance(args, dict) or "networkId" not in args:
-            raise ValidationError("Invalid input for field/attribute addFixedIp. 'networkId' is a required property")
-        only_keys(args, {"networkId"}, "addFixedIp")
-        network_id = args["networkId"]
+        network_id = self._only_field(args, "addFixedIp", "networkId")
         if isinstance(network_id, bool) or not isinstance(network_id, str | int) or network_id == "":
             raise ValidationError("Invalid input for field/attribute networkId: it must be a string or an integer.")
         services.instance_fixed_ip_add(instance=instance, user=self.user, network_id=network_id,
@@ -665,23 +670,19 @@ class ServerViewSet(ComputeViewSet):
 
     def _remove_fixed_ip(self, instance, args):
         # Nova's schema: {"address": an IP address}, nothing else.
-        if not isinstance(args, dict) or "address" not in args:
-            raise ValidationError("Invalid input for field/attribute removeFixedIp. 'address' is a required property")
-        only_keys(args, {"address"}, "removeFixedIp")
+        address = self._only_field(args, "removeFixedIp", "address")
         try:
-            address = str(ipaddress.ip_address(args["address"] if isinstance(args["address"], str) else ""))
+            address = str(ipaddress.ip_address(address if isinstance(address, str) else ""))
         except ValueError as exc:
-            raise ValidationError(f"Invalid input for field/attribute address. Value: {args['address']}. "
+            raise ValidationError(f"Invalid input for field/attribute address. Value: {address}. "
                                   "It is not an IP address.") from exc
         services.instance_fixed_ip_remove(instance=instance, user=self.user, address=address,
                                           request_id=self.request_id)
         return self._accepted()
 
     def _reset_state(self, instance, args):
-        if not isinstance(args, dict) or "state" not in args:
-            raise ValidationError("Invalid input for field/attribute os-resetState. 'state' is a required property")
-        only_keys(args, {"state"}, "os-resetState")
-        services.instance_reset_state(instance=instance, user=self.user, state=args["state"],
+        state = self._only_field(args, "os-resetState", "state")
+        services.instance_reset_state(instance=instance, user=self.user, state=state,
                                       request_id=self.request_id)
         return self._accepted()
 
@@ -691,11 +692,8 @@ class ServerViewSet(ComputeViewSet):
         return self._accepted()
 
     def _change_password(self, instance, args):
-        if not isinstance(args, dict) or "adminPass" not in args:
-            raise ValidationError("Invalid input for field/attribute changePassword. 'adminPass' is a required "
-                                  "property")
-        only_keys(args, {"adminPass"}, "changePassword")
-        services.instance_change_password(instance=instance, user=self.user, password=args["adminPass"],
+        password = self._only_field(args, "changePassword", "adminPass")
+        services.instance_change_password(instance=instance, user=self.user, password=password,
                                           request_id=self.request_id)
         return self._accepted()
 
