@@ -230,6 +230,13 @@ def test_server_groups_anti_affinity(world):
     hosts = [Instance.objects.get(pk=i).host for i in ids]
     assert hosts[0] != hosts[1] and hosts[2] is None  # two hosts, the third has nowhere to go
     assert sorted(c.get(f"{V}/os-server-groups/{group['id']}").json()["server_group"]["members"]) == sorted(ids)
+    # Nova's schema: the hints are an object, and the group a group's UUID (`--hint group=g` is 400).
+    for hints, message in (({"group": "g"}, "'g' is not a 'uuid'"), ({"group": 5}, "'5' is not a 'uuid'"),
+                           ([group["id"]], "os:scheduler_hints: it must be an object")):
+        resp = c.post(f"{V}/servers", {"server": {"name": "h", "imageRef": str(world.image.id), "flavorRef": "42"},
+                                       "os:scheduler_hints": hints}, format="json")
+        assert resp.status_code == 400 and message in resp.json()["badRequest"]["message"], hints
+    assert Instance.objects.count() == 3
     assert c.delete(f"{V}/os-server-groups/{group['id']}").status_code == 204
 
 

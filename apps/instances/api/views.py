@@ -1,4 +1,5 @@
 import ipaddress
+import uuid
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -342,6 +343,20 @@ class ServerViewSet(ComputeViewSet):
             raise ValidationError("Additional properties are not allowed ('description' was unexpected).")
         return data["description"]
 
+    def _hinted_group(self, hints) -> ServerGroup | None:
+        """The server group of the scheduler hints, which Nova's schema wants as a group's UUID."""
+        if not isinstance(hints, dict):
+            raise ValidationError("Invalid input for field/attribute os:scheduler_hints: it must be an object.")
+        if "group" not in hints:
+            return None
+        group_id = hints["group"]
+        try:
+            uuid.UUID(group_id)
+        except (TypeError, ValueError, AttributeError):
+            raise ValidationError(f"Invalid input for field/attribute group. Value: {group_id}. "
+                                  f"'{group_id}' is not a 'uuid'") from None
+        return server_group_get(user=self.user, project=self.project, group_id=group_id)
+
     def create(self, request):
         body = self.body("server")
         parsed = s.ServerCreateSerializer(data=body)
@@ -350,9 +365,7 @@ class ServerViewSet(ComputeViewSet):
         # Before 2.19 Nova set the description to the name; from 2.19 it is null unless given.
         description = self._description(body, default=None if supports(request, "2.19") else data["name"])
         hints = request.data.get("os:scheduler_hints") or request.data.get("OS-SCH-HNT:scheduler_hints") or {}
-        group = None
-        if isinstance(hints, dict) and hints.get("group"):
-            group = server_group_get(user=self.user, project=self.project, group_id=str(hints["group"]))
+        group = self._hinted_group(hints)
         block_devices = None
         if data.get("block_device_mapping_v2") is not None:
             block_devices = resolve_block_devices(user=self.user, project=self.project,
