@@ -568,6 +568,19 @@ def _requested_ips(network: Network, fixed_ips, *, user: User | None, project: P
     return plan
 
 
+def _allocate_in_first_with_room(subnets: list[Subnet], port: Port) -> IPAllocation | None:
+    """An address for ``port`` from the first of ``subnets`` with a free one (None if there are
+    no subnets); the last subnet's IpAddressGenerationFailure (409) if none has room."""
+    for subnet in subnets:
+        try:
+            with transaction.atomic():
+                return _allocate(subnet, port)
+        except Exception as exc:
+            if getattr(exc, "neutron_type", "") != "IpAddressGenerationFailure" or subnet is subnets[-1]:
+                raise
+    return None
+
+
 def _allocate_port(port: Port, network: Network, plan: list[tuple[Subnet, str | None]] | None) -> None:
     if plan is not None:
         for subnet, address in plan:
@@ -577,15 +590,7 @@ def _allocate_port(port: Port, network: Network, plan: list[tuple[Subnet, str | 
     # and the EUI-64 address of every automatic-address IPv6 subnet.
     subnets = list(network.subnets.order_by("created_at"))
     for version in (4, 6):
-        candidates = [s for s in subnets if s.ip_version == version and not _auto_address(s)]
-        for subnet in candidates:
-            try:
-                with transaction.atomic():
-                    _allocate(subnet, port)
-                break
-            except Exception as exc:
-                if getattr(exc, "neutron_type", "") != "IpAddressGenerationFailure" or subnet is candidates[-1]:
-                    raise
+        _allocate_in_first_with_room([s for s in subnets if s.ip_version == version and not _auto_address(s)], port)
     for subnet in subnets:
         if _auto_address(subnet):
             _allocate(subnet, port, ipam.eui64(ipam.parse_cidr(subnet.cidr), port.mac_address))
@@ -1775,17 +1780,14 @@ def server_fixed_ip_add(*, device_id: str, network_id) -> Port:
         port = ports.select_for_update().order_by("created_at", "id").first() if network else None
         if port is None:
             raise ValidationError(f"Network could not be found for instance {device_id}.")
-        for subnet in network.subnets.order_by("created_at"):
-            if _auto_address(subnet):
-                continue
-            try:
-                with transaction.atomic():
-                    _allocate(subnet, port)
-                break
-            except Conflict as exc:
-                if getattr(exc, "neutron_type", "") != "IpAddressGenerationFailure":
-                    raise
-        else:
+        subnets = [s for s in network.subnets.order_by("created_at") if not _auto_address(s)]
+        try:
+            allocated = _allocate_in_first_with_room(subnets, port)
+        except Conflict as exc:
+            if getattr(exc, "neutron_type", "") != "IpAddressGenerationFailure":
+                raise
+            allocated = None
+        if allocated is None:
             raise ValidationError(f"No fixed IP addresses available for network: {network.pk}")
         Sync().port(port).members_changed(port.security_groups.values_list("pk", flat=True)).send()
     return port
