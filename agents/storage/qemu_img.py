@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.storage import StorageError
+from agents.storage import StorageError, run_tool
 
 __all__ = ["QEMU_IMG", "StorageError", "convert", "create", "create_overlay", "info", "rebase", "resize",
            "virtual_size"]
@@ -41,17 +40,7 @@ def _run(args: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, limit: bool =
     cmd = [QEMU_IMG, *map(str, args)]
     if limit and shutil.which("prlimit"):
         cmd = ["prlimit", f"--as={INFO_ADDRESS_SPACE}", f"--cpu={INFO_CPU_SECONDS}", "--", *cmd]
-    log.debug("running %s", " ".join(cmd))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        raise StorageError(f"{exc.filename} is not installed on this host") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise StorageError(f"qemu-img {args[0]} timed out after {timeout:g} s") from exc
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout or "").strip() or f"exit status {proc.returncode}"
-        raise StorageError(f"qemu-img {args[0]} failed: {detail}")
-    return proc.stdout
+    return run_tool(cmd, timeout=timeout, what=f"qemu-img {args[0]}")
 
 
 def info(path: str | Path, fmt: str | None = None) -> dict[str, Any]:

@@ -268,7 +268,7 @@ def test_every_qemu_img_run_names_its_formats(monkeypatch, backend, image):
             commands.append(cmd[cmd.index("qemu-img"):])
         return real_run(cmd, *args, **kwargs)
 
-    monkeypatch.setattr(qemu_img.subprocess, "run", recording)
+    monkeypatch.setattr(subprocess, "run", recording)
     backend.create(VolumeSpec(id="v1", size_gb=1, image=image))
     backend.snapshot_create("s1", "v1")
     backend.create(VolumeSpec(id="v2", size_gb=1, source_snapshot_id="s1"))

@@ -21,13 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from agents.specs import VolumeConnection, VolumeSpec
-from agents.storage import StorageError, image_cache, qemu_img
+from agents.storage import StorageError, image_cache, qemu_img, run_tool
 from agents.storage.volumes.base import GiB, VolumeBackend, checked_id
 from agents.storage.volumes.config import VolumeConfig
 from agents.storage.volumes.holders import DaemonHolder
@@ -45,18 +44,7 @@ LVM_ENV = {"LVM_SUPPRESS_FD_WARNINGS": "1"}
 
 
 def _run(args: Sequence[str], timeout: float = LVM_TIMEOUT) -> str:
-    log.debug("running %s", " ".join(args))
-    try:
-        proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False,
-                              env={**os.environ, **LVM_ENV}, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise StorageError(f"{args[0]} is not installed on this host (package lvm2)") from None
-    except subprocess.TimeoutExpired:
-        raise StorageError(f"{args[0]} timed out after {timeout:g} s") from None
-    if proc.returncode != 0:
-        detail = " ".join((proc.stderr or proc.stdout or "").split()) or f"exit status {proc.returncode}"
-        raise StorageError(f"{args[0]} failed: {detail}")
-    return proc.stdout
+    return run_tool(args, timeout=timeout, env={**os.environ, **LVM_ENV}, install_hint=" (package lvm2)")
 
 
 class LvmBackend(VolumeBackend):
