@@ -15,9 +15,13 @@ Variable                       Default                    Meaning
 
 Host-local layout under the data directory::
 
-    <data>/instances/<instance_id>/disk.qcow2     root disk (qcow2 overlay on a cached image)
-    <data>/instances/<instance_id>/console.log    serial console, written by virtlogd
-    <data>/cache/images/<image_id>                 cached base image
+    <data>/instances/<instance_id>/disk.qcow2             root disk (qcow2 overlay on a cached image)
+    <data>/instances/<instance_id>/disk.ephemeral0.qcow2  ephemeral disk (qcow2 overlay on a formatted base)
+    <data>/instances/<instance_id>/disk.swap.qcow2        swap disk (qcow2 overlay on a formatted base)
+    <data>/instances/<instance_id>/console.log            serial console, written by virtlogd
+    <data>/cache/images/<image_id>                        cached base image
+    <data>/cache/images/ephemeral_<MiB>m_ext4             formatted bases of ephemeral and swap disks (raw,
+    <data>/cache/images/swap_<MiB>m                       shared by every instance of their size)
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ VIRT_TYPES = ("qemu", "kvm")
 COMPUTE_DRIVERS = ("libvirt", "fake")
 
 ROOT_DISK = "root"
+# The flavor's local disks (Nova's names): an ext4 filesystem labelled like this disk, and swap.
+EPHEMERAL_DISK = "ephemeral0"
+SWAP_DISK = "swap"
 
 # Ids become path components and libvirt names: keep them to a safe alphabet.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

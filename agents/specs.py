@@ -45,9 +45,14 @@ class ImageRef:
     auth_token: str | None = None
 
 
+# What a DiskSpec's ``fs`` may ask for: an ext4 filesystem labelled "ephemeral0" (Nova's ephemeral
+# disk, which cloud-init mounts on /mnt), or a disk formatted by mkswap.
+DISK_FILESYSTEMS = ("ext4", "swap")
+
+
 @dataclass
 class DiskSpec:
-    name: str  # "root", or a volume id
+    name: str  # "root", "ephemeral0", "swap", "rescue", or a volume id
     size_gb: int
     image: ImageRef | None = None
     bus: str = "virtio"
@@ -57,6 +62,15 @@ class DiskSpec:
     # The target device recorded when the volume was attached ("vdb"), kept when the domain is
     # defined again (resize, rebuild, rescue) so that a later detach finds it.
     device: str | None = None
+    # Made already formatted (one of DISK_FILESYSTEMS) rather than blank or from an image: the
+    # flavor's ephemeral ("ext4") and swap ("swap") disks.
+    fs: str | None = None
+    # The exact size in MiB, used instead of size_gb when set (a flavor's swap is in MiB).
+    size_mib: int | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.size_mib) << 20 if self.size_mib is not None else int(self.size_gb) << 30
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiskSpec:

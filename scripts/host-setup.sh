@@ -41,6 +41,7 @@ PACKAGES=(
     python3-nftables  # nftables' own binding of libnftables (not on PyPI; linked into the venv)
     iputils-arping    # gratuitous ARP for a router's new external addresses
     xorriso           # config drives (ISO 9660)
+    e2fsprogs util-linux  # mkfs.ext4 and mkswap: the flavors' ephemeral and swap disks
     lvm2 thin-provisioning-tools  # the LVM thin-pool volume backend
     qemu-system-common  # /usr/lib/qemu/virtiofsd: scripts/run-in-dm-guest.sh shares / with its guest
     busybox-static syslinux syslinux-common mtools dosfstools fdisk cpio kmod zstd

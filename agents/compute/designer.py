@@ -13,7 +13,7 @@ from agents import names
 from agents.compute import config as vconfig
 from agents.compute.driver import ComputeError
 from agents.config import ROOT_DISK, VIRT_TYPES, InstancePaths, safe_component
-from agents.specs import DomainSpec, VolumeAttachSpec, VolumeConnection
+from agents.specs import DISK_FILESYSTEMS, DiskSpec, DomainSpec, VolumeAttachSpec, VolumeConnection
 
 __all__ = ["BUS_PREFIXES", "VIRT_TYPES", "design_guest", "design_volume_disk"]
 
@@ -40,6 +40,18 @@ def _target_dev(bus: str, index: int) -> str:
     if index >= len(string.ascii_lowercase):
         raise _invalid("too many disks on one bus")
     return BUS_PREFIXES[bus] + string.ascii_lowercase[index]
+
+
+def _check_formatted(disk: DiskSpec) -> None:
+    """A formatted disk (the flavor's ephemeral or swap disk) is made here, from its size alone."""
+    if disk.fs is None:
+        return
+    if disk.fs not in DISK_FILESYSTEMS:
+        raise _invalid(f"disk {disk.name}: filesystem {disk.fs!r} is not one of {', '.join(DISK_FILESYSTEMS)}")
+    if disk.image is not None or disk.connection is not None:
+        raise _invalid(f"disk {disk.name} is made formatted ({disk.fs}), so it can have neither an image nor a volume")
+    if disk.size_bytes <= 0:
+        raise _invalid(f"disk {disk.name} is made formatted ({disk.fs}) and needs a positive size")
 
 
 def design_guest(
@@ -103,6 +115,7 @@ def design_guest(
     for disk in ordered:
         if disk.bus not in BUS_PREFIXES:
             raise _invalid(f"disk bus {disk.bus!r} is not one of {', '.join(BUS_PREFIXES)}")
+        _check_formatted(disk)
         if disk.connection is not None and disk.device and disk.device not in taken:
             target = disk.device
         else:

@@ -90,8 +90,9 @@ class ComputeDriver(abc.ABC):
         self._unsupported("resume instances")
 
     def resize(self, spec: DomainSpec, timeout: int = 60, start: bool = True) -> int:
-        """Redefine the domain with ``spec``'s resources (disks kept, the root disk grown to its
-        size); stops the guest first and starts it again if ``start``."""
+        """Redefine the domain with ``spec``'s resources (disks kept and grown to their sizes; the
+        ephemeral and swap disks made, the swap disk made afresh at a new size, and the ones ``spec``
+        lacks deleted); stops the guest first and starts it again if ``start``."""
         self._unsupported("resize instances")
 
     def rebuild(self, spec: DomainSpec, timeout: int = 60) -> int:

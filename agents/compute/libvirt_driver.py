@@ -38,7 +38,7 @@ from agents import names
 from agents.compute import config as vconfig
 from agents.compute.designer import design_guest, design_volume_disk
 from agents.compute.driver import ComputeDriver, ComputeError, HypervisorUnavailable
-from agents.config import AgentConfig, InstancePaths
+from agents.config import EPHEMERAL_DISK, SWAP_DISK, AgentConfig, InstancePaths
 from agents.locks import KeyedLocks
 from agents.network import NetworkError
 from agents.network.driver import get_network_driver
@@ -54,7 +54,7 @@ from agents.specs import (
     DomainSpec,
     VolumeAttachSpec,
 )
-from agents.storage import image_cache, qemu_img
+from agents.storage import StorageError, image_cache, qemu_img
 
 __all__ = ["LIBVIRT_POWER_STATE", "LibvirtDriver"]
 
@@ -257,11 +257,12 @@ class LibvirtDriver(ComputeDriver):
         return self._cache_mode
 
     def _ensure_disk(self, disk: DiskSpec, path: Path, stages: Stages | None = None) -> None:
-        """Create ``path`` if it does not exist (never touches an existing disk)."""
+        """Create ``path`` if it does not exist (never touches an existing disk): an overlay on its
+        cached image, an overlay on the shared base formatted with its ``fs``, or a blank disk."""
         stages = stages or Stages()
         if path.exists():
             return
-        size = max(int(disk.size_gb), 0) * GiB
+        size = max(disk.size_bytes, 0)
         tmp = path.with_name(path.name + ".part")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -271,6 +272,13 @@ class LibvirtDriver(ComputeDriver):
                 image_size = image_cache.virtual_size(base, disk.image.disk_format)
                 stages.lap("image")
                 qemu_img.create_overlay(tmp, base, disk.image.disk_format, max(size, image_size))
+            elif disk.fs is not None:
+                try:
+                    base = image_cache.ensure_formatted_base(self.config.image_cache_dir, disk.fs, size >> 20)
+                except StorageError as exc:
+                    raise ComputeError(f"cannot create disk {disk.name}: {exc}") from None
+                stages.lap("image")
+                qemu_img.create_overlay(tmp, base, "raw", size)
             else:
                 if size <= 0:
                     raise ComputeError(f"disk {disk.name} has neither an image nor a size")
@@ -588,17 +596,31 @@ class LibvirtDriver(ComputeDriver):
                     dom.managedSaveRemove(0)
                 self._clean_shutdown(dom, timeout)
                 for disk in spec.disks:
-                    if disk.connection is not None:
-                        continue  # a volume: its size is the storage host's (extend)
-                    path = paths.disk_path(disk.name)
-                    if path.exists() and disk.size_gb:
-                        current = qemu_img.virtual_size(path, "qcow2")
-                        if disk.size_gb * GiB > current:
-                            qemu_img.resize(path, "qcow2", disk.size_gb * GiB)
+                    if disk.connection is None:  # a volume's size is the storage host's (extend)
+                        self._resize_disk(disk, paths.disk_path(disk.name))
                 dom = conn.defineXML(guest.to_xml())  # same name and uuid: replaces the definition
+                # The new definition no longer names them: the ephemeral and swap disks its flavor lacks.
+                kept = {disk.name for disk in spec.disks}
+                for name in (EPHEMERAL_DISK, SWAP_DISK):
+                    if name not in kept:
+                        paths.disk_path(name).unlink(missing_ok=True)
                 if start:
                     self._create(dom)
                 return self._state(dom)
+
+    def _resize_disk(self, disk: DiskSpec, path: Path) -> None:
+        """Bring a stopped instance's local disk to ``disk``'s size: grow it (never shrink), make a
+        formatted disk the old flavor did not have, and make the swap disk afresh when its size
+        changes (it holds nothing across a shutdown)."""
+        current = qemu_img.virtual_size(path, "qcow2") if path.exists() else None
+        if disk.fs == "swap" and current is not None and current != disk.size_bytes:
+            path.unlink()
+            current = None
+        if current is None:
+            if disk.fs is not None:
+                self._ensure_disk(disk, path)
+        elif disk.size_bytes > current:
+            qemu_img.resize(path, "qcow2", disk.size_bytes)
 
     def rescue(self, spec: DomainSpec, timeout: int = 60) -> int:
         paths = self._paths(spec.instance_id)

@@ -17,6 +17,10 @@
   keeps concurrent spawns of the same image from racing;
 * every use touches the lock file (its mtime is the last use); ``prune`` removes cached images that no instance disk on
   this host is based on and that were not used for a given time.
+
+``ensure_formatted_base`` keeps the bases of the flavors' ephemeral and swap disks in the same directory, as Nova
+does: a raw file per size, formatted once (``ephemeral_<MiB>m_ext4``, ``swap_<MiB>m``) and shared by every
+instance's qcow2 overlay. They are made, locked, used and pruned as images are.
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from agents.config import safe_component
-from agents.specs import ImageRef
-from agents.storage import StorageError, qemu_img
+from agents.config import EPHEMERAL_DISK, safe_component
+from agents.specs import DISK_FILESYSTEMS, ImageRef
+from agents.storage import StorageError, qemu_img, run_tool
 
-__all__ = ["StorageError", "ensure_image", "image_lock", "images_in_use", "prune", "virtual_size"]
+__all__ = ["StorageError", "ensure_formatted_base", "ensure_image", "image_lock", "images_in_use", "prune",
+           "virtual_size"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,11 @@ CHUNK = 1 << 20
 SUPPORTED_SCHEMES = ("file", "http", "https")
 HTTP_CONNECT_TIMEOUT = 10
 HTTP_READ_TIMEOUT = 120
+FORMAT_TIMEOUT = 600
+# How each of DISK_FILESYSTEMS is made (the file's path follows); the ext4 label is Nova's, which
+# cloud-init looks for to mount the ephemeral disk.
+FORMATTERS = {"ext4": ["mkfs.ext4", "-F", "-q", "-L", EPHEMERAL_DISK], "swap": ["mkswap"]}
+FORMATTED_BASE_NAMES = {"ext4": "ephemeral_{size_mib}m_ext4", "swap": "swap_{size_mib}m"}
 
 
 @contextlib.contextmanager
@@ -257,6 +267,46 @@ def ensure_image(image: ImageRef, cache_dir: Path) -> Path:
         return dest
 
 
+# --- formatted bases --------------------------------------------------------------------------
+
+
+def _make_formatted(dest: Path, fs: str, size_bytes: int) -> None:
+    """A sparse file of ``size_bytes`` beside ``dest``, formatted, then renamed into place."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            with os.fdopen(fd, "wb") as fout:
+                fout.truncate(size_bytes)
+        except OSError as exc:
+            raise StorageError(f"cannot make the base {dest.name}: {exc.strerror or exc}") from exc
+        run_tool([*FORMATTERS[fs], tmp], timeout=FORMAT_TIMEOUT)
+        os.chmod(tmp, 0o644)  # qemu (libvirt-qemu user) reads base images
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def ensure_formatted_base(cache_dir: Path, fs: str, size_mib: int) -> Path:
+    """Return the path of a raw base of ``size_mib`` MiB formatted with ``fs`` (one of
+    ``DISK_FILESYSTEMS``) in ``cache_dir``, making it first if needed: under its lock, so that
+    concurrent spawns format it once and ``prune`` leaves it alone while it is being made."""
+    if fs not in DISK_FILESYSTEMS:
+        raise StorageError(f"unsupported filesystem {fs!r} (supported: {', '.join(DISK_FILESYSTEMS)})")
+    if size_mib <= 0:
+        raise StorageError(f"a formatted base needs a positive size, not {size_mib} MiB")
+    name = FORMATTED_BASE_NAMES[fs].format(size_mib=size_mib)
+    dest = cache_dir / name
+    with image_lock(cache_dir, name):
+        if not dest.is_file():
+            log.info("making the formatted base %s", name)
+            _make_formatted(dest, fs, size_mib << 20)
+        _touch_used(dest)
+        return dest
+
+
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -296,7 +346,8 @@ def _backing_file(disk: Path) -> str | None:
 
 
 def images_in_use(instances_dir: Path) -> set[str]:
-    """The ids of cached images that some instance disk on this host is based on."""
+    """The names of the cache's files (image ids, formatted bases) that some instance disk on this
+    host is based on."""
     used = set()
     if instances_dir.is_dir():
         for disk in instances_dir.glob("*/disk*.qcow2"):
@@ -321,9 +372,9 @@ def _last_used(path: Path) -> float:
 
 
 def prune(cache_dir: Path, *, max_age: float, in_use: set[str], now: float | None = None) -> PruneResult:
-    """Remove the cached images not used for ``max_age`` seconds that no instance is based on,
-    each under its lock (a spawn that wants it meanwhile fetches it again). Leftover partial
-    downloads older than ``max_age`` go too."""
+    """Remove the cached images and formatted bases not used for ``max_age`` seconds that no
+    instance is based on, each under its lock (a spawn that wants it meanwhile fetches or makes it
+    again). Leftover partial downloads and bases older than ``max_age`` go too."""
     now = time.time() if now is None else now
     result = PruneResult()
     if not cache_dir.is_dir():
@@ -331,7 +382,8 @@ def prune(cache_dir: Path, *, max_age: float, in_use: set[str], now: float | Non
     for path in sorted(cache_dir.iterdir()):
         name = path.name
         if name.startswith(".") and name.endswith(".part"):
-            with contextlib.suppress(OSError):
+            # .<name>.<random>.part is written under <name>'s lock: one still being written stays.
+            with image_lock(cache_dir, name[1:].rsplit(".", 2)[0]), contextlib.suppress(OSError):
                 if now - path.stat().st_mtime > max_age:
                     path.unlink()
             continue

@@ -99,29 +99,34 @@ class HostReleased(_HostCounter):
 # row to the released counters and its NEW row to the claimed ones, except on the same host,
 # where only the growth is claimed and only the shrink released. Every new host gets its two
 # (empty) rows from a trigger too.
-_COLUMNS = (("vcpus", "vcpus"), ("memory_mib", "memory_mib"), ("disk_gb", "root_gb"))  # counter, instance
+# counter -> what an instance row takes of it, in SQL ("{row}": NEW, OLD or an alias). Disk is
+# root, ephemeral and swap rounded up to GiB: apps.instances.models.local_gb.
+_COLUMNS = (("vcpus", "{row}.vcpus"), ("memory_mib", "{row}.memory_mib"),
+            ("disk_gb", "({row}.root_gb + {row}.ephemeral_gb + ({row}.swap_mb + 1023) / 1024)"))
+_READS = ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb")  # the instance columns those read
 
 
 def _add(table: str, row: str, amounts: dict) -> str:
-    sets = ", ".join(f"{counter} = {counter} + {amounts[column]}" for counter, column in _COLUMNS)
+    sets = ", ".join(f"{counter} = {counter} + {amounts[counter]}" for counter, _ in _COLUMNS)
     return f"UPDATE {table} SET {sets} WHERE host_id = {row}.host_id"
 
 
 def _whole(row: str) -> dict:
-    return {column: f"{row}.{column}" for _, column in _COLUMNS}
+    return {counter: amount.format(row=row) for counter, amount in _COLUMNS}
 
 
 def _growth(greatest: str, grown: str, shrunk: str) -> dict:
-    return {column: f"{greatest}({grown}.{column} - {shrunk}.{column}, 0)" for _, column in _COLUMNS}
+    return {counter: f"{greatest}({amount.format(row=grown)} - {amount.format(row=shrunk)}, 0)"
+            for counter, amount in _COLUMNS}
 
 
 _LIVE = "{row}.host_id IS NOT NULL AND {row}.deleted_at IS NULL"
 _SAME_HOST = f"{_LIVE.format(row='OLD')} AND {_LIVE.format(row='NEW')} AND OLD.host_id = NEW.host_id"
-_GREW = " OR ".join(f"NEW.{column} > OLD.{column}" for _, column in _COLUMNS)
-_SHRANK = " OR ".join(f"NEW.{column} < OLD.{column}" for _, column in _COLUMNS)
+_GREW = " OR ".join(f"{amount.format(row='NEW')} > {amount.format(row='OLD')}" for _, amount in _COLUMNS)
+_SHRANK = " OR ".join(f"{amount.format(row='NEW')} < {amount.format(row='OLD')}" for _, amount in _COLUMNS)
 _CHANGED = ("OLD.host_id IS DISTINCT FROM NEW.host_id OR OLD.deleted_at IS DISTINCT FROM NEW.deleted_at OR "
-            + " OR ".join(f"OLD.{column} <> NEW.{column}" for _, column in _COLUMNS))
-_USAGE_COLUMNS = "host_id, deleted_at, " + ", ".join(column for _, column in _COLUMNS)
+            + " OR ".join(f"OLD.{column} <> NEW.{column}" for column in _READS))
+_USAGE_COLUMNS = "host_id, deleted_at, " + ", ".join(_READS)
 _CLAIM_NEW = _add("hosts_hostclaimed", "NEW", _whole("NEW"))
 _RELEASE_OLD = _add("hosts_hostreleased", "OLD", _whole("OLD"))
 _NEW_HOST = [f"INSERT INTO hosts_host{kind} (host_id, vcpus, memory_mib, disk_gb) VALUES (NEW.id, 0, 0, 0)"
@@ -182,9 +187,9 @@ _RECOUNT = [
       f"WHERE id NOT IN (SELECT host_id FROM hosts_host{kind})" for kind in ("claimed", "released")),
     "UPDATE hosts_hostreleased SET vcpus = 0, memory_mib = 0, disk_gb = 0",
     "UPDATE hosts_hostclaimed SET "
-    + ", ".join(f"{counter} = COALESCE((SELECT SUM(i.{column}) FROM instances_instance i "
+    + ", ".join(f"{counter} = COALESCE((SELECT SUM({amount.format(row='i')}) FROM instances_instance i "
                 f"WHERE i.host_id = hosts_hostclaimed.host_id AND i.deleted_at IS NULL), 0)"
-                for counter, column in _COLUMNS),
+                for counter, amount in _COLUMNS),
 ]
 
 
@@ -221,6 +226,10 @@ def usage_triggers_ensure(connection) -> bool:
     tables = set(connection.introspection.table_names())
     if not {"hosts_host", "hosts_hostclaimed", "hosts_hostreleased", "instances_instance"} <= tables:
         return False  # migrated backwards, or not yet forwards
+    with connection.cursor() as cursor:
+        columns = {c.name for c in connection.introspection.get_table_description(cursor, "instances_instance")}
+    if not set(_READS) <= columns:
+        return False  # an older schema, on the way forwards: a later migration installs them
     triggers = _triggers(connection)
     if set(triggers) <= _installed_triggers(connection):
         return False

@@ -160,5 +160,10 @@ class FlavorForm(forms.Form):
                              widget=forms.NumberInput(attrs=_INPUT))
     disk = forms.IntegerField(min_value=0, max_value=INT_MAX, label="Root disk (GB)",
                               widget=forms.NumberInput(attrs=_INPUT))
+    ephemeral = forms.IntegerField(min_value=0, max_value=INT_MAX, initial=0, label="Ephemeral disk (GB)",
+                                   help_text="A second disk, ext4, labelled ephemeral0; 0 for none.",
+                                   widget=forms.NumberInput(attrs=_INPUT))
+    swap = forms.IntegerField(min_value=0, max_value=INT_MAX, initial=0, label="Swap (MiB)",
+                              help_text="A swap disk after it; 0 for none.", widget=forms.NumberInput(attrs=_INPUT))
     is_public = forms.BooleanField(required=False, initial=True, label="Public",
                                    widget=forms.CheckboxInput(attrs={"class": "form-check-input"}))

@@ -7,6 +7,16 @@ from apps.instances.states import PowerState, TaskState, VmState
 from cloudmgr.models import BaseModel, TenantOwnedModel
 
 
+def local_gb(root_gb: int, ephemeral_gb: int, swap_mb: int) -> int:
+    """The disk an instance takes on its host (Nova's DISK_GB): root, ephemeral and swap, the
+    swap rounded up to whole GiB. The hosts' usage triggers count the same sum in SQL."""
+    return root_gb + ephemeral_gb + -(-swap_mb // 1024)
+
+
+# local_gb() of an instances_instance row, for queries (integer division in SQLite and PostgreSQL).
+LOCAL_GB = models.F("root_gb") + models.F("ephemeral_gb") + (models.F("swap_mb") + 1023) / 1024
+
+
 def _flavor_id() -> str:
     return str(uuid.uuid4())
 
@@ -47,6 +57,8 @@ class Instance(TenantOwnedModel):
     vcpus = models.PositiveIntegerField()
     memory_mib = models.PositiveIntegerField()
     root_gb = models.PositiveIntegerField()
+    ephemeral_gb = models.PositiveIntegerField(default=0)
+    swap_mb = models.PositiveIntegerField(default=0)
     image = models.ForeignKey("images.Image", null=True, on_delete=models.SET_NULL, related_name="instances")
     host = models.ForeignKey("hosts.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="instances")
     # The image a shelved instance's root disk was uploaded to (Nova's shelved_image_id), until unshelved.
@@ -63,6 +75,8 @@ class Instance(TenantOwnedModel):
     old_vcpus = models.PositiveIntegerField(null=True, blank=True)
     old_memory_mib = models.PositiveIntegerField(null=True, blank=True)
     old_root_gb = models.PositiveIntegerField(null=True, blank=True)
+    old_ephemeral_gb = models.PositiveIntegerField(null=True, blank=True)
+    old_swap_mb = models.PositiveIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     key_name = models.CharField(max_length=255, null=True, blank=True)
     user_data = models.TextField(blank=True, default="")
@@ -87,6 +101,10 @@ class Instance(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+    @property
+    def local_gb(self) -> int:
+        return local_gb(self.root_gb, self.ephemeral_gb, self.swap_mb)
 
 
 class InstanceFault(BaseModel):

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from apps.hosts.models import Host, HostState, HostStatus
-from apps.instances.models import Instance, ServerGroup
+from apps.instances.models import Instance, ServerGroup, local_gb
 
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "i686": "i386", "arm64": "aarch64"}
 # Hosts do not report their architecture yet: every compute host runs x86_64 guests.
@@ -37,7 +37,7 @@ MAX_CANDIDATES = 5  # the claim tries the best few; if they all filled meanwhile
 class Request:
     vcpus: int
     memory_mib: int
-    root_gb: int
+    disk_gb: int  # root, ephemeral and swap: Instance.local_gb
     availability_zone: str | None = None
     architecture: str | None = None
     exclude: frozenset = field(default_factory=frozenset)  # host pks already tried
@@ -82,7 +82,7 @@ def candidates(request: Request, group: ServerGroup | None = None, *, limit: int
     params += [HostState.UP.value, HostStatus.ENABLED.value]
     for capacity, ratio, used, asked in (("vcpus", "cpu_allocation_ratio", "vcpus", request.vcpus),
                                          ("memory_mib", "ram_allocation_ratio", "memory_mib", request.memory_mib),
-                                         ("disk_gb", "disk_allocation_ratio", "disk_gb", request.root_gb)):
+                                         ("disk_gb", "disk_allocation_ratio", "disk_gb", request.disk_gb)):
         where.append(f"h.{capacity} * h.{ratio} - (c.{used} - r.{used}) >= %s")
         params.append(asked)
     if request.availability_zone:
@@ -130,7 +130,7 @@ def _room(host: Host, vcpus: int, memory_mib: int, disk_gb: int) -> tuple[str, l
 def _place(instance: Instance, host: Host, request: Request) -> bool:
     """The claim, one conditional statement: put the instance on the host if it still has room,
     its claimed row locked (the triggers then count the instance in it)."""
-    room, params = _room(host, request.vcpus, request.memory_mib, request.root_gb)
+    room, params = _room(host, request.vcpus, request.memory_mib, request.disk_gb)
     # PostgreSQL keeps the lock on a row whose re-check failed. A failed attempt is rolled back
     # to its savepoint, which frees it: a claim never waits for a host while holding another,
     # so two claims trying the same full hosts in opposite orders cannot deadlock.
@@ -148,7 +148,7 @@ def request_for(instance: Instance, exclude=()) -> Request:
     architecture = None
     if instance.image is not None:
         architecture = (instance.image.properties or {}).get("architecture") or None
-    return Request(instance.vcpus, instance.memory_mib, instance.root_gb, instance.availability_zone or None,
+    return Request(instance.vcpus, instance.memory_mib, instance.local_gb, instance.availability_zone or None,
                    architecture, frozenset(exclude))
 
 
@@ -167,7 +167,7 @@ def claim(instance: Instance, group: ServerGroup | None = None, exclude=()) -> H
                 instance.host = host
                 return host
         # Every one filled between the query and its lock: ask again without them.
-        request = Request(request.vcpus, request.memory_mib, request.root_gb, request.availability_zone,
+        request = Request(request.vcpus, request.memory_mib, request.disk_gb, request.availability_zone,
                           request.architecture, request.exclude | {host.pk for host in batch})
     return None
 
@@ -176,7 +176,7 @@ def fits_resize(instance: Instance, new: dict) -> bool:
     """Whether the instance's host still has room for it with ``new`` resources; if so its
     claimed row stays locked until the caller's transaction ends, in which it takes them."""
     room, params = _room(instance.host, new["vcpus"] - instance.vcpus, new["memory_mib"] - instance.memory_mib,
-                         new["root_gb"] - instance.root_gb)
+                         local_gb(new["root_gb"], new["ephemeral_gb"], new["swap_mb"]) - instance.local_gb)
     with connection.cursor() as cursor:
         cursor.execute(room, params)
         return cursor.fetchone() is not None

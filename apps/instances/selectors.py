@@ -11,7 +11,16 @@ from django.db.models.functions import Coalesce
 from agents.names import TASK_CONSOLE_LOG, TASK_DIAGNOSTICS
 from agents.specs import InstanceRef
 from apps.hosts.models import Host
-from apps.instances.models import Flavor, Instance, InstanceFault, InstanceTag, Keypair, Migration, ServerGroup
+from apps.instances.models import (
+    LOCAL_GB,
+    Flavor,
+    Instance,
+    InstanceFault,
+    InstanceTag,
+    Keypair,
+    Migration,
+    ServerGroup,
+)
 from apps.instances.states import VmState, vm_states_for_status
 from apps.networks.selectors import server_ids_by_address
 from apps.tenants.models import Project, User
@@ -32,7 +41,7 @@ class HostUsage:
 _USAGE = {
     "vcpus": Coalesce(Sum("vcpus"), 0),
     "memory_mib": Coalesce(Sum("memory_mib"), 0),
-    "disk_gb": Coalesce(Sum("root_gb"), 0),
+    "disk_gb": Coalesce(Sum(LOCAL_GB), 0),
 }
 
 
@@ -536,7 +545,7 @@ class ServerUsage:
 
     @property
     def local_gb(self) -> int:
-        return self.instance.root_gb + self.instance.flavor.ephemeral
+        return self.instance.root_gb + self.instance.ephemeral_gb
 
     @property
     def state(self) -> str:

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.config import EPHEMERAL_DISK, ROOT_DISK, SWAP_DISK
 from agents.names import (
     CALLBACK_DESTROY_DONE,
     CALLBACK_OPERATION_DONE,
@@ -137,20 +138,34 @@ def _root_gb(*, flavor: Flavor, image: Image) -> int:
     return flavor.disk
 
 
-def _domain_spec(instance: Instance, *, vcpus: int | None = None, memory_mib: int | None = None,
-                 root_gb: int | None = None, image: Image | None = None) -> DomainSpec:
-    """The instance's domain; its root disk from ``image`` if given (an unshelve's), else its image."""
+def _flavor_disks(*, ephemeral_gb: int, swap_mb: int) -> list[DiskSpec]:
+    """The flavor's local disks after the root disk: ephemeral, then swap (Nova's vdb and vdc)."""
+    disks = []
+    if ephemeral_gb:
+        disks.append(DiskSpec(name=EPHEMERAL_DISK, size_gb=ephemeral_gb, fs="ext4"))
+    if swap_mb:
+        disks.append(DiskSpec(name=SWAP_DISK, size_gb=0, size_mib=swap_mb, fs="swap"))
+    return disks
+
+
+def _domain_spec(instance: Instance, *, old_flavor: bool = False, image: Image | None = None) -> DomainSpec:
+    """The instance's domain; its root disk from ``image`` if given (an unshelve's), else its image.
+    With ``old_flavor``, the resources it had before its resize (a revert's)."""
     image = image or instance.image
     image = image_ref(image=image) if image is not None else None
+    prefix = "old_" if old_flavor else ""
+    vcpus, memory_mib, root_gb, ephemeral_gb, swap_mb = (
+        getattr(instance, prefix + field) for field in ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb"))
     # Volumes are disks too: the boot volume is the root disk of a server booted from a volume.
     boot_volume, volumes = server_volume_disks(instance=instance)
     return DomainSpec(
         instance_id=str(instance.id),
         display_name=instance.name,
-        vcpus=vcpus or instance.vcpus,
-        memory_mib=memory_mib or instance.memory_mib,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
         virt_type=instance.host.virt_type,
-        disks=[boot_volume or DiskSpec(name="root", size_gb=root_gb or instance.root_gb, image=image), *volumes],
+        disks=[boot_volume or DiskSpec(name=ROOT_DISK, size_gb=root_gb, image=image),
+               *_flavor_disks(ephemeral_gb=ephemeral_gb, swap_mb=swap_mb), *volumes],
         nics=server_nics(device_id=str(instance.id)),
         config_drive=config_drive_for(instance=instance),
         guest_agent=instance_guest_agent(instance=instance),
@@ -241,6 +256,8 @@ def instance_create(
             vcpus=flavor.vcpus,
             memory_mib=flavor.ram,
             root_gb=root_gb,
+            ephemeral_gb=flavor.ephemeral,
+            swap_mb=flavor.swap,
             vm_state=VmState.BUILDING,
             task_state=TaskState.SCHEDULING,
             key_name=key_name,
@@ -723,6 +740,10 @@ def instance_unlock(*, instance: Instance, user: User, request_id: str = "") -> 
     return instance
 
 
+# What an instance holds of its flavor (a resize keeps the old amounts in old_<field> until confirmed or reverted).
+_FLAVOR_RESOURCES = ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb")
+
+
 def _resize_deltas(old: dict, new: dict) -> dict[str, int]:
     return {"cores": new["vcpus"] - old["vcpus"], "ram": new["memory_mib"] - old["memory_mib"]}
 
@@ -752,8 +773,11 @@ def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, re
         new_root = max(flavor.disk, instance.root_gb) if flavor.disk == 0 else flavor.disk
         if new_root < instance.root_gb:
             raise ValidationError("Resize to a flavor with a smaller disk is not allowed.")
-    old = {"vcpus": instance.vcpus, "memory_mib": instance.memory_mib, "root_gb": instance.root_gb}
-    new = {"vcpus": flavor.vcpus, "memory_mib": flavor.ram, "root_gb": new_root}
+    if flavor.ephemeral < instance.ephemeral_gb:  # Nova: its filesystem cannot shrink with it
+        raise ValidationError("Resize to a flavor with a smaller ephemeral disk is not allowed.")
+    old = {field: getattr(instance, field) for field in _FLAVOR_RESOURCES}
+    new = {"vcpus": flavor.vcpus, "memory_mib": flavor.ram, "root_gb": new_root, "ephemeral_gb": flavor.ephemeral,
+           "swap_mb": flavor.swap}
     was_running = instance.vm_state == VmState.ACTIVE
     with transaction.atomic():
         transition = TRANSITIONS["resize"]
@@ -769,9 +793,7 @@ def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, re
         Migration.objects.create(instance=instance, source_compute=hostname, dest_compute=hostname,
                                  old_flavor_ref=instance.flavor_id, new_flavor_ref=flavor.pk)
         _begin(instance=instance, transition=transition, user=user, request_id=request_id,
-               old_flavor_id=instance.flavor_id, old_vcpus=old["vcpus"], old_memory_mib=old["memory_mib"],
-               old_root_gb=old["root_gb"], flavor_id=flavor.pk, vcpus=new["vcpus"],
-               memory_mib=new["memory_mib"], root_gb=new["root_gb"])
+               old_flavor_id=instance.flavor_id, flavor_id=flavor.pk, **{f"old_{k}": v for k, v in old.items()}, **new)
         instance.flavor = flavor
         _send(instance, OperationSpec(instance_id=str(instance.id), operation="resize", timeout=_shutdown_timeout(),
                                       start=was_running, domain=_domain_spec(instance)))
@@ -783,10 +805,10 @@ def _drop_old_flavor(instance: Instance, *, revert: bool, **updates) -> int:
     or go back to the old one (revert), and release the quota the other one held."""
     old = {"vcpus": instance.old_vcpus, "memory_mib": instance.old_memory_mib}
     new = {"vcpus": instance.vcpus, "memory_mib": instance.memory_mib}
-    fields = dict(old_flavor=None, old_vcpus=None, old_memory_mib=None, old_root_gb=None, **updates)
+    fields = dict(old_flavor=None, **{f"old_{field}": None for field in _FLAVOR_RESOURCES}, **updates)
     if revert:
-        fields.update(flavor_id=instance.old_flavor_id, vcpus=instance.old_vcpus,
-                      memory_mib=instance.old_memory_mib, root_gb=instance.old_root_gb)
+        fields.update(flavor_id=instance.old_flavor_id,
+                      **{field: getattr(instance, f"old_{field}") for field in _FLAVOR_RESOURCES})
         release = _positive(_resize_deltas(old, new))
     else:
         release = _positive(_resize_deltas(new, old))
@@ -814,8 +836,7 @@ def instance_resize_revert(*, instance: Instance, user: User | None, request_id:
     with transaction.atomic():
         _begin(instance=instance, transition=transition, user=user, request_id=request_id)
         _migration_to(instance, MigrationStatus.REVERTING, current=[MigrationStatus.FINISHED])
-        spec = _domain_spec(instance, vcpus=instance.old_vcpus, memory_mib=instance.old_memory_mib,
-                            root_gb=instance.old_root_gb)
+        spec = _domain_spec(instance, old_flavor=True)
         _send(instance, OperationSpec(instance_id=str(instance.id), operation="resize", timeout=_shutdown_timeout(),
                                       start=instance.power_state == PowerState.RUNNING, domain=spec))
     return instance
@@ -1356,7 +1377,7 @@ _EXTRA_SPEC_KEY = re.compile(r"^[\w.:-]{1,255}$")
 def flavor_create(*, name: str, vcpus: int, ram: int, disk: int, flavor_id: str | None = None,
                   ephemeral: int = 0, swap: int = 0, rxtx_factor: float = 1.0, is_public: bool = True,
                   description: str = "") -> Flavor:
-    """Admin: a new flavor. 409 if the name or id is taken; 400 with ephemeral or swap disks."""
+    """Admin: a new flavor. 409 if the name or id is taken."""
     name = (name or "").strip()
     if not name or len(name) > 255:
         raise ValidationError("A flavor needs a name of 1 to 255 characters.")
@@ -1364,10 +1385,6 @@ def flavor_create(*, name: str, vcpus: int, ram: int, disk: int, flavor_id: str 
         raise ValidationError("A flavor needs vcpus >= 1, ram >= 1 MiB, and no negative disk, ephemeral or swap.")
     if max(vcpus, ram, disk, ephemeral, swap) > INT_MAX:
         raise ValidationError(f"A flavor's vcpus, ram, disk, ephemeral and swap are at most {INT_MAX}.")
-    # Hosts give a guest its root disk and volumes only; a flavor promising more would be ignored.
-    if ephemeral or swap:
-        raise ValidationError("This cloud's hosts provide no ephemeral or swap disks: create the flavor with "
-                              "ephemeral 0 and swap 0 (attach volumes for more disks).")
     flavor_id = str(flavor_id) if flavor_id not in (None, "", "auto") else str(uuid.uuid4())
     if Flavor.objects.filter(Q(pk=flavor_id) | Q(name=name)).exists():
         raise Conflict(f"Flavor with name {name} or id {flavor_id} already exists.")

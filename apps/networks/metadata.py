@@ -142,6 +142,16 @@ def network_data(instance: Instance) -> dict[str, Any]:
     return {"links": links, "networks": networks, "services": [{"type": "dns", "address": a} for a in dns]}
 
 
+def _block_device_mapping(instance: Instance) -> dict[str, str]:
+    """The root disk, then the flavor's ephemeral and swap disks on the next virtio names (as the
+    agent names them; cloud-init mounts ephemeral0 and enables the swap from this)."""
+    mapping = {"ami": "vda", "root": "/dev/vda"}
+    flavor_disks = [name for name, size in (("ephemeral0", instance.ephemeral_gb), ("swap", instance.swap_mb)) if size]
+    for letter, name in zip("bc", flavor_disks):
+        mapping[name] = f"/dev/vd{letter}"
+    return mapping
+
+
 def ec2_meta_data(instance: Instance, address: str | None = None) -> dict[str, Any]:
     """The tree under ``<version>/meta-data/``; ``address`` is the asking port's (else the first)."""
     ports = server_ports(device_ids=[str(instance.pk)]).get(str(instance.pk), [])
@@ -154,7 +164,7 @@ def ec2_meta_data(instance: Instance, address: str | None = None) -> dict[str, A
     tree: dict[str, Any] = {
         "ami-id": f"ami-{instance.image_id.hex[:8]}" if instance.image_id else "",
         "ami-launch-index": str(instance.launch_index),
-        "block-device-mapping": {"ami": "vda", "root": "/dev/vda"},
+        "block-device-mapping": _block_device_mapping(instance),
         "hostname": hostname,
         "instance-action": "none",
         "instance-id": f"i-{instance.pk.hex[:8]}",

@@ -9,8 +9,8 @@ import pytest
 
 from agents.compute.designer import design_guest
 from agents.compute.driver import ComputeError
-from agents.config import InstancePaths
-from agents.specs import DiskSpec, DomainSpec, ImageRef, NicSpec
+from agents.config import EPHEMERAL_DISK, SWAP_DISK, InstancePaths
+from agents.specs import DiskSpec, DomainSpec, ImageRef, NicSpec, VolumeConnection
 
 GOLDEN = Path(__file__).parent / "golden"
 INSTANCE_ID = "3f2c1d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -58,6 +58,48 @@ def test_domain_with_one_disk_and_one_nic():
 
 def test_domain_without_nic():
     assert_golden(design_guest(make_spec(nics=[], vcpus=1, memory_mib=128), PATHS).to_xml(), "domain_no_nic.xml")
+
+
+def flavor_disks(ephemeral_gb: int = 5, swap_mib: int = 512) -> list[DiskSpec]:
+    """The flavor's ephemeral and swap disks, as the control plane sends them after the root disk."""
+    return [DiskSpec(name=EPHEMERAL_DISK, size_gb=ephemeral_gb, fs="ext4"),
+            DiskSpec(name=SWAP_DISK, size_gb=0, size_mib=swap_mib, fs="swap")]
+
+
+def test_domain_with_ephemeral_and_swap_disks():
+    spec = make_spec(disks=[*make_spec().disks, *flavor_disks()])
+    assert_golden(design_guest(spec, PATHS).to_xml(), "domain_ephemeral_swap.xml")
+
+
+def test_ephemeral_and_swap_disks_follow_the_root_disk_and_volumes_keep_their_devices():
+    def volume(volume_id: str, device: str | None) -> DiskSpec:
+        return DiskSpec(name=volume_id, size_gb=1, device=device,
+                        connection=VolumeConnection(driver="file", path=f"/srv/volumes/{volume_id}", format="qcow2"))
+
+    # A volume attached (as vdb) before a resize gave the instance its ephemeral and swap disks.
+    spec = make_spec(disks=[*make_spec().disks, *flavor_disks(), volume("vol-a", "vdb"), volume("vol-b", None)])
+    root = ET.fromstring(design_guest(spec, PATHS, disk_cache_mode="writethrough").to_xml())
+    disks = {d.findtext("serial"): d for d in root.findall("devices/disk")}
+    assert {serial: d.find("target").get("dev") for serial, d in disks.items()} == {
+        "root": "vda", "vol-a": "vdb", EPHEMERAL_DISK: "vdc", SWAP_DISK: "vdd", "vol-b": "vde"}
+    for serial, path in ((EPHEMERAL_DISK, "disk.ephemeral0.qcow2"), (SWAP_DISK, "disk.swap.qcow2")):
+        assert disks[serial].find("source").get("file") == str(PATHS.instance_dir / path)
+        assert disks[serial].find("driver").attrib == {"name": "qemu", "type": "qcow2", "cache": "writethrough"}
+        assert disks[serial].find("target").get("bus") == "virtio"
+
+    alone = design_guest(make_spec(disks=[*make_spec().disks, *flavor_disks()]), PATHS).to_xml()
+    assert [d.find("target").get("dev") for d in ET.fromstring(alone).findall("devices/disk")] == ["vda", "vdb", "vdc"]
+
+
+def test_disk_spec_without_the_new_keys_parses_as_before():
+    data = make_spec(disks=flavor_disks()).to_dict()
+    assert DomainSpec.from_dict(data).disks == flavor_disks()
+    for disk in data["disks"]:
+        del disk["fs"], disk["size_mib"]
+    old = DomainSpec.from_dict(data).disks
+    assert [(d.fs, d.size_mib) for d in old] == [(None, None), (None, None)]
+    assert [d.size_bytes for d in old] == [5 << 30, 0]
+    assert flavor_disks()[1].size_bytes == 512 << 20  # size_mib, not size_gb
 
 
 def test_kvm_domain_uses_host_model_cpu():
@@ -113,6 +155,20 @@ def test_cache_mode_is_passed_through():
         ({"nics": [NicSpec(port_id="p", mac_address="zz:00", bridge="br0")]}, "MAC"),
         ({"disks": [DiskSpec(name="root", size_gb=1, bus="floppy")]}, "bus"),
         ({"disks": [DiskSpec(name="root", size_gb=1), DiskSpec(name="../x", size_gb=1)]}, "disk name"),
+        ({"disks": [DiskSpec(name="root", size_gb=1), DiskSpec(name="ephemeral0", size_gb=1, fs="xfs")]},
+         "^invalid instance spec: disk ephemeral0: filesystem 'xfs' is not one of ext4, swap$"),
+        ({"disks": [DiskSpec(name="root", size_gb=1),
+                    DiskSpec(name="ephemeral0", size_gb=1, fs="ext4", image=ImageRef(id="i", source="file:///i"))]},
+         "neither an image nor a volume"),
+        ({"disks": [DiskSpec(name="root", size_gb=1),
+                    DiskSpec(name="swap", size_gb=0, size_mib=8, fs="swap",
+                             connection=VolumeConnection(driver="file", path="/v"))]},
+         "neither an image nor a volume"),
+        ({"disks": [DiskSpec(name="root", size_gb=1), DiskSpec(name="swap", size_gb=0, fs="swap")]}, "positive size"),
+        ({"disks": [DiskSpec(name="root", size_gb=1), DiskSpec(name="swap", size_gb=1, size_mib=0, fs="swap")]},
+         "positive size"),
+        ({"disks": [DiskSpec(name="root", size_gb=1), DiskSpec(name="ephemeral0", size_gb=-1, fs="ext4")]},
+         "positive size"),
     ],
 )
 def test_invalid_specs_are_refused_with_a_readable_error(overrides, message):

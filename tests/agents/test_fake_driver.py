@@ -7,7 +7,7 @@ import pytest
 
 from agents.compute.driver import ComputeDriver, ComputeError, HypervisorUnavailable, get_driver, reset_driver
 from agents.compute.fake import BOOT_MARKER, FakeDriver
-from agents.config import get_config
+from agents.config import EPHEMERAL_DISK, SWAP_DISK, get_config
 from agents.specs import POWER_NOSTATE, POWER_RUNNING, DiskSpec, DomainSpec, ImageRef
 
 
@@ -60,6 +60,27 @@ def test_fail_next_spawn():
 def test_invalid_spec_is_refused_like_the_real_driver():
     with pytest.raises(ComputeError, match="root disk"):
         FakeDriver().spawn(DomainSpec(instance_id=str(uuid.uuid4()), display_name="x", vcpus=1, memory_mib=128))
+
+
+def test_ephemeral_and_swap_disks_are_accepted_and_checked_like_the_real_driver():
+    driver = FakeDriver()
+    spec = make_spec()
+    spec.disks += [DiskSpec(name=EPHEMERAL_DISK, size_gb=2, fs="ext4"),
+                   DiskSpec(name=SWAP_DISK, size_gb=0, size_mib=256, fs="swap")]
+    assert driver.spawn(DomainSpec.from_dict(spec.to_dict()))["power_state"] == POWER_RUNNING
+    assert driver.specs[spec.instance_id].disks == spec.disks
+
+    spec.disks[2].size_mib = 512
+    assert driver.resize(spec) == POWER_RUNNING
+    assert driver.specs[spec.instance_id].disks[2].size_bytes == 512 << 20
+    spec.disks[1].fs = "btrfs"
+    with pytest.raises(ComputeError, match="invalid instance spec: disk ephemeral0: filesystem 'btrfs'"):
+        driver.resize(spec)
+    unsized = make_spec()
+    unsized.disks.append(DiskSpec(name=SWAP_DISK, size_gb=0, fs="swap"))
+    with pytest.raises(ComputeError, match="positive size"):
+        driver.spawn(unsized)
+    assert unsized.instance_id not in driver.list_domains()
 
 
 def test_capacity_is_configurable():

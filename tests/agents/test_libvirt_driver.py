@@ -6,12 +6,15 @@ Needs libvirtd and virtlogd running (``scripts/host-setup.sh``) and builds the t
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
@@ -20,9 +23,11 @@ import pytest
 from agents import names, tasks
 from agents.compute.driver import ComputeError, reset_driver
 from agents.compute.libvirt_driver import LibvirtDriver
-from agents.config import load_config
+from agents.config import EPHEMERAL_DISK, SWAP_DISK, load_config
 from agents.specs import POWER_NOSTATE, POWER_RUNNING, POWER_SHUTDOWN, DiskSpec, DomainSpec, ImageRef, NicSpec
+from agents.storage import image_cache
 from agents.worker import build_host_report
+from tests.agents.conftest import in_threads
 
 pytestmark = pytest.mark.libvirt
 
@@ -31,6 +36,8 @@ BUILD_SCRIPT = REPO / "scripts" / "build-testvm.sh"
 MARKER = "CLOUDMGR_TESTVM_BOOTED"
 BOOT_TIMEOUT = 180  # polled; a TCG boot on a busy 2-core host can take a minute or more
 URI = os.environ.get("CLOUDMGR_LIBVIRT_URI", "qemu:///system")
+MiB = 1 << 20
+GiB = 1 << 30
 
 
 @pytest.fixture(scope="session")
@@ -244,19 +251,7 @@ def test_guests_have_a_reaper_that_reaps_at_once(driver, testvm_image, libvirt_c
 
 def test_concurrent_spawns_of_one_instance(driver, testvm_image, libvirt_conn):
     spec = make_spec(driver, testvm_image)
-    results, errors = [], []
-
-    def run():
-        try:
-            results.append(driver.spawn(spec))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = in_threads(lambda: driver.spawn(spec), 3)
     assert not errors
     assert [r["power_state"] for r in results] == [POWER_RUNNING] * 3
     driver.destroy(spec.instance_id)
@@ -335,6 +330,152 @@ def test_unreachable_hypervisor_is_transient(tmp_path):
     with pytest.raises(ComputeError, match="cannot connect to the hypervisor") as excinfo:
         LibvirtDriver(config).list_domains()
     assert excinfo.value.transient
+
+
+# --- ephemeral and swap disks -------------------------------------------------------------------
+
+
+def flavor_disks(ephemeral_gb: int = 1, swap_mib: int = 32) -> list[DiskSpec]:
+    """A flavor's ephemeral and swap disks, as the control plane sends them after the root disk."""
+    return [DiskSpec(name=EPHEMERAL_DISK, size_gb=ephemeral_gb, fs="ext4"),
+            DiskSpec(name=SWAP_DISK, size_gb=0, size_mib=swap_mib, fs="swap")]
+
+
+def disk_info(path: Path) -> tuple[int, str, str]:
+    """A qcow2 disk's virtual size, backing file and backing format."""
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", str(path)],
+                                     capture_output=True, text=True, check=True).stdout)
+    return info["virtual-size"], info.get("backing-filename"), info.get("backing-filename-format")
+
+
+def blkid(path: Path, tag: str) -> str:
+    return subprocess.run(["blkid", "-p", "-o", "value", "-s", tag, str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.fixture
+def disk_driver(tmp_path):
+    """A driver for its disk handling alone, which needs no libvirt."""
+    return LibvirtDriver(load_config({"CLOUDMGR_DATA_DIR": str(tmp_path)}))
+
+
+def new_instance_paths(driver, instance_id: str):
+    paths = driver.config.instance_paths(instance_id)
+    paths.instance_dir.mkdir(parents=True)
+    return paths
+
+
+def test_ephemeral_and_swap_disks_are_overlays_on_formatted_bases_shared_by_instances(disk_driver):
+    cache = disk_driver.config.image_cache_dir
+    ephemeral_base, swap_base = cache / "ephemeral_1024m_ext4", cache / "swap_32m"
+    for instance_id in ("vm-1", "vm-2"):
+        paths = new_instance_paths(disk_driver, instance_id)
+        for disk in flavor_disks(1, 32):
+            disk_driver._ensure_disk(disk, paths.disk_path(disk.name))
+        assert paths.disk_path(EPHEMERAL_DISK).name == "disk.ephemeral0.qcow2"
+        assert disk_info(paths.disk_path(EPHEMERAL_DISK)) == (GiB, str(ephemeral_base), "raw")
+        assert disk_info(paths.disk_path(SWAP_DISK)) == (32 * MiB, str(swap_base), "raw")
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [ephemeral_base.name,
+                                                                                   swap_base.name]
+    assert (blkid(ephemeral_base, "TYPE"), blkid(ephemeral_base, "LABEL")) == ("ext4", "ephemeral0")
+    assert blkid(swap_base, "TYPE") == "swap"
+    # The guest reads the formatted base through its overlay, which has nothing of its own.
+    subprocess.run(["qemu-img", "compare", "-U", "-f", "qcow2", "-F", "raw", str(paths.disk_path(EPHEMERAL_DISK)),
+                    str(ephemeral_base)], check=True, capture_output=True)
+    # Both instances' disks are based on them: pruning keeps them.
+    in_use = image_cache.images_in_use(disk_driver.config.instances_dir)
+    assert image_cache.prune(cache, max_age=0, in_use=in_use).removed == []
+
+
+def test_a_formatting_failure_is_a_compute_error_with_the_tools_stderr(disk_driver, monkeypatch):
+    monkeypatch.setitem(image_cache.FORMATTERS, "ext4", [*image_cache.FORMATTERS["ext4"], "-b", "999"])
+    paths = new_instance_paths(disk_driver, "vm-1")
+    with pytest.raises(ComputeError, match="cannot create disk ephemeral0: mkfs.ext4 failed: .*invalid block size"):
+        disk_driver._ensure_disk(flavor_disks()[0], paths.disk_path(EPHEMERAL_DISK))
+    assert list(paths.instance_dir.iterdir()) == []
+    assert [p.name for p in disk_driver.config.image_cache_dir.iterdir()] == [".ephemeral_1024m_ext4.lock"]
+
+
+def test_resize_grows_ephemeral_remakes_swap_and_makes_missing_disks(disk_driver):
+    paths = new_instance_paths(disk_driver, "vm-1")
+    cache = disk_driver.config.image_cache_dir
+    ephemeral_path, swap_path = paths.disk_path(EPHEMERAL_DISK), paths.disk_path(SWAP_DISK)
+
+    def resize(ephemeral_gb: int, swap_mib: int) -> None:
+        for disk in flavor_disks(ephemeral_gb, swap_mib):
+            disk_driver._resize_disk(disk, paths.disk_path(disk.name))
+
+    resize(1, 32)  # from a flavor without them
+    assert disk_info(ephemeral_path) == (GiB, str(cache / "ephemeral_1024m_ext4"), "raw")
+    assert disk_info(swap_path) == (32 * MiB, str(cache / "swap_32m"), "raw")
+    ephemeral_inode, swap_made = ephemeral_path.stat().st_ino, swap_path.stat().st_mtime_ns
+
+    resize(2, 32)
+    # Grown in place, on the same base: the guest grows its filesystem, as with the root disk.
+    assert disk_info(ephemeral_path) == (2 * GiB, str(cache / "ephemeral_1024m_ext4"), "raw")
+    assert ephemeral_path.stat().st_ino == ephemeral_inode
+    assert swap_path.stat().st_mtime_ns == swap_made  # same size: left alone
+
+    resize(1, 64)
+    assert disk_info(ephemeral_path)[0] == 2 * GiB  # never shrunk
+    assert disk_info(swap_path) == (64 * MiB, str(cache / "swap_64m"), "raw")  # made afresh
+    resize(1, 16)  # a smaller swap too (a revert)
+    assert disk_info(swap_path) == (16 * MiB, str(cache / "swap_16m"), "raw")
+
+    disk_driver._resize_disk(DiskSpec(name="data", size_gb=1), paths.disk_path("data"))
+    assert not paths.disk_path("data").exists()  # only formatted disks are made: a lost disk is not replaced
+
+
+def test_invalid_local_disks_are_refused_before_anything_is_made(driver):
+    spec = make_spec(driver, Path("/nonexistent/image.qcow2"))
+    spec.disks.append(DiskSpec(name=SWAP_DISK, size_gb=0, size_mib=0, fs="swap"))
+    with pytest.raises(ComputeError, match="invalid instance spec: disk swap .* needs a positive size"):
+        driver.spawn(spec)
+    spec.disks[-1] = DiskSpec(name=EPHEMERAL_DISK, size_gb=1, fs="vfat")
+    with pytest.raises(ComputeError, match="invalid instance spec: disk ephemeral0: filesystem 'vfat'"):
+        driver.resize(spec)
+    assert not driver.config.instance_paths(spec.instance_id).instance_dir.exists()
+
+
+def guest_disks(driver, instance_id: str) -> dict[str, int]:
+    """The guest's virtio disks and their sizes in 512-byte sectors, as its boot reports them."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        found = re.search(r"CLOUDMGR_TESTVM_DISKS=(.*)", driver.console_log(instance_id))
+        if found:
+            return {name: int(sectors) for name, sectors in (d.split(":") for d in found.group(1).split())}
+        time.sleep(0.2)
+    pytest.fail(f"the guest did not list its disks; console:\n{driver.console_log(instance_id, 40)}")
+
+
+def domain_disks(conn, instance_id: str) -> dict[str, str]:
+    xml = ET.fromstring(conn.lookupByName(names.domain_name(instance_id)).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return {d.find("target").get("dev"): Path(d.find("source").get("file")).name for d in xml.findall("devices/disk")}
+
+
+def test_spawn_and_resize_an_instance_with_ephemeral_and_swap_disks(driver, testvm_image, libvirt_conn):
+    spec = make_spec(driver, testvm_image)
+    root = spec.disks[0]
+    paths = driver.config.instance_paths(spec.instance_id)
+    spec.disks = [root, *flavor_disks(1, 32)]
+    assert driver.spawn(spec)["power_state"] == POWER_RUNNING
+    assert guest_disks(driver, spec.instance_id) == {"vda": GiB // 512, "vdb": GiB // 512, "vdc": 32 * MiB // 512}
+    assert domain_disks(libvirt_conn, spec.instance_id) == {
+        "vda": "disk.qcow2", "vdb": "disk.ephemeral0.qcow2", "vdc": "disk.swap.qcow2"}
+
+    spec.disks = [root, *flavor_disks(2, 64)]
+    assert driver.resize(spec, timeout=30) == POWER_RUNNING
+    assert guest_disks(driver, spec.instance_id) == {"vda": GiB // 512, "vdb": 2 * GiB // 512,
+                                                     "vdc": 64 * MiB // 512}
+    assert disk_info(paths.disk_path(SWAP_DISK))[1] == str(driver.config.image_cache_dir / "swap_64m")
+
+    # The revert to a flavor without them: those two disks go, no other disk does.
+    paths.disk_path("rescue").touch()
+    spec.disks = [root]
+    assert driver.resize(spec, timeout=30, start=False) == POWER_SHUTDOWN
+    assert domain_disks(libvirt_conn, spec.instance_id) == {"vda": "disk.qcow2"}
+    assert sorted(p.name for p in paths.instance_dir.iterdir()) == ["console.log", "disk.qcow2", "disk.rescue.qcow2"]
+    driver.destroy(spec.instance_id)
 
 
 @pytest.mark.parametrize("golden", sorted((Path(__file__).parent / "golden").glob("*.xml")), ids=lambda p: p.name)

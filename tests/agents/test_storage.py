@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from agents.specs import ImageRef
 from agents.storage import StorageError, image_cache, qemu_img
+from tests.agents.conftest import in_threads
 
 MiB = 1 << 20
 
@@ -183,20 +186,112 @@ def test_concurrent_ensure_copies_once(tmp_path, base_image, monkeypatch):
 
     monkeypatch.setattr(image_cache, "_fetch_file", counting_fetch)
     image = ImageRef(id="img", source=base_image.as_uri(), sha512=sha512(base_image))
-    results, errors = [], []
-
-    def worker():
-        try:
-            results.append(image_cache.ensure_image(image, tmp_path / "cache"))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = in_threads(lambda: image_cache.ensure_image(image, tmp_path / "cache"), 8)
     assert not errors
     assert len(copies) == 1
     assert len(set(results)) == 1
     subprocess.run(["qemu-img", "check", "-f", "qcow2", str(results[0])], check=True, capture_output=True)
+
+
+# --- formatted bases of ephemeral and swap disks ----------------------------------------------
+
+
+def blkid(path: Path, tag: str) -> str:
+    """What the file's contents are, probed as the guest's tools would (``TYPE``, ``LABEL``)."""
+    return subprocess.run(["blkid", "-p", "-o", "value", "-s", tag, str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_formatted_bases_are_sparse_raw_files_named_by_filesystem_and_size(tmp_path):
+    cache = tmp_path / "cache"
+    ephemeral = image_cache.ensure_formatted_base(cache, "ext4", 64)
+    swap = image_cache.ensure_formatted_base(cache, "swap", 16)
+    assert (ephemeral, swap) == (cache / "ephemeral_64m_ext4", cache / "swap_16m")
+    assert (blkid(ephemeral, "TYPE"), blkid(ephemeral, "LABEL")) == ("ext4", "ephemeral0")
+    assert blkid(swap, "TYPE") == "swap"
+    for path, size in ((ephemeral, 64 * MiB), (swap, 16 * MiB)):
+        assert qemu_img.info(path, "raw")["virtual-size"] == path.stat().st_size == size
+        assert path.stat().st_blocks * 512 < size  # sparse: only the formatter's metadata is written
+        assert path.stat().st_mode & 0o777 == 0o644  # qemu runs as another user
+    assert sorted(p.name for p in cache.iterdir()) == [".ephemeral_64m_ext4.lock", ".swap_16m.lock",
+                                                       "ephemeral_64m_ext4", "swap_16m"]
+    made = ephemeral.stat().st_mtime_ns, ephemeral.stat().st_ino
+    assert image_cache.ensure_formatted_base(cache, "ext4", 64) == ephemeral
+    assert (ephemeral.stat().st_mtime_ns, ephemeral.stat().st_ino) == made  # formatted once
+
+
+def test_formatted_base_errors_carry_the_tools_stderr_and_leave_nothing(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setitem(image_cache.FORMATTERS, "ext4", [*image_cache.FORMATTERS["ext4"], "-b", "999"])
+    with pytest.raises(StorageError, match="mkfs.ext4 failed: .*invalid block size - 999"):
+        image_cache.ensure_formatted_base(cache, "ext4", 64)
+    monkeypatch.setitem(image_cache.FORMATTERS, "swap", ["mkswap-not-here"])
+    with pytest.raises(StorageError, match="mkswap-not-here is not installed"):
+        image_cache.ensure_formatted_base(cache, "swap", 16)
+    assert sorted(p.name for p in cache.iterdir()) == [".ephemeral_64m_ext4.lock", ".swap_16m.lock"]
+    with pytest.raises(StorageError, match="unsupported filesystem 'xfs'"):
+        image_cache.ensure_formatted_base(cache, "xfs", 64)
+    with pytest.raises(StorageError, match="positive size"):
+        image_cache.ensure_formatted_base(cache, "swap", 0)
+
+
+def test_concurrent_ensure_formats_a_base_once(tmp_path, monkeypatch):
+    runs = []
+    real_run = image_cache.run_tool
+
+    def counting_run(argv, **kwargs):
+        runs.append(argv)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(image_cache, "run_tool", counting_run)
+    results, errors = in_threads(lambda: image_cache.ensure_formatted_base(tmp_path / "cache", "swap", 16), 8)
+    assert not errors
+    assert len(runs) == 1 and len(set(results)) == 1
+    assert blkid(results[0], "TYPE") == "swap"
+
+
+def test_prune_waits_for_a_base_being_made(tmp_path, monkeypatch):
+    """Its partial file is under the base's lock: even prune(max_age=0) leaves it alone."""
+    cache = tmp_path / "cache"
+    formatting, release = threading.Event(), threading.Event()
+    real_run = image_cache.run_tool
+
+    def slow_run(argv, **kwargs):
+        formatting.set()
+        release.wait(10)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(image_cache, "run_tool", slow_run)
+    made, pruned = [], []
+    maker = threading.Thread(target=lambda: made.append(image_cache.ensure_formatted_base(cache, "swap", 16)))
+    maker.start()
+    assert formatting.wait(10)
+    pruner = threading.Thread(target=lambda: pruned.append(image_cache.prune(cache, max_age=0, in_use=set())))
+    pruner.start()
+    pruner.join(0.5)
+    assert pruner.is_alive()  # waiting for the base's lock
+    release.set()
+    maker.join()
+    pruner.join()
+    assert made == [cache / "swap_16m"] and blkid(made[0], "TYPE") == "swap"
+    assert pruned[0].removed == []
+
+
+def test_prune_keeps_the_bases_instances_use_and_removes_unused_ones(tmp_path):
+    cache, instances = tmp_path / "cache", tmp_path / "instances"
+    ephemeral = image_cache.ensure_formatted_base(cache, "ext4", 64)
+    swap = image_cache.ensure_formatted_base(cache, "swap", 16)
+    (instances / "vm1").mkdir(parents=True)
+    qemu_img.create_overlay(instances / "vm1" / "disk.ephemeral0.qcow2", ephemeral, "raw", 64 * MiB)
+    assert image_cache.images_in_use(instances) == {"ephemeral_64m_ext4"}
+    long_ago = time.time() - 3 * 86400
+    for name in ("ephemeral_64m_ext4", "swap_16m"):
+        os.utime(cache / f".{name}.lock", (long_ago, long_ago))
+    partial = cache / ".swap_32m.abcd1234.part"  # a base a crashed agent did not finish
+    partial.write_bytes(b"x")
+    os.utime(partial, (long_ago, long_ago))
+
+    result = image_cache.prune(cache, max_age=86400, in_use=image_cache.images_in_use(instances))
+    assert result.removed == ["swap_16m"] and result.kept == ["ephemeral_64m_ext4"]
+    assert ephemeral.exists() and not swap.exists() and not partial.exists()
+    assert image_cache.ensure_formatted_base(cache, "swap", 16) == swap and blkid(swap, "TYPE") == "swap"

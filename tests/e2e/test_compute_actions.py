@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 
 import libvirt
 import pytest
@@ -174,6 +175,57 @@ def test_resize_and_confirm_the_guest_sees_the_new_ram(vm):
     assert after > before  # m1.micro's 192 MiB (~160000 kB)
     vm.action({"confirmResize": None}, expect=204)
     vm.wait_status("ACTIVE")
+
+
+def guest_disks(output: str) -> dict[str, int] | None:
+    """The last boot's virtio disks, {device: bytes}, from its CLOUDMGR_TESTVM_DISKS marker."""
+    found = re.findall(r"CLOUDMGR_TESTVM_DISKS=([^\r\n]*)", output)
+    if not found:
+        return None
+    return {dev: int(sectors) * 512 for dev, sectors in (item.split(":") for item in found[-1].split())}
+
+
+def backing_file(path) -> str:
+    info = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(path)], check=True, capture_output=True,
+                          text=True)
+    return json.loads(info.stdout)["full-backing-filename"]
+
+
+def filesystem(path) -> dict[str, str]:
+    found = subprocess.run(["blkid", "-p", "-o", "export", path], check=True, capture_output=True, text=True)
+    return dict(line.split("=", 1) for line in found.stdout.split())
+
+
+def test_a_flavors_ephemeral_and_swap_disks_reach_the_guest_and_follow_a_resize(live_cloud):
+    cloud, token = live_cloud, live_cloud.token()
+    for flavor_id, ephemeral, swap in (("eph.1", 1, 64), ("eph.2", 2, 128)):
+        resp = cloud.request("POST", "/compute/v2.1/flavors", {"flavor": {
+            "name": flavor_id, "id": flavor_id, "vcpus": 1, "ram": 128, "disk": 1,
+            "OS-FLV-EXT-DATA:ephemeral": ephemeral, "swap": swap}}, token)
+        assert resp.status == 200, resp.body
+    server = boot(cloud, token, "ephemeral-vm", flavor="eph.1")
+    server.wait_status("ACTIVE")
+    server.wait_booted()
+    disks = guest_disks(server.console())
+    assert (disks["vdb"], disks["vdc"]) == (1 << 30, 64 << 20) and set(disks) == {"vda", "vdb", "vdc"}
+    # On the host: each is an overlay on a base formatted once (ext4 labelled ephemeral0; swap).
+    instance_dir = cloud.data_dir / "instances" / server.id
+    ephemeral_base = backing_file(instance_dir / "disk.ephemeral0.qcow2")
+    swap_base = backing_file(instance_dir / "disk.swap.qcow2")
+    assert {k: filesystem(ephemeral_base)[k] for k in ("TYPE", "LABEL")} == {"TYPE": "ext4", "LABEL": "ephemeral0"}
+    assert filesystem(swap_base)["TYPE"] == "swap"
+
+    server.action({"resize": {"flavorRef": "eph.2"}})
+    server.wait_status("VERIFY_RESIZE")
+    # A new QEMU process: the console log holds the new boot only.
+    disks = server.wait_console(lambda out: (guest_disks(out) or {}).get("vdb") != 1 << 30 and guest_disks(out),
+                                "the guest's disks after the resize")
+    assert (disks["vdb"], disks["vdc"]) == (2 << 30, 128 << 20)
+    server.action({"confirmResize": None}, expect=204)
+    server.wait_status("ACTIVE")
+    server.delete()
+    for flavor_id in ("eph.1", "eph.2"):
+        assert cloud.request("DELETE", f"/compute/v2.1/flavors/{flavor_id}", token=token).status == 202
 
 
 def test_rebuild_gives_a_fresh_root_disk(vm):

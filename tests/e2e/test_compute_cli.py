@@ -31,6 +31,12 @@ def test_flavor_list(live_cloud):
     flavors = {f["Name"]: f for f in openstack(live_cloud, "flavor", "list", "-f", "json")}
     assert {"m1.nano", "m1.micro"} <= set(flavors)
     assert flavors["m1.nano"]["RAM"] == 128
+    # An admin's flavor with an ephemeral disk and swap (the guests' view of them: test_compute_actions.py).
+    created = openstack(live_cloud, "flavor", "create", "--ram", "128", "--disk", "1", "--vcpus", "1",
+                        "--ephemeral", "1", "--swap", "64", "cli.eph", "-f", "json")
+    shown = openstack(live_cloud, "flavor", "show", "cli.eph", "-f", "json")
+    assert (created["OS-FLV-EXT-DATA:ephemeral"], shown["OS-FLV-EXT-DATA:ephemeral"], shown["swap"]) == (1, 1, 64)
+    run(live_cloud, "flavor", "delete", "cli.eph")
 
 
 def test_keypair_create(live_cloud, tmp_path):

@@ -42,10 +42,12 @@ def test_flavor_admin_create_extra_specs_private_access_delete(world):
     too_big = {"flavor": {**body["flavor"], "id": "big", "name": "big", "ram": 2**31}}
     resp = admin.post(f"{V}/flavors", too_big, format="json")
     assert resp.status_code == 400 and "at most 2147483647" in resp.json()["badRequest"]["message"]
-    # Hosts provide no ephemeral or swap disks, so no flavor may promise them.
-    for extra in ({"swap": 512}, {"OS-FLV-EXT-DATA:ephemeral": 1}):
-        resp = admin.post(f"{V}/flavors", {"flavor": {**body["flavor"], "id": "x", "name": "x", **extra}}, format="json")
-        assert resp.status_code == 400 and "no ephemeral or swap disks" in resp.json()["badRequest"]["message"]
+    disks = {"swap": 512, "OS-FLV-EXT-DATA:ephemeral": 2}
+    resp = admin.post(f"{V}/flavors", {"flavor": {**body["flavor"], "id": "x", "name": "x", **disks}}, format="json")
+    assert resp.status_code == 200 and {k: resp.json()["flavor"][k] for k in disks} == disks
+    assert {k: admin.get(f"{V}/flavors/x").json()["flavor"][k] for k in disks} == disks
+    resp = admin.post(f"{V}/flavors", {"flavor": {**body["flavor"], "id": "y", "name": "y", "swap": -1}}, format="json")
+    assert resp.status_code == 400
     assert member.get(f"{V}/flavors/p1").status_code == 404  # private, not shared
     resp = admin.post(f"{V}/flavors/p1/action", {"addTenantAccess": {"tenant": world.project.pk.hex}}, format="json")
     assert resp.json()["flavor_access"] == [{"flavor_id": "p1", "tenant_id": world.project.pk.hex}]

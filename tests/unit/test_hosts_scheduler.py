@@ -150,6 +150,10 @@ def test_usage_counters_follow_every_write_to_instances(world):
         ({"host": b}, x),  # moved
         ({"vcpus": 4, "memory_mib": 128}, x),  # resized in place: grows one, shrinks the other
         ({"root_gb": 5}, x),  # rebuilt on a bigger disk
+        ({"ephemeral_gb": 2, "swap_mb": 1}, x),  # resized to a flavor with an ephemeral disk and swap
+        ({"swap_mb": 1025}, x),  # swap counts in whole GiB, rounded up
+        ({"ephemeral_gb": 3, "swap_mb": 0}, x),  # one grows as the other goes
+        ({"host": a}, x),  # moved back with all of its disks
         ({"host": None}, x),  # unplaced (a reschedule)
         ({"deleted_at": timezone.now()}, y),  # soft-deleted
         ({"vcpus": 8}, y),  # a deleted instance no longer counts, whatever it changes
@@ -157,6 +161,8 @@ def test_usage_counters_follow_every_write_to_instances(world):
     for change, instance in steps:
         Instance.objects.filter(pk=instance.pk).update(**change)
         assert (counted(a), counted(b)) == (recounted(a), recounted(b)), change
+        if change == {"swap_mb": 1025}:
+            assert counted(b)[2] == 5 + 2 + 2
     assert counted(a) == counted(b) == (0, 0, 0)
     z = _place(world, b)
     z.name = "renamed"

@@ -6,6 +6,7 @@ from rest_framework.test import APIClient
 from apps.hosts.models import Host
 from apps.instances import services
 from apps.instances.models import Flavor, Instance, Migration
+from apps.instances.selectors import host_usage
 from apps.instances.states import PowerState, TaskState, VmState, api_status
 from apps.tenants.models import Quota
 from cloudmgr.exceptions import InvalidState, NoValidHost, ValidationError
@@ -134,6 +135,50 @@ def test_resize_revert_goes_back(world, vm, fake_driver):
     assert (i.vm_state, i.task_state, i.flavor_id, i.memory_mib) == (VmState.ACTIVE, None, "42", 128)
     assert fake_driver.specs[str(vm.id)].memory_mib == 128
     assert usage(world.project)["ram"] == 128 and usage(world.project)["cores"] == 1
+
+
+def flavor_disks(spec) -> dict[str, tuple]:
+    return {d.name: (d.size_gb, d.size_mib, d.fs) for d in spec.disks}
+
+
+def test_the_flavors_ephemeral_and_swap_disks_through_create_resize_and_revert(world, fake_driver):
+    host = make_host(disk_gb=20)
+    small = Flavor.objects.create(id="e1", name="eph.small", vcpus=1, ram=128, disk=1, ephemeral=2, swap=512)
+    big = Flavor.objects.create(id="e2", name="eph.big", vcpus=1, ram=128, disk=1, ephemeral=4, swap=1536)
+    vm = fresh(services.instance_create(user=world.member, project=world.project, name="vm", flavor=small,
+                                        image=world.image))
+    assert (vm.vm_state, vm.ephemeral_gb, vm.swap_mb, vm.local_gb) == (VmState.ACTIVE, 2, 512, 1 + 2 + 1)
+    assert flavor_disks(fake_driver.specs[str(vm.id)]) == {
+        "root": (1, None, None), "ephemeral0": (2, None, "ext4"), "swap": (0, 512, "swap")}
+    assert host_usage(host=host).disk_gb == 4
+
+    services.instance_resize(instance=vm, flavor=big, user=world.member)
+    i = fresh(vm)
+    assert (i.ephemeral_gb, i.swap_mb, i.old_ephemeral_gb, i.old_swap_mb) == (4, 1536, 2, 512)
+    assert flavor_disks(fake_driver.specs[str(vm.id)])["swap"] == (0, 1536, "swap")
+    assert host_usage(host=host).disk_gb == 1 + 4 + 2
+    services.instance_resize_revert(instance=i, user=world.member)
+    i = fresh(vm)
+    assert (i.flavor_id, i.ephemeral_gb, i.swap_mb, i.old_ephemeral_gb, i.old_swap_mb) == ("e1", 2, 512, None, None)
+    assert flavor_disks(fake_driver.specs[str(vm.id)])["ephemeral0"] == (2, None, "ext4")
+    assert host_usage(host=host).disk_gb == 4
+
+    # An ephemeral disk cannot shrink (its filesystem would not fit); swap may go.
+    with pytest.raises(ValidationError, match="smaller ephemeral disk"):
+        services.instance_resize(instance=i, flavor=world.flavor, user=world.member)
+    no_swap = Flavor.objects.create(id="e3", name="eph.noswap", vcpus=1, ram=128, disk=1, ephemeral=2)
+    services.instance_resize(instance=i, flavor=no_swap, user=world.member)
+    services.instance_resize_confirm(instance=fresh(vm), user=world.member)
+    assert set(flavor_disks(fake_driver.specs[str(vm.id)])) == {"root", "ephemeral0"}
+    assert host_usage(host=host).disk_gb == 3
+
+    # A host's disk counts them: 20 GB holds five servers of 4 GB, not six.
+    for n in range(4):
+        services.instance_create(user=world.member, project=world.project, name=f"f{n}", flavor=small,
+                                 image=world.image)
+    last = services.instance_create(user=world.member, project=world.project, name="last", flavor=small,
+                                    image=world.image)
+    assert (fresh(last).vm_state, host_usage(host=host).disk_gb) == (VmState.ERROR, 3 + 16)
 
 
 def migrations_of(instance) -> list[tuple[str, str, str]]:

@@ -164,13 +164,17 @@ def test_admin_host_and_flavor_pages(client, world):
     assert Host.objects.get(hostname="node1").status == "disabled"
     client.post("/instances/hosts/node1/toggle/", {"enable": "1"})
     assert Host.objects.get(hostname="node1").status == "enabled"
-    r = client.post("/instances/flavors/", {"name": "x1", "vcpus": 1, "ram": 2**31, "disk": 1, "is_public": "on"})
+    fields = {"name": "x1", "vcpus": 1, "ram": 64, "disk": 1, "ephemeral": 2, "swap": 512, "is_public": "on"}
+    r = client.post("/instances/flavors/", {**fields, "ram": 2**31})
     assert r.status_code == 200 and "less than or equal to 2147483647" in r.content.decode()  # the database's int
-    r = client.post("/instances/flavors/", {"name": "x1", "vcpus": 1, "ram": 64, "disk": 1, "is_public": "on"})
+    r = client.post("/instances/flavors/", fields)
     assert r.status_code == 302
     from apps.instances.models import Flavor
 
     flavor = Flavor.objects.get(name="x1")
+    assert (flavor.ephemeral, flavor.swap) == (2, 512)
+    row = client.get("/instances/flavors/").content.decode().split('data-name="x1"')[1].split("</tr>")[0]
+    assert "2 GB" in row and "512 MiB" in row
     client.post(f"/instances/flavors/{flavor.pk}/delete/")
     assert not Flavor.objects.filter(pk=flavor.pk).exists()
 

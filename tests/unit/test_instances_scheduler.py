@@ -158,6 +158,7 @@ def test_a_claim_asks_again_when_its_best_hosts_filled_meanwhile(world, monkeypa
 def test_resize_room_is_checked_on_the_instance_host(world):
     make_host("a", vcpus=2)
     instance = Instance.objects.select_related("host").get(pk=create(world).pk)
+    disks = {"root_gb": 1, "ephemeral_gb": 0, "swap_mb": 0}
     with transaction.atomic():
-        assert scheduler.fits_resize(instance, {"vcpus": 2, "memory_mib": 256, "root_gb": 1})
-        assert not scheduler.fits_resize(instance, {"vcpus": 3, "memory_mib": 128, "root_gb": 1})
+        assert scheduler.fits_resize(instance, {"vcpus": 2, "memory_mib": 256, **disks})
+        assert not scheduler.fits_resize(instance, {"vcpus": 3, "memory_mib": 128, **disks})

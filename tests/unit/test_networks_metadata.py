@@ -200,6 +200,14 @@ def test_ec2_meta_data(client, guest, secret, world):
     assert get("instance-type") == world.flavor.name
     assert get("reservation-id") == "r-abcdefgh"
     assert get("security-groups") == "default"
+    assert get("block-device-mapping/") == "ami\nroot"
+    assert get("block-device-mapping/root") == "/dev/vda"
+    # The flavor's disks follow the root disk: cloud-init mounts ephemeral0 and turns on the swap.
+    Instance.objects.filter(pk=instance.pk).update(ephemeral_gb=1, swap_mb=256)
+    assert get("block-device-mapping/") == "ami\nroot\nephemeral0\nswap"
+    assert (get("block-device-mapping/ephemeral0"), get("block-device-mapping/swap")) == ("/dev/vdb", "/dev/vdc")
+    Instance.objects.filter(pk=instance.pk).update(ephemeral_gb=0)
+    assert get("block-device-mapping/swap") == "/dev/vdb"
     assert fetch(client, secret, network_id, "10.0.0.5", "/latest/meta-data/nothing").status_code == 404
     assert fetch(client, secret, network_id, "10.0.0.5", "/2009-04-04/meta-data/hostname").content == b"web-1"
     assert fetch(client, secret, network_id, "10.0.0.5", "/latest/").content == b"meta-data/\nuser-data"

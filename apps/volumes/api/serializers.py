@@ -264,7 +264,7 @@ def block_device_mapping_v2(value) -> list[dict]:
         if destination == "local":
             if source != "image" or boot_index != 0:
                 raise ValidationError("Block Device Mapping is Invalid: only the image may be a local disk (as "
-                                      "the boot disk); hosts provide no ephemeral or swap disks.")
+                                      "the boot disk); ephemeral and swap disks come from the flavor.")
             continue
         if boot_index == 0:
             boots += 1
