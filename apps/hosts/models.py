@@ -99,11 +99,27 @@ class HostReleased(_HostCounter):
 # row to the released counters and its NEW row to the claimed ones, except on the same host,
 # where only the growth is claimed and only the shrink released. Every new host gets its two
 # (empty) rows from a trigger too.
+_FLAVOR_READS = ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb")
+_READS = (*_FLAVOR_READS, *(f"old_{column}" for column in _FLAVOR_READS))  # the instance columns counted
+_NOW = {column: f"{{row}}.{column}" for column in _FLAVOR_READS}
+_BEFORE = {column: f"COALESCE({{row}}.old_{column}, {{row}}.{column})" for column in _FLAVOR_READS}  # a resize's
+
+
+def _larger(a: str, b: str) -> str:
+    return f"(CASE WHEN {b} > {a} THEN {b} ELSE {a} END)"
+
+
+def _local_gb(amounts: dict) -> str:
+    return f"({amounts['root_gb']} + {amounts['ephemeral_gb']} + ({amounts['swap_mb']} + 1023) / 1024)"
+
+
 # counter -> what an instance row takes of it, in SQL ("{row}": NEW, OLD or an alias). Disk is
-# root, ephemeral and swap rounded up to GiB: apps.instances.models.local_gb.
-_COLUMNS = (("vcpus", "{row}.vcpus"), ("memory_mib", "{row}.memory_mib"),
-            ("disk_gb", "({row}.root_gb + {row}.ephemeral_gb + ({row}.swap_mb + 1023) / 1024)"))
-_READS = ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb")  # the instance columns those read
+# root, ephemeral and swap rounded up to GiB (apps.instances.models.local_gb). During a resize
+# (old_* set until it is confirmed or reverted) a server holds the larger of its old and new
+# flavors' amounts, as Nova holds both: a revert always has room to go back.
+_COLUMNS = (("vcpus", _larger(_NOW["vcpus"], _BEFORE["vcpus"])),
+            ("memory_mib", _larger(_NOW["memory_mib"], _BEFORE["memory_mib"])),
+            ("disk_gb", _larger(_local_gb(_NOW), _local_gb(_BEFORE))))
 
 
 def _add(table: str, row: str, amounts: dict) -> str:
@@ -125,7 +141,7 @@ _SAME_HOST = f"{_LIVE.format(row='OLD')} AND {_LIVE.format(row='NEW')} AND OLD.h
 _GREW = " OR ".join(f"{amount.format(row='NEW')} > {amount.format(row='OLD')}" for _, amount in _COLUMNS)
 _SHRANK = " OR ".join(f"{amount.format(row='NEW')} < {amount.format(row='OLD')}" for _, amount in _COLUMNS)
 _CHANGED = ("OLD.host_id IS DISTINCT FROM NEW.host_id OR OLD.deleted_at IS DISTINCT FROM NEW.deleted_at OR "
-            + " OR ".join(f"OLD.{column} <> NEW.{column}" for column in _READS))
+            + " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in _READS))
 _USAGE_COLUMNS = "host_id, deleted_at, " + ", ".join(_READS)
 _CLAIM_NEW = _add("hosts_hostclaimed", "NEW", _whole("NEW"))
 _RELEASE_OLD = _add("hosts_hostreleased", "OLD", _whole("OLD"))

@@ -2,6 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce, Greatest
 
 from apps.instances.states import PowerState, TaskState, VmState
 from cloudmgr.models import BaseModel, TenantOwnedModel
@@ -13,8 +14,22 @@ def local_gb(root_gb: int, ephemeral_gb: int, swap_mb: int) -> int:
     return root_gb + ephemeral_gb + -(-swap_mb // 1024)
 
 
-# local_gb() of an instances_instance row, for queries (integer division in SQLite and PostgreSQL).
-LOCAL_GB = models.F("root_gb") + models.F("ephemeral_gb") + (models.F("swap_mb") + 1023) / 1024
+def _local_gb_of(prefix: str = "") -> models.Expression:
+    """local_gb() of an instances_instance row in a query (integer division in SQLite and PostgreSQL);
+    with ``prefix`` "old_", of the flavor it had before a resize waiting for confirmation."""
+    root, ephemeral, swap = (Coalesce(models.F(prefix + c), models.F(c)) if prefix else models.F(c)
+                             for c in ("root_gb", "ephemeral_gb", "swap_mb"))
+    return root + ephemeral + (swap + 1023) / 1024
+
+
+def _held(column: str) -> models.Expression:
+    return Greatest(models.F(column), Coalesce(models.F(f"old_{column}"), models.F(column)))
+
+
+# What an instance holds on its host, for queries: the larger of its flavor's amounts and, while a
+# resize waits for confirmation, its old flavor's (the hosts' usage triggers count the same).
+HELD = {"vcpus": _held("vcpus"), "memory_mib": _held("memory_mib"),
+        "disk_gb": Greatest(_local_gb_of(), _local_gb_of("old_"))}
 
 
 def _flavor_id() -> str:

@@ -172,11 +172,14 @@ def claim(instance: Instance, group: ServerGroup | None = None, exclude=()) -> H
     return None
 
 
-def fits_resize(instance: Instance, new: dict) -> bool:
-    """Whether the instance's host still has room for it with ``new`` resources; if so its
+def fits_growth(instance: Instance, new: dict) -> bool:
+    """Whether the instance's host has room for it to grow to ``new`` resources (a resize's
+    flavor, a rebuild's larger root disk; what shrinks frees nothing until confirmed); if so its
     claimed row stays locked until the caller's transaction ends, in which it takes them."""
-    room, params = _room(instance.host, new["vcpus"] - instance.vcpus, new["memory_mib"] - instance.memory_mib,
-                         local_gb(new["root_gb"], new["ephemeral_gb"], new["swap_mb"]) - instance.local_gb)
+    growth = [max(0, amount) for amount in (
+        new["vcpus"] - instance.vcpus, new["memory_mib"] - instance.memory_mib,
+        local_gb(new["root_gb"], new["ephemeral_gb"], new["swap_mb"]) - instance.local_gb)]
+    room, params = _room(instance.host, *growth)
     with connection.cursor() as cursor:
         cursor.execute(room, params)
         return cursor.fetchone() is not None

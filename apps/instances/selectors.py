@@ -12,7 +12,7 @@ from agents.names import TASK_CONSOLE_LOG, TASK_DIAGNOSTICS
 from agents.specs import InstanceRef
 from apps.hosts.models import Host
 from apps.instances.models import (
-    LOCAL_GB,
+    HELD,
     Flavor,
     Instance,
     InstanceFault,
@@ -38,11 +38,7 @@ class HostUsage:
     disk_gb: int = 0
 
 
-_USAGE = {
-    "vcpus": Coalesce(Sum("vcpus"), 0),
-    "memory_mib": Coalesce(Sum("memory_mib"), 0),
-    "disk_gb": Coalesce(Sum(LOCAL_GB), 0),
-}
+_USAGE = {resource: Coalesce(Sum(held), 0) for resource, held in HELD.items()}
 
 
 def host_usage(*, host: Host) -> HostUsage:

@@ -744,6 +744,10 @@ def instance_unlock(*, instance: Instance, user: User, request_id: str = "") -> 
 _FLAVOR_RESOURCES = ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb")
 
 
+def _flavor_resources(instance: Instance) -> dict[str, int]:
+    return {field: getattr(instance, field) for field in _FLAVOR_RESOURCES}
+
+
 def _resize_deltas(old: dict, new: dict) -> dict[str, int]:
     return {"cores": new["vcpus"] - old["vcpus"], "ram": new["memory_mib"] - old["memory_mib"]}
 
@@ -775,7 +779,7 @@ def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, re
             raise ValidationError("Resize to a flavor with a smaller disk is not allowed.")
     if flavor.ephemeral < instance.ephemeral_gb:  # Nova: its filesystem cannot shrink with it
         raise ValidationError("Resize to a flavor with a smaller ephemeral disk is not allowed.")
-    old = {field: getattr(instance, field) for field in _FLAVOR_RESOURCES}
+    old = _flavor_resources(instance)
     new = {"vcpus": flavor.vcpus, "memory_mib": flavor.ram, "root_gb": new_root, "ephemeral_gb": flavor.ephemeral,
            "swap_mb": flavor.swap}
     was_running = instance.vm_state == VmState.ACTIVE
@@ -786,7 +790,7 @@ def instance_resize(*, instance: Instance, flavor: Flavor, user: User | None, re
         if instance.vm_state not in transition.allowed or instance.task_state is not None:
             raise _refuse(instance, transition)
         quota_reserve(project=instance.project, deltas=_positive(_resize_deltas(old, new)))
-        if instance.host is not None and not scheduler.fits_resize(instance, new):
+        if instance.host is not None and not scheduler.fits_growth(instance, new):
             raise NoValidHost(f"No valid host was found: host {instance.host.hostname} has no room for "
                               f"flavor {flavor.name}.")
         hostname = instance.host.hostname if instance.host is not None else ""
@@ -865,6 +869,11 @@ def instance_rebuild(*, instance: Instance, image: Image, user: User | None, nam
     if description is not UNSET:
         updates["description"] = _check_description(description)
     with transaction.atomic():
+        new_root = updates.get("root_gb", instance.root_gb)
+        if new_root > instance.root_gb and instance.host is not None and not scheduler.fits_growth(
+                instance, {**_flavor_resources(instance), "root_gb": new_root}):
+            raise NoValidHost(f"No valid host was found: host {instance.host.hostname} has no room for the "
+                              f"{new_root} GB root disk of image {image.name}.")
         _begin(instance=instance, transition=TRANSITIONS["rebuild"], user=user, request_id=request_id, **updates)
         if boot_volume is None:
             instance.image = image

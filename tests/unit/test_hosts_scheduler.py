@@ -154,6 +154,11 @@ def test_usage_counters_follow_every_write_to_instances(world):
         ({"swap_mb": 1025}, x),  # swap counts in whole GiB, rounded up
         ({"ephemeral_gb": 3, "swap_mb": 0}, x),  # one grows as the other goes
         ({"host": a}, x),  # moved back with all of its disks
+        ({"vcpus": 2, "old_vcpus": 4, "old_memory_mib": 128, "old_root_gb": 5, "old_ephemeral_gb": 3,
+          "old_swap_mb": 0}, x),  # resized down: the old flavor's amounts stay held until confirmed
+        ({"memory_mib": 512}, x),  # ... and the larger of the two counts
+        ({"old_vcpus": None, "old_memory_mib": None, "old_root_gb": None, "old_ephemeral_gb": None,
+          "old_swap_mb": None}, x),  # confirmed: the new flavor alone
         ({"host": None}, x),  # unplaced (a reschedule)
         ({"deleted_at": timezone.now()}, y),  # soft-deleted
         ({"vcpus": 8}, y),  # a deleted instance no longer counts, whatever it changes
@@ -163,6 +168,8 @@ def test_usage_counters_follow_every_write_to_instances(world):
         assert (counted(a), counted(b)) == (recounted(a), recounted(b)), change
         if change == {"swap_mb": 1025}:
             assert counted(b)[2] == 5 + 2 + 2
+        if change == {"memory_mib": 512}:
+            assert counted(a) == (1 + 4, 128 + 512, 1 + 5 + 3)
     assert counted(a) == counted(b) == (0, 0, 0)
     z = _place(world, b)
     z.name = "renamed"

@@ -6,6 +6,7 @@ from rest_framework.test import APIClient
 from apps.hosts.models import Host
 from apps.instances import services
 from apps.instances.models import Flavor, Instance, Migration
+from apps.images.models import Image, ImageStatus, Visibility
 from apps.instances.selectors import host_usage
 from apps.instances.states import PowerState, TaskState, VmState, api_status
 from apps.tenants.models import Quota
@@ -248,6 +249,40 @@ def test_rebuild(world, vm, fake_driver):
     i = fresh(vm)
     assert (i.vm_state, i.task_state, i.name) == (VmState.ACTIVE, None, "renamed")
     assert ("rebuild", str(vm.id)) in fake_driver.calls
+
+
+def test_a_resize_holds_the_larger_flavor_until_confirmed_so_a_revert_has_room(world, fake_driver):
+    host = make_host(vcpus=3, memory_mib=1024)
+    big = Flavor.objects.create(id="b2", name="big", vcpus=2, ram=512, disk=1)
+    vm = fresh(services.instance_create(user=world.member, project=world.project, name="vm", flavor=big,
+                                        image=world.image))
+    services.instance_resize(instance=vm, flavor=world.flavor, user=world.member)  # down to 1 vCPU, 128 MiB
+    assert (fresh(vm).vcpus, host_usage(host=host).vcpus, host_usage(host=host).memory_mib) == (1, 2, 512)
+    # The vCPU the resize gave up is not free yet: another 2-vCPU server does not fit beside it.
+    other = services.instance_create(user=world.member, project=world.project, name="other", flavor=big,
+                                     image=world.image)
+    assert fresh(other).vm_state == VmState.ERROR
+    services.instance_resize_revert(instance=fresh(vm), user=world.member)
+    assert (fresh(vm).vcpus, host_usage(host=host).vcpus) == (2, 2)
+    services.instance_resize(instance=fresh(vm), flavor=world.flavor, user=world.member)
+    services.instance_resize_confirm(instance=fresh(vm), user=world.member)
+    assert (host_usage(host=host).vcpus, host_usage(host=host).memory_mib) == (1, 128)  # now it is free
+
+
+def test_a_rebuild_that_grows_the_root_disk_needs_room_on_the_host(world, fake_driver):
+    host = make_host(disk_gb=2)
+    any_disk = Flavor.objects.create(id="d0", name="any-disk", vcpus=1, ram=128, disk=0)  # the image's size
+    vm = fresh(services.instance_create(user=world.member, project=world.project, name="vm", flavor=any_disk,
+                                        image=world.image))
+    assert (vm.root_gb, host_usage(host=host).disk_gb) == (1, 1)
+    large = Image.objects.create(project=world.project, name="large", status=ImageStatus.ACTIVE, disk_format="qcow2",
+                                 visibility=Visibility.PUBLIC, size=1 << 20, virtual_size=3 << 30)
+    with pytest.raises(NoValidHost, match="has no room for the 3 GB root disk of image large"):
+        services.instance_rebuild(instance=vm, image=large, user=world.member)
+    assert (fresh(vm).vm_state, fresh(vm).task_state, fresh(vm).root_gb) == (VmState.ACTIVE, None, 1)
+    Host.objects.filter(pk=host.pk).update(disk_gb=3)
+    services.instance_rebuild(instance=fresh(vm), image=large, user=world.member)
+    assert (fresh(vm).root_gb, host_usage(host=host).disk_gb) == (3, 3)
 
 
 def test_delete_from_every_state(world, fake_driver):

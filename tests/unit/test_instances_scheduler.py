@@ -160,5 +160,5 @@ def test_resize_room_is_checked_on_the_instance_host(world):
     instance = Instance.objects.select_related("host").get(pk=create(world).pk)
     disks = {"root_gb": 1, "ephemeral_gb": 0, "swap_mb": 0}
     with transaction.atomic():
-        assert scheduler.fits_resize(instance, {"vcpus": 2, "memory_mib": 256, **disks})
-        assert not scheduler.fits_resize(instance, {"vcpus": 3, "memory_mib": 128, **disks})
+        assert scheduler.fits_growth(instance, {"vcpus": 2, "memory_mib": 256, **disks})
+        assert not scheduler.fits_growth(instance, {"vcpus": 3, "memory_mib": 128, **disks})
