@@ -17,7 +17,9 @@ _MONO = {"class": "form-control font-monospace"}
 
 class FlavorChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, flavor):
-        return f"{flavor.name} ({flavor.vcpus} vCPU, {flavor.ram} MiB RAM, {flavor.disk} GB disk)"
+        extra = (f", {flavor.ephemeral} GB ephemeral" if flavor.ephemeral else "") + (
+            f", {flavor.swap} MiB swap" if flavor.swap else "")
+        return f"{flavor.name} ({flavor.vcpus} vCPU, {flavor.ram} MiB RAM, {flavor.disk} GB disk{extra})"
 
 
 class ImageChoiceField(forms.ModelChoiceField):

@@ -175,6 +175,8 @@ def test_admin_host_and_flavor_pages(client, world):
     assert (flavor.ephemeral, flavor.swap) == (2, 512)
     row = client.get("/instances/flavors/").content.decode().split('data-name="x1"')[1].split("</tr>")[0]
     assert "2 GB" in row and "512 MiB" in row
+    launch = client.get("/instances/launch/").content.decode()
+    assert "x1 (1 vCPU, 64 MiB RAM, 1 GB disk, 2 GB ephemeral, 512 MiB swap)" in launch
     client.post(f"/instances/flavors/{flavor.pk}/delete/")
     assert not Flavor.objects.filter(pk=flavor.pk).exists()
 
