@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models, transaction
@@ -62,6 +64,30 @@ class Host(BaseModel):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+class Aggregate(models.Model):
+    """Nova's host aggregate: a named group of hosts with metadata. The metadata key
+    ``availability_zone`` puts its hosts in that zone; each host's ``availability_zone`` is kept
+    from its aggregates by the services (the scheduler filters on the host's column)."""
+
+    id = models.BigAutoField(primary_key=True)  # an integer, as Nova's (its uuid only shows from 2.41)
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=255, unique=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    hosts = models.ManyToManyField(Host, related_name="aggregates", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def availability_zone(self) -> str | None:
+        return self.metadata.get("availability_zone")
 
 
 class _HostCounter(models.Model):

@@ -1,11 +1,7 @@
-import zlib
-from dataclasses import dataclass
-from datetime import datetime
-
 from django.db.models import QuerySet
 
 from agents.names import TASK_HOST_UPTIME
-from apps.hosts.models import DEFAULT_AVAILABILITY_ZONE, Host, HostState, HostStatus
+from apps.hosts.models import Aggregate, Host, HostState, HostStatus
 from cloudmgr.exceptions import NotFound, ServiceUnavailable, ValidationError
 from cloudmgr.rpc import agent_call
 
@@ -44,29 +40,13 @@ def host_uptime(*, host: Host) -> str:
     return answer["uptime"]
 
 
-@dataclass(frozen=True)
-class ZoneAggregate:
-    """A host aggregate as Nova has one for each availability zone other than its default."""
-    id: int
-    name: str
-    hosts: list[str]
-    created_at: datetime
+def aggregate_list() -> QuerySet[Aggregate]:
+    return Aggregate.objects.prefetch_related("hosts")
 
 
-def zone_aggregates() -> list[ZoneAggregate]:
-    """An availability zone is a host attribute here; Nova keeps it as an aggregate whose
-    metadata names the zone, so each zone but the default one reads as such an aggregate. Its
-    id, an integer as Nova's, is derived from the zone's name so that it stays the same."""
-    zones: dict[str, list[Host]] = {}
-    for host in Host.objects.exclude(availability_zone=DEFAULT_AVAILABILITY_ZONE).order_by("hostname"):
-        zones.setdefault(host.availability_zone, []).append(host)
-    return [ZoneAggregate(id=zlib.crc32(zone.encode()) & 0x7FFFFFFF, name=zone,
-                          hosts=[h.hostname for h in hosts], created_at=min(h.created_at for h in hosts))
-            for zone, hosts in sorted(zones.items())]
-
-
-def zone_aggregate_get(*, aggregate_id: str) -> ZoneAggregate:
-    for aggregate in zone_aggregates():
-        if str(aggregate.id) == aggregate_id:
-            return aggregate
-    raise NotFound(f"Aggregate {aggregate_id} could not be found.")
+def aggregate_get(*, aggregate_id) -> Aggregate:
+    digits = str(aggregate_id)
+    aggregate = aggregate_list().filter(pk=int(digits)).first() if digits.isdigit() and int(digits) < 2**63 else None
+    if aggregate is None:
+        raise NotFound(f"Aggregate {aggregate_id} could not be found.")
+    return aggregate

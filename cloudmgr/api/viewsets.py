@@ -15,6 +15,14 @@ def only_keys(body: dict, allowed: set[str], what: str) -> None:
                               f"({', '.join(map(repr, unknown))} were unexpected)")
 
 
+def only_field(args, action: str, field: str):
+    """The value of an action body that is one required field and nothing else (Nova's schema)."""
+    if not isinstance(args, dict) or field not in args:
+        raise ValidationError(f"Invalid input for field/attribute {action}. '{field}' is a required property")
+    only_keys(args, {field}, action)
+    return args[field]
+
+
 class ProjectScopedViewSet(viewsets.ViewSet):
     error_style = "keystone"
     admin_only = False

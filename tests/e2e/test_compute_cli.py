@@ -208,3 +208,26 @@ def test_usage_show_and_list(live_cloud):
     assert float(shown["RAM MB-Hours"]) > float(shown["CPU Hours"])
     listed = openstack(live_cloud, "usage", "list", "-f", "json")  # every project's: this user is an admin
     assert any(servers(row["Servers"]) >= 1 and float(row["CPU Hours"]) > 0 for row in listed)
+
+
+def test_aggregates_group_hosts_and_set_zones(live_cloud):
+    """`openstack aggregate ...` as an admin. The cloud's one host keeps its zone here (other
+    tests' servers live on it): the zone moves are in tests/unit/test_compute_api_nova.py."""
+    cloud = live_cloud
+    host = openstack(cloud, "compute", "service", "list", "-f", "json")[0]["Host"]
+    created = openstack(cloud, "aggregate", "create", "ssd-hosts", "-f", "json")
+    assert created["name"] == "ssd-hosts" and created["availability_zone"] is None
+    run(cloud, "aggregate", "add", "host", "ssd-hosts", host)
+    run(cloud, "aggregate", "set", "--property", "ssd=true", "ssd-hosts")
+    shown = openstack(cloud, "aggregate", "show", "ssd-hosts", "-f", "json")
+    assert (shown["hosts"], shown["properties"]) == ([host], {"ssd": "true"})
+    assert "ssd-hosts" in {a["Name"] for a in openstack(cloud, "aggregate", "list", "-f", "json")}
+    zoned = openstack(cloud, "aggregate", "create", "--zone", "az-cli", "az-cli-hosts", "-f", "json")
+    assert zoned["availability_zone"] == "az-cli"
+    run(cloud, "aggregate", "set", "--name", "az-cli-racks", "az-cli-hosts")
+    run(cloud, "aggregate", "unset", "--property", "ssd", "ssd-hosts")
+    assert openstack(cloud, "aggregate", "show", "ssd-hosts", "-f", "json")["properties"] == {}
+    run(cloud, "aggregate", "remove", "host", "ssd-hosts", host)
+    run(cloud, "aggregate", "delete", "ssd-hosts", "az-cli-racks")
+    assert not {"ssd-hosts", "az-cli-racks"} & {a["Name"] for a in openstack(cloud, "aggregate", "list", "-f",
+                                                                                "json")}

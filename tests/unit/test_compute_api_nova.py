@@ -197,22 +197,75 @@ def test_os_hosts_list_show_and_enable(world):
     assert api(world, world.member).get(f"{V}/os-hosts").status_code == 403
 
 
-def test_availability_zones_read_as_aggregates(world):
-    """Nova keeps a zone as an aggregate with the zone in its metadata; its default zone has none."""
+def test_aggregates_put_hosts_in_availability_zones(world):
+    """Nova's os-aggregates: an aggregate's availability_zone is its hosts' zone, which the
+    scheduler and the zone list follow; a host is in one zone, and one with instances stays."""
     make_host("node1")
-    make_host("node2", availability_zone="london")
-    make_host("node3", availability_zone="london")
+    make_host("node2")
     admin = api(world, world.admin)
-    aggregates = admin.get(f"{V}/os-aggregates").json()["aggregates"]
-    assert [(a["name"], a["availability_zone"], a["hosts"], a["metadata"]) for a in aggregates] == [
-        ("london", "london", ["node2", "node3"], {"availability_zone": "london"})]
-    assert set(aggregates[0]) == {"id", "name", "availability_zone", "hosts", "metadata", "created_at",
-                                  "updated_at", "deleted", "deleted_at"}
-    shown = admin.get(f"{V}/os-aggregates/{aggregates[0]['id']}").json()["aggregate"]
-    assert shown == aggregates[0] and isinstance(shown["id"], int)
-    assert admin.get(f"{V}/os-aggregates/1").status_code == 404
-    assert admin.post(f"{V}/os-aggregates", {"aggregate": {"name": "a"}}, format="json").status_code == 405
+
+    def call(method, path, body=None, expect=200):
+        resp = getattr(admin, method)(f"{V}/os-aggregates{path}", body, format="json")
+        assert resp.status_code == expect, resp.content
+        return resp.json() if resp.content else None
+
+    def zone_of(hostname):
+        return Host.objects.get(hostname=hostname).availability_zone
+
+    created = call("post", "", {"aggregate": {"name": "london-racks", "availability_zone": "london"}})["aggregate"]
+    assert set(created) == {"id", "name", "availability_zone", "created_at", "updated_at", "deleted", "deleted_at"}
+    agg = created["id"]
+    assert isinstance(agg, int) and created["availability_zone"] == "london"
+    shown = call("post", f"/{agg}/action", {"add_host": {"host": "node2"}})["aggregate"]
+    assert (shown["hosts"], shown["metadata"], zone_of("node2")) == (["node2"], {"availability_zone": "london"},
+                                                                     "london")
+    assert call("get", "")["aggregates"] == [call("get", f"/{agg}")["aggregate"]]
+    zones = admin.get(f"{V}/os-availability-zone").json()["availabilityZoneInfo"]
+    assert {z["zoneName"] for z in zones} == {"nova", "london"}
+    # The scheduler places a server asking for the zone on its host.
+    server = admin.post(f"{V}/servers", {"server": {"name": "in-london", "imageRef": str(world.image.id),
+                                                    "flavorRef": world.flavor.id, "availability_zone": "london"}},
+                        format="json").json()["server"]["id"]
+    assert Instance.objects.get(pk=server).host.hostname == "node2"
+
+    # Refused: a second zone for a host, moving a host with instances, a duplicate, a non-empty delete.
+    other = call("post", "", {"aggregate": {"name": "paris-racks", "availability_zone": "paris"}})["aggregate"]["id"]
+    call("post", f"/{other}/action", {"add_host": {"host": "node2"}}, expect=409)
+    call("post", f"/{agg}/action", {"remove_host": {"host": "node2"}}, expect=409)
+    call("put", f"/{agg}", {"aggregate": {"availability_zone": "berlin"}}, expect=400)
+    call("post", "", {"aggregate": {"name": "london-racks"}}, expect=409)
+    call("post", "", {"aggregate": {"name": "x", "availability_zone": "a:b"}}, expect=400)
+    call("post", "", {"aggregate": {"name": "x", "zone": "a"}}, expect=400)
+    call("delete", f"/{agg}", expect=400)
+    call("post", f"/{agg}/action", {"add_host": {"host": "nope"}}, expect=404)
+    call("post", f"/{agg}/action", {"add_host": {"host": "node2"}}, expect=409)
+    call("post", f"/{agg}/action", {"evacuate": {}}, expect=400)
+    call("get", "/99999", expect=404)
+    for bad in ({"aggregate": {"name": 5}}, {"aggregate": {"name": " "}}, {"aggregate": []}, [1]):
+        call("post", "", bad, expect=400)
+    for bad in ({"aggregate": {}}, {"aggregate": {"name": None}}, {"aggregate": {"uuid": "x"}}):
+        call("put", f"/{agg}", bad, expect=400)
+    for bad in ({"add_host": {"host": 5}}, {"add_host": "node1"}, {"set_metadata": {"metadata": []}},
+                {"set_metadata": {"metadata": {"k": {"a": 1}}}}, {"set_metadata": {"metadata": {"": "v"}}},
+                {"add_host": {"host": "node1"}, "remove_host": {"host": "node1"}}):
+        call("post", f"/{agg}/action", bad, expect=400)
+    call("get", "/not-a-number", expect=404)
+    assert zone_of("node2") == "london"
+
+    # Metadata: set and removed by null; an aggregate without a zone leaves its hosts in "nova".
+    shown = call("post", f"/{other}/action", {"set_metadata": {"metadata": {"ssd": "true", "availability_zone": None}}})
+    assert shown["aggregate"]["metadata"] == {"ssd": "true"} and shown["aggregate"]["availability_zone"] is None
+    call("post", f"/{other}/action", {"add_host": {"host": "node1"}})
+    assert zone_of("node1") == "nova"
+    call("put", f"/{other}", {"aggregate": {"name": "rack-7", "availability_zone": "paris"}})
+    assert (zone_of("node1"), call("get", f"/{other}")["aggregate"]["name"]) == ("paris", "rack-7")
+    call("post", f"/{other}/action", {"remove_host": {"host": "node1"}})
+    assert zone_of("node1") == "nova"
+    assert call("delete", f"/{other}") is None
+    call("get", f"/{other}", expect=404)
     assert api(world, world.member).get(f"{V}/os-aggregates").status_code == 403
+    assert api(world, world.member).post(f"{V}/os-aggregates", {"aggregate": {"name": "m"}},
+                                         format="json").status_code == 403
 
 
 def test_server_groups_anti_affinity(world):

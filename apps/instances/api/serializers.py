@@ -402,11 +402,14 @@ def host_resources_body(host, used, by_project: dict) -> list[dict]:
             *(resource(project, usage) for project, usage in by_project.items())]
 
 
-def aggregate_body(aggregate) -> dict:
-    """Nova's aggregate before 2.41 (no uuid)."""
-    return {"id": aggregate.id, "name": aggregate.name, "availability_zone": aggregate.name,
-            "hosts": aggregate.hosts, "metadata": {"availability_zone": aggregate.name},
-            "created_at": _naive_utc(aggregate.created_at), "updated_at": None, "deleted": False, "deleted_at": None}
+def aggregate_body(aggregate, *, members: bool = True) -> dict:
+    """Nova's aggregate before 2.41 (no uuid); a create's answer has no hosts and metadata."""
+    body = {"id": aggregate.id, "name": aggregate.name, "availability_zone": aggregate.availability_zone,
+            "created_at": _naive_utc(aggregate.created_at), "updated_at": _naive_utc(aggregate.updated_at),
+            "deleted": False, "deleted_at": None}
+    if members:
+        body.update(hosts=[host.hostname for host in aggregate.hosts.all()], metadata=aggregate.metadata)
+    return body
 
 
 def service_body(host, *, version: Version = BASE_VERSION) -> dict:

@@ -69,8 +69,10 @@ urlpatterns = [
     path("v2.1/os-hosts/<str:pk>", views.HostViewSet.as_view({"get": "retrieve", "put": "update"})),
     *[path(f"v2.1/os-hosts/<str:pk>/{action}", views.HostViewSet.as_view({"get": "power_action"}), {"action": action})
       for action in ("startup", "shutdown", "reboot")],
-    path("v2.1/os-aggregates", views.AggregateViewSet.as_view({"get": "list"})),
-    path("v2.1/os-aggregates/<str:pk>", views.AggregateViewSet.as_view({"get": "retrieve"})),
+    path("v2.1/os-aggregates", views.AggregateViewSet.as_view({"get": "list", "post": "create"})),
+    path("v2.1/os-aggregates/<str:pk>",
+         views.AggregateViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"})),
+    path("v2.1/os-aggregates/<str:pk>/action", views.AggregateViewSet.as_view({"post": "action"})),
     path("v2.1/os-services", services.as_view({"get": "list"})),
     path("v2.1/os-services/enable", services.as_view({"put": "enable"})),
     path("v2.1/os-services/disable", services.as_view({"put": "disable"})),

@@ -12,8 +12,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.hosts.models import Host
-from apps.hosts.selectors import host_get, host_list, host_uptime, hosts_matching, zone_aggregate_get, zone_aggregates
-from apps.hosts.services import host_disable, host_enable, host_force_down
+from apps.hosts.selectors import aggregate_get, aggregate_list, host_get, host_list, host_uptime, hosts_matching
+from apps.hosts.services import (
+    aggregate_add_host,
+    aggregate_create,
+    aggregate_delete,
+    aggregate_remove_host,
+    aggregate_set_metadata,
+    aggregate_update,
+    host_disable,
+    host_enable,
+    host_force_down,
+)
 from apps.images.selectors import image_get
 from apps.instances import services
 from apps.instances.api import serializers as s
@@ -55,7 +65,7 @@ from apps.volumes.selectors import servers_volumes
 from cloudmgr.api.microversions import MicroversionMixin, Version, supports
 from cloudmgr.api.pagination import MAX_LIMIT, page_limit, query_flag
 from cloudmgr.api.versions import UPDATED, link, public_url
-from cloudmgr.api.viewsets import ProjectScopedViewSet, only_keys
+from cloudmgr.api.viewsets import ProjectScopedViewSet, only_field, only_keys
 from cloudmgr.exceptions import NotFound, NotImplementedHere, PermissionDenied, ValidationError
 from cloudmgr.models import filter_pk
 
@@ -560,14 +570,6 @@ class ServerViewSet(ComputeViewSet):
     def _accepted(self):
         return Response(status=status.HTTP_202_ACCEPTED)
 
-    @staticmethod
-    def _only_field(args, action: str, field: str):
-        """The value of an action body that is one required field and nothing else (Nova's schema)."""
-        if not isinstance(args, dict) or field not in args:
-            raise ValidationError(f"Invalid input for field/attribute {action}. '{field}' is a required property")
-        only_keys(args, {field}, action)
-        return args[field]
-
     def _simple(service):
         def handler(self, instance, args):
             service(instance=instance, user=self.user, request_id=self.request_id)
@@ -674,7 +676,7 @@ class ServerViewSet(ComputeViewSet):
 
     def _add_fixed_ip(self, instance, args):
         # Nova's schema: {"networkId": a string or an integer}, nothing else.
-        network_id = self._only_field(args, "addFixedIp", "networkId")
+        network_id = only_field(args, "addFixedIp", "networkId")
         if isinstance(network_id, bool) or not isinstance(network_id, str | int) or network_id == "":
             raise ValidationError("Invalid input for field/attribute networkId: it must be a string or an integer.")
         services.instance_fixed_ip_add(instance=instance, user=self.user, network_id=network_id,
@@ -683,7 +685,7 @@ class ServerViewSet(ComputeViewSet):
 
     def _remove_fixed_ip(self, instance, args):
         # Nova's schema: {"address": an IP address}, nothing else.
-        address = self._only_field(args, "removeFixedIp", "address")
+        address = only_field(args, "removeFixedIp", "address")
         try:
             address = str(ipaddress.ip_address(address if isinstance(address, str) else ""))
         except ValueError as exc:
@@ -694,7 +696,7 @@ class ServerViewSet(ComputeViewSet):
         return self._accepted()
 
     def _reset_state(self, instance, args):
-        state = self._only_field(args, "os-resetState", "state")
+        state = only_field(args, "os-resetState", "state")
         services.instance_reset_state(instance=instance, user=self.user, state=state,
                                       request_id=self.request_id)
         return self._accepted()
@@ -705,7 +707,7 @@ class ServerViewSet(ComputeViewSet):
         return self._accepted()
 
     def _change_password(self, instance, args):
-        password = self._only_field(args, "changePassword", "adminPass")
+        password = only_field(args, "changePassword", "adminPass")
         services.instance_change_password(instance=instance, user=self.user, password=password,
                                           request_id=self.request_id)
         return self._accepted()
@@ -1086,15 +1088,53 @@ class HostViewSet(ComputeViewSet):
 
 
 class AggregateViewSet(ComputeViewSet):
-    """Read only: each availability zone other than the default reads as the aggregate Nova
-    would keep for it (apps.hosts.selectors.zone_aggregates); zones are a host attribute."""
+    """Nova's os-aggregates before 2.41: host aggregates; the ``availability_zone`` of one puts
+    its hosts in that zone. Answers 200 where Nova does (create, delete and actions included)."""
     admin_only = True
 
     def list(self, request):
-        return Response({"aggregates": [s.aggregate_body(a) for a in zone_aggregates()]})
+        return Response({"aggregates": [s.aggregate_body(a) for a in aggregate_list()]})
 
     def retrieve(self, request, pk):
-        return Response({"aggregate": s.aggregate_body(zone_aggregate_get(aggregate_id=pk))})
+        return Response({"aggregate": s.aggregate_body(aggregate_get(aggregate_id=pk))})
+
+    def create(self, request):
+        data = self.body("aggregate")
+        only_keys(data, {"name", "availability_zone"}, "aggregate")
+        if "name" not in data:
+            raise ValidationError("Invalid input for field/attribute aggregate. 'name' is a required property")
+        aggregate = aggregate_create(name=data["name"], availability_zone=data.get("availability_zone"))
+        return Response({"aggregate": s.aggregate_body(aggregate, members=False)})
+
+    def update(self, request, pk):
+        aggregate = aggregate_get(aggregate_id=pk)
+        return Response({"aggregate": s.aggregate_body(aggregate_update(aggregate=aggregate,
+                                                                        changes=self.body("aggregate")))})
+
+    def destroy(self, request, pk):
+        aggregate_delete(aggregate=aggregate_get(aggregate_id=pk))
+        return Response(status=status.HTTP_200_OK)
+
+    def action(self, request, pk):
+        aggregate = aggregate_get(aggregate_id=pk)
+        data = request.data
+        if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in self._ACTIONS:
+            raise ValidationError("Invalid input for field/attribute action: give one of "
+                                  f"{', '.join(self._ACTIONS)}.")
+        (name, args), = data.items()
+        field = self._ACTIONS[name]
+        value = only_field(args, name, field)
+        if name == "set_metadata":
+            aggregate = aggregate_set_metadata(aggregate=aggregate, metadata=value)
+        elif not isinstance(value, str):
+            raise ValidationError(f"Invalid input for field/attribute host. Value: {value}. It is not a string.")
+        elif name == "add_host":
+            aggregate = aggregate_add_host(aggregate=aggregate, hostname=value)
+        else:
+            aggregate = aggregate_remove_host(aggregate=aggregate, hostname=value)
+        return Response({"aggregate": s.aggregate_body(aggregate_get(aggregate_id=aggregate.pk))})
+
+    _ACTIONS = {"add_host": "host", "remove_host": "host", "set_metadata": "metadata"}
 
 
 class ServiceViewSet(ComputeViewSet):
