@@ -205,6 +205,9 @@ class HostReport:
     disk_gb: int
     agent_version: str
     domains: dict[str, int] = field(default_factory=dict)  # instance id -> power state
+    # As Nova's os-hypervisors shows them: QEMU's version (7.2.0 is 7002000) and the host CPU.
+    hypervisor_version: int = 0
+    cpu_info: dict[str, Any] = field(default_factory=dict)
     # When this agent process started (epoch seconds): a new value tells the control plane the
     # agent restarted, and it sends the host its whole network state (HostNetworkState).
     started_at: float = 0.0

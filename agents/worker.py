@@ -76,6 +76,7 @@ def build_host_report(driver: ComputeDriver | None = None, config: AgentConfig |
     config = config or get_config()
     driver = driver or get_driver()
     capacity = driver.host_capacity()
+    hypervisor = driver.hypervisor_info()
     domains = driver.list_domains()
     return HostReport(
         hostname=config.hostname,
@@ -86,6 +87,8 @@ def build_host_report(driver: ComputeDriver | None = None, config: AgentConfig |
         disk_gb=int(capacity["disk_gb"]),
         agent_version=AGENT_VERSION,
         domains={str(k): int(v) for k, v in domains.items()},
+        hypervisor_version=int(hypervisor["hypervisor_version"]),
+        cpu_info=dict(hypervisor["cpu_info"]),
         started_at=STARTED_AT,
     )
 

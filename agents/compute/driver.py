@@ -58,6 +58,10 @@ class ComputeDriver(abc.ABC):
     def host_capacity(self) -> dict[str, int]:
         """``{"vcpus": int, "memory_mib": int, "disk_gb": int}``: this host's total resources."""
 
+    @abc.abstractmethod
+    def hypervisor_info(self) -> dict[str, Any]:
+        """``{"hypervisor_version": int, "cpu_info": dict}``, as Nova's os-hypervisors shows them."""
+
 
     # -- lifecycle operations (each idempotent; each returns the power state afterwards) ----------
 

@@ -24,6 +24,7 @@ __all__ = ["BOOT_MARKER", "FakeDriver"]
 BOOT_MARKER = "CLOUDMGR_TESTVM_BOOTED"
 
 DEFAULT_CAPACITY = {"vcpus": 1024, "memory_mib": 4 * 1024 * 1024, "disk_gb": 100_000}
+FAKE_HYPERVISOR_VERSION = 1000000  # "1.0.0" in Nova's integer form
 
 
 class FakeDriver(ComputeDriver):
@@ -273,6 +274,11 @@ class FakeDriver(ComputeDriver):
     def host_capacity(self) -> dict[str, int]:
         with self._lock:
             return dict(self.capacity)
+
+    def hypervisor_info(self) -> dict[str, Any]:
+        return {"hypervisor_version": FAKE_HYPERVISOR_VERSION, "cpu_info": {
+            "arch": "x86_64", "model": "fake", "vendor": "cloudmgr", "features": [],
+            "topology": {"cells": 1, "sockets": 1, "cores": self.capacity["vcpus"], "threads": 1}}}
 
     # -- volumes -----------------------------------------------------------------------------
 

@@ -144,6 +144,7 @@ class LibvirtDriver(ComputeDriver):
         self._conns_lock = threading.Lock()
         self._instance_locks = KeyedLocks()
         self._cache_mode: str | None = None
+        self._hypervisor: dict[str, Any] | None = None  # hypervisor_info(), read once
         self._weight_warned = False
         self._starts = threading.BoundedSemaphore(config.max_concurrent_starts)
         self.arch = platform.machine() or "x86_64"
@@ -431,6 +432,27 @@ class LibvirtDriver(ComputeDriver):
             "memory_mib": int(total_kib) // 1024,
             "disk_gb": shutil.disk_usage(directory).total // GiB,
         }
+
+    def hypervisor_info(self) -> dict[str, Any]:
+        """QEMU's version as Nova reports it (7.2.0 is 7002000) and the host CPU as Nova's libvirt
+        driver describes it (``cpu_info``), from libvirt's capabilities; read once per process."""
+        if self._hypervisor is None:
+            conn = self._connection()
+            with self._libvirt("reading the host's capabilities"):
+                caps = ET.fromstring(conn.getCapabilities())
+                version = conn.getVersion()
+            cpu = caps.find("host/cpu")  # libvirt always describes it; model and vendor may be missing
+            topology = cpu.find("topology")
+            self._hypervisor = {"hypervisor_version": int(version), "cpu_info": {
+                "arch": cpu.findtext("arch", self.arch),
+                "model": cpu.findtext("model", ""),
+                "vendor": cpu.findtext("vendor", ""),
+                "topology": {"cells": len(caps.findall("host/topology/cells/cell")) or 1,
+                             **{k: int(topology.get(k, 1) if topology is not None else 1)
+                                for k in ("sockets", "cores", "threads")}},
+                "features": sorted(feature.get("name") for feature in cpu.findall("feature")),
+            }}
+        return self._hypervisor
 
     # -- lifecycle operations ----------------------------------------------------------------
 

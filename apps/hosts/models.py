@@ -55,6 +55,9 @@ class Host(BaseModel):
     forced_down = models.BooleanField(default=False)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     agent_version = models.CharField(max_length=32, blank=True, default="")
+    # What the agent reports for os-hypervisors: QEMU's version (7.2.0 is 7002000) and the host CPU.
+    hypervisor_version = models.PositiveIntegerField(default=0)
+    cpu_info = models.JSONField(default=dict, blank=True)
     # The last heartbeat's domains ({instance id: power state}) for the reconciler; may include
     # domains no record owns (another cloud on the same libvirt).
     domains = models.JSONField(default=dict, blank=True)

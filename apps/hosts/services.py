@@ -36,6 +36,8 @@ def host_heartbeat(*, report: HostReport) -> Host:
     host.memory_mib = report.memory_mib
     host.disk_gb = report.disk_gb
     host.agent_version = report.agent_version
+    host.hypervisor_version = report.hypervisor_version
+    host.cpu_info = dict(report.cpu_info or {})
     host.domains = dict(report.domains or {})
     host.state = HostState.DOWN if host.forced_down else HostState.UP
     host.last_heartbeat = timezone.now()

@@ -167,6 +167,13 @@ def test_spawn_boot_list_destroy(driver, testvm_image, libvirt_conn, record_prop
     assert report.vcpus >= 1 and report.memory_mib >= 128 and report.disk_gb >= 1
     assert report.domains[spec.instance_id] == POWER_RUNNING
     assert report.to_dict()["version"] == 1
+    # os-hypervisors' view of the host, from libvirt: QEMU's version (7.2.x is 7002xxx) and CPU.
+    assert report.hypervisor_version == libvirt_conn.getVersion() >= 7_000_000
+    cpu = report.cpu_info
+    assert set(cpu) == {"arch", "model", "vendor", "topology", "features"}
+    assert cpu["arch"] == "x86_64" and cpu["model"] and cpu["vendor"] in ("AMD", "Intel")
+    assert set(cpu["topology"]) == {"cells", "sockets", "cores", "threads"} and cpu["topology"]["cores"] >= 1
+    assert cpu["features"] and cpu["features"] == sorted(cpu["features"])
 
     # Spawning again is a no-op (the disk is not recreated).
     inode = paths.root_disk.stat().st_ino

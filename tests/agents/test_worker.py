@@ -39,6 +39,9 @@ def test_build_host_report(fake_driver, config):
         disk_gb=500,
         agent_version=AGENT_VERSION,
         domains={spec.instance_id: POWER_RUNNING},
+        hypervisor_version=1000000,
+        cpu_info={"arch": "x86_64", "model": "fake", "vendor": "cloudmgr", "features": [],
+                  "topology": {"cells": 1, "sockets": 1, "cores": 8, "threads": 1}},
         started_at=worker.STARTED_AT,  # this process's start: the control plane sees a restart by it
     )
     assert 0 < worker.STARTED_AT <= time.time()

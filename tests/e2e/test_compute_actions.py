@@ -339,7 +339,7 @@ def test_novnc_console_websocket_handshake_and_rfb_greeting(live_cloud, vm):
     shown = openstack(live_cloud, "--debug", "console", "url", "show", vm.id, "-f", "json", check=False)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert f"POST {live_cloud.url}/compute/v2.1/servers/{vm.id}/remote-consoles" in shown.stderr
-    assert "OpenStack-API-Version: compute 2.26" in shown.stderr
+    assert "OpenStack-API-Version: compute 2.28" in shown.stderr
     console = json.loads(shown.stdout)
     assert console["type"] == "novnc" and console["protocol"] == "vnc"
     data = novnc_handshake(live_cloud, console["url"])

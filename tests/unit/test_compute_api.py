@@ -167,7 +167,7 @@ def test_version_documents_need_no_token(db):
     assert root.status_code == 200
     assert [v["id"] for v in root.json()["versions"]] == ["v2.0", "v2.1"]
     v21 = client().get("/compute/v2.1").json()["version"]
-    assert v21["version"] == "2.26" and v21["min_version"] == "2.1"
+    assert v21["version"] == "2.28" and v21["min_version"] == "2.1"
     identity = client().get("/identity/")
     assert identity.status_code == 300
     assert identity.json()["versions"]["values"][0]["id"].startswith("v3")

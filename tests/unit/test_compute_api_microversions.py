@@ -2,11 +2,13 @@
 its version (docs/compute.md lists them), and POST /servers/{id}/remote-consoles (2.6)."""
 
 import base64
+import json
 from urllib.parse import unquote
 
 import pytest
 from rest_framework.test import APIClient
 
+from apps.hosts.models import Host
 from apps.instances.consoles import console_token_consume
 from apps.instances.models import Flavor, Instance
 from apps.instances.states import VmState
@@ -50,14 +52,26 @@ def nova_error(resp, status):
     return kind, body["message"]
 
 
-def test_version_document_and_negotiation_up_to_2_26(world):
+def test_version_document_and_negotiation_up_to_2_28(world):
     version = APIClient().get(f"{V}/").json()["version"]
-    assert (version["min_version"], version["version"]) == ("2.1", "2.26")
+    assert (version["min_version"], version["version"]) == ("2.1", "2.28")
     c = Api(world, world.member)
     resp = c("get", "/flavors", "latest")
-    assert resp["OpenStack-API-Version"] == "compute 2.26" and resp["X-OpenStack-Nova-API-Version"] == "2.26"
-    assert c("get", "/flavors", "2.26").status_code == 200
-    assert c("get", "/flavors", "2.27").status_code == 406
+    assert resp["OpenStack-API-Version"] == "compute 2.28" and resp["X-OpenStack-Nova-API-Version"] == "2.28"
+    assert c("get", "/flavors", "2.28").status_code == 200
+    assert c("get", "/flavors", "2.29").status_code == 406
+
+
+def test_2_28_cpu_info_is_an_object(world):
+    """The host CPU its agent reported: a JSON string inside the body below 2.28, an object from it."""
+    cpu = {"arch": "x86_64", "model": "kvm64", "vendor": "AMD", "features": ["sse4.2"],
+           "topology": {"cells": 1, "sockets": 1, "cores": 2, "threads": 1}}
+    Host.objects.filter(pk=make_host().pk).update(cpu_info=cpu, hypervisor_version=7002022)
+    c = Api(world, world.admin)
+    old = c("get", "/os-hypervisors/detail", "2.27").json()["hypervisors"][0]
+    new = c("get", "/os-hypervisors/detail", "2.28").json()["hypervisors"][0]
+    assert (json.loads(old["cpu_info"]), new["cpu_info"]) == (cpu, cpu)
+    assert old["hypervisor_version"] == new["hypervisor_version"] == 7002022
 
 
 # -- 2.2: keypair type, create 201 and delete 204 ------------------------------------------------

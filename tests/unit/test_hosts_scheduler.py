@@ -29,6 +29,9 @@ def report(hostname="node9", **fields):
 def test_heartbeat_registers_and_updates_a_host():
     host = host_services.host_heartbeat(report=report())
     assert (host.state, host.queue, host.vcpus, host.memory_mib) == (HostState.UP, "host.node9", 2, 4096)
+    cpu = {"arch": "x86_64", "model": "kvm64", "topology": {"cells": 1, "sockets": 1, "cores": 2, "threads": 1}}
+    host = host_services.host_heartbeat(report=report(hypervisor_version=7002022, cpu_info=cpu))
+    assert (host.hypervisor_version, Host.objects.get().cpu_info) == (7002022, cpu)
     host_services.host_heartbeat(report=report(domains={"x": 1}))
     assert Host.objects.count() == 1
 

@@ -5,6 +5,7 @@ clients validate them against schemas that allow no others.
 """
 
 import hashlib
+import json
 from datetime import UTC
 
 from django.utils import timezone
@@ -361,16 +362,17 @@ def _security_group_rule_body(rule) -> dict:
 HOST_IP = "127.0.0.1"
 
 
-def hypervisor_body(host, usage, running: int, *, detail: bool) -> dict:
+def hypervisor_body(host, usage, running: int, *, detail: bool, version: Version = BASE_VERSION) -> dict:
+    """Nova's hypervisor; ``cpu_info`` is the host CPU as an object from 2.28, as a JSON string before."""
     body = {"id": str(host.pk), "hypervisor_hostname": host.hostname, "state": host.state, "status": host.status}
     if detail:
         body.update({
             "vcpus": host.vcpus, "memory_mb": host.memory_mib, "local_gb": host.disk_gb,
             "vcpus_used": usage.vcpus, "memory_mb_used": usage.memory_mib, "local_gb_used": usage.disk_gb,
             "free_ram_mb": host.memory_mib - usage.memory_mib, "free_disk_gb": host.disk_gb - usage.disk_gb,
-            "hypervisor_type": "QEMU", "hypervisor_version": 7002000, "running_vms": running,
+            "hypervisor_type": "QEMU", "hypervisor_version": host.hypervisor_version, "running_vms": running,
             "current_workload": 0, "disk_available_least": host.disk_gb - usage.disk_gb, "host_ip": HOST_IP,
-            "cpu_info": "{}",
+            "cpu_info": host.cpu_info if in_span(version, "2.28") else json.dumps(host.cpu_info),
             "service": {"host": host.hostname, "id": str(host.pk), "disabled_reason": host.disabled_reason or None},
         })
     return body

@@ -71,7 +71,7 @@ from cloudmgr.models import filter_pk
 
 MIN_VERSION = Version(2, 1)
 # Raised only when every change up to it is honoured (docs/compute.md): the SDK uses the maximum.
-MAX_VERSION = Version(2, 26)
+MAX_VERSION = Version(2, 28)
 
 
 def _version_v21() -> dict:
@@ -991,7 +991,8 @@ class HypervisorViewSet(ComputeViewSet):
         usage = hosts_usage(hosts=hosts)
         running = dict(Instance.objects.filter(host__in=hosts, deleted_at__isnull=True).values("host_id")
                        .annotate(n=Count("pk")).values_list("host_id", "n"))
-        return [s.hypervisor_body(h, usage[h.pk], running.get(h.pk, 0), detail=detail) for h in hosts]
+        return [s.hypervisor_body(h, usage[h.pk], running.get(h.pk, 0), detail=detail, version=self.request.api_version)
+                for h in hosts]
 
     def _hosts(self):
         hosts = host_list()
