@@ -58,6 +58,8 @@ class Host(BaseModel):
     # What the agent reports for os-hypervisors: QEMU's version (7.2.0 is 7002000) and the host CPU.
     hypervisor_version = models.PositiveIntegerField(default=0)
     cpu_info = models.JSONField(default=dict, blank=True)
+    # The guests' architecture (the host CPU's, from cpu_info), for the scheduler's image filter.
+    architecture = models.CharField(max_length=32, default="x86_64")
     # The last heartbeat's domains ({instance id: power state}) for the reconciler; may include
     # domains no record owns (another cloud on the same libvirt).
     domains = models.JSONField(default=dict, blank=True)

@@ -38,6 +38,7 @@ def host_heartbeat(*, report: HostReport) -> Host:
     host.agent_version = report.agent_version
     host.hypervisor_version = report.hypervisor_version
     host.cpu_info = dict(report.cpu_info or {})
+    host.architecture = host.cpu_info.get("arch") or host.architecture
     host.domains = dict(report.domains or {})
     host.state = HostState.DOWN if host.forced_down else HostState.UP
     host.last_heartbeat = timezone.now()

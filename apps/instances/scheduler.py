@@ -26,9 +26,8 @@ from django.db import connection, transaction
 from apps.hosts.models import Host, HostState, HostStatus
 from apps.instances.models import Instance, ServerGroup, local_gb
 
+# Glance's names for an image's architecture that libvirt (the hosts' reports) spells otherwise.
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "i686": "i386", "arm64": "aarch64"}
-# Hosts do not report their architecture yet: every compute host runs x86_64 guests.
-HOST_ARCHITECTURE = "x86_64"
 
 MAX_CANDIDATES = 5  # the claim tries the best few; if they all filled meanwhile it asks again
 
@@ -43,15 +42,8 @@ class Request:
     exclude: frozenset = field(default_factory=frozenset)  # host pks already tried
 
 
-def _arch_ok(request: Request) -> bool:
-    if not request.architecture:
-        return True
-    wanted = request.architecture.lower()
-    return ARCH_ALIASES.get(wanted, wanted) == HOST_ARCHITECTURE
-
-
-# The columns the claim needs (the heartbeat's domain list is large and none of its business).
-_HOST_COLUMNS = ", ".join(f"h.{f.column}" for f in Host._meta.concrete_fields if f.name != "domains")
+# The columns the claim needs (the heartbeat's domain list and CPU features are large and none of its business).
+_HOST_COLUMNS = ", ".join(f"h.{f.column}" for f in Host._meta.concrete_fields if f.name not in ("domains", "cpu_info"))
 # A host's usage is claimed (c) - released (r); see apps.hosts.models.HostClaimed.
 _USAGE = ("hosts_host h JOIN hosts_hostclaimed c ON c.host_id = h.id "
           "JOIN hosts_hostreleased r ON r.host_id = h.id")
@@ -70,8 +62,6 @@ def candidates(request: Request, group: ServerGroup | None = None, *, limit: int
     """The ``limit`` best hosts that pass every filter, best first: every filter and weigher in
     one SQL query over the hosts, their usage counters and the group's members. (By hand: the
     ORM took longer to build and compile this query than the database took to run it.)"""
-    if not _arch_ok(request):
-        return []
     joins, where, order = [], [], []
     params: list = []
     policy = group.policy if group is not None else None
@@ -88,6 +78,10 @@ def candidates(request: Request, group: ServerGroup | None = None, *, limit: int
     if request.availability_zone:
         where.append("h.availability_zone = %s")
         params.append(request.availability_zone)
+    if request.architecture:  # the image's: a host whose CPU runs it
+        wanted = request.architecture.lower()
+        where.append("h.architecture = %s")
+        params.append(ARCH_ALIASES.get(wanted, wanted))
     if request.exclude:
         where.append(f"h.id NOT IN ({', '.join(['%s'] * len(request.exclude))})")
         params += [_db_id(pk) for pk in request.exclude]

@@ -31,7 +31,9 @@ def test_heartbeat_registers_and_updates_a_host():
     assert (host.state, host.queue, host.vcpus, host.memory_mib) == (HostState.UP, "host.node9", 2, 4096)
     cpu = {"arch": "x86_64", "model": "kvm64", "topology": {"cells": 1, "sockets": 1, "cores": 2, "threads": 1}}
     host = host_services.host_heartbeat(report=report(hypervisor_version=7002022, cpu_info=cpu))
-    assert (host.hypervisor_version, Host.objects.get().cpu_info) == (7002022, cpu)
+    assert (host.hypervisor_version, Host.objects.get().cpu_info, host.architecture) == (7002022, cpu, "x86_64")
+    host = host_services.host_heartbeat(report=report(cpu_info={**cpu, "arch": "aarch64"}))
+    assert host.architecture == "aarch64"
     host_services.host_heartbeat(report=report(domains={"x": 1}))
     assert Host.objects.count() == 1
 

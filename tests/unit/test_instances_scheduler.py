@@ -60,6 +60,13 @@ def test_image_architecture_filter(world):
     world.image.properties = {"architecture": "amd64"}  # an alias of x86_64
     world.image.save()
     assert host_of(create(world, "ok")) == "x86"
+    make_host("arm", architecture="aarch64")  # as its heartbeat reports it (cpu_info's arch)
+    world.image.properties = {"architecture": "arm64"}
+    world.image.save()
+    assert host_of(create(world, "on-arm")) == "arm"
+    world.image.properties = {}  # any host
+    world.image.save()
+    assert {host_of(create(world, f"any{i}")) for i in range(4)} == {"x86", "arm"}
 
 
 def test_a_failed_spawn_is_retried_on_another_host(world, fake_driver):
