@@ -181,11 +181,23 @@ def _http_chunks(image: ImageRef) -> Iterator[bytes]:
         raise StorageError(f"image {image.id}: cannot download {image.source}: {exc}") from exc
 
 
-def _fetch(chunks: Iterable[bytes], dest: Path, image: ImageRef) -> None:
-    """Stream ``chunks`` into a temporary file beside ``dest``; verify; rename into place."""
+@contextlib.contextmanager
+def _partial_file(dest: Path) -> Iterator[tuple[int, Path]]:
+    """A new file beside ``dest`` (``.<name>.<random>.part``, which ``prune`` knows), open as the
+    descriptor given; removed if the block fails before moving it into place."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
+        yield fd, tmp
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _fetch(chunks: Iterable[bytes], dest: Path, image: ImageRef) -> None:
+    """Stream ``chunks`` into a temporary file beside ``dest``; verify; rename into place."""
+    with _partial_file(dest) as (fd, tmp):
         h = hashlib.sha512()
         size = 0
         try:
@@ -209,10 +221,6 @@ def _fetch(chunks: Iterable[bytes], dest: Path, image: ImageRef) -> None:
         _check_image(tmp, image)
         _write_digest(dest, digest)
         os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _fetch_file(src: Path, dest: Path, image: ImageRef) -> None:
@@ -272,9 +280,7 @@ def ensure_image(image: ImageRef, cache_dir: Path) -> Path:
 
 def _make_formatted(dest: Path, fs: str, size_bytes: int) -> None:
     """A sparse file of ``size_bytes`` beside ``dest``, formatted, then renamed into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
+    with _partial_file(dest) as (fd, tmp):
         try:
             with os.fdopen(fd, "wb") as fout:
                 fout.truncate(size_bytes)
@@ -283,10 +289,6 @@ def _make_formatted(dest: Path, fs: str, size_bytes: int) -> None:
         run_tool([*FORMATTERS[fs], tmp], timeout=FORMAT_TIMEOUT)
         os.chmod(tmp, 0o644)  # qemu (libvirt-qemu user) reads base images
         os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def ensure_formatted_base(cache_dir: Path, fs: str, size_mib: int) -> Path:
