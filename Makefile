@@ -30,7 +30,7 @@ test: host-test venv image
 	@echo "== concurrency and database dialect tests on PostgreSQL"
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m "concurrency or database" -q -p no:cacheprovider
 	@echo "== the whole suite (SQLite)"
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15
 
 # The unit tests on PostgreSQL, every one (about 3x their time on SQLite): `make test` runs only
 # the concurrency and `database` tests there.
