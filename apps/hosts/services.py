@@ -196,7 +196,7 @@ def aggregate_set_metadata(*, aggregate: Aggregate, metadata) -> Aggregate:
             updated.pop(key, None)
         else:
             updated[key] = _check_text(value, f"metadata {key}")
-    aggregate.metadata = {**updated, **({AZ_KEY: aggregate.availability_zone} if aggregate.availability_zone else {})}
+    aggregate.metadata = updated  # its zone kept, unless the zone key below changes it
     if AZ_KEY in metadata:
         _set_zone(aggregate, _check_zone(metadata[AZ_KEY]))
     aggregate.save()

@@ -138,6 +138,14 @@ def _root_gb(*, flavor: Flavor, image: Image) -> int:
     return flavor.disk
 
 
+# What an instance holds of its flavor (a resize keeps the old amounts in old_<field> until confirmed or reverted).
+_FLAVOR_RESOURCES = ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb")
+
+
+def _flavor_resources(instance: Instance) -> dict[str, int]:
+    return {field: getattr(instance, field) for field in _FLAVOR_RESOURCES}
+
+
 def _flavor_disks(*, ephemeral_gb: int, swap_mb: int) -> list[DiskSpec]:
     """The flavor's local disks after the root disk: ephemeral, then swap (Nova's vdb and vdc)."""
     disks = []
@@ -154,8 +162,8 @@ def _domain_spec(instance: Instance, *, old_flavor: bool = False, image: Image |
     image = image or instance.image
     image = image_ref(image=image) if image is not None else None
     prefix = "old_" if old_flavor else ""
-    vcpus, memory_mib, root_gb, ephemeral_gb, swap_mb = (
-        getattr(instance, prefix + field) for field in ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb"))
+    vcpus, memory_mib, root_gb, ephemeral_gb, swap_mb = (getattr(instance, prefix + field)
+                                                          for field in _FLAVOR_RESOURCES)
     # Volumes are disks too: the boot volume is the root disk of a server booted from a volume.
     boot_volume, volumes = server_volume_disks(instance=instance)
     return DomainSpec(
@@ -738,14 +746,6 @@ def instance_unlock(*, instance: Instance, user: User, request_id: str = "") -> 
         _action_finish(instance=instance, action="unlock", result="Success")
     instance.locked, instance.locked_by = False, ""
     return instance
-
-
-# What an instance holds of its flavor (a resize keeps the old amounts in old_<field> until confirmed or reverted).
-_FLAVOR_RESOURCES = ("vcpus", "memory_mib", "root_gb", "ephemeral_gb", "swap_mb")
-
-
-def _flavor_resources(instance: Instance) -> dict[str, int]:
-    return {field: getattr(instance, field) for field in _FLAVOR_RESOURCES}
 
 
 def _resize_deltas(old: dict, new: dict) -> dict[str, int]:
