@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 METADATA_NS = "urn:cloudmgr:instance:1"
 METADATA_PREFIX = "cloudmgr"
 ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"  # libvirt's QEMU-specific domain elements
+ET.register_namespace("qemu", QEMU_NS)
 
 
 def _yes_no(value: bool) -> str:
@@ -265,6 +267,8 @@ class Guest(ConfigObject):
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     devices: list[GuestDevice] = field(default_factory=list)
+    # QEMU capabilities libvirt should act as if this QEMU lacked (``<qemu:capabilities>``)
+    removed_qemu_capabilities: list[str] = field(default_factory=list)
     root_name = "domain"
 
     def format_dom(self) -> ET.Element:
@@ -302,6 +306,10 @@ class Guest(ConfigObject):
         devices = _sub(domain, "devices")
         for device in self.devices:
             devices.append(device.format_dom())
+        if self.removed_qemu_capabilities:
+            capabilities = _sub(domain, f"{{{QEMU_NS}}}capabilities")
+            for name in self.removed_qemu_capabilities:
+                _sub(capabilities, f"{{{QEMU_NS}}}del", capability=name)
         return domain
 
 

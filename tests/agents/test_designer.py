@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.compute.designer import design_guest
+from agents.compute.config import QEMU_NS
+from agents.compute.designer import SLOW_TCG_CPU_READ, design_guest
 from agents.compute.driver import ComputeError
 from agents.config import EPHEMERAL_DISK, SWAP_DISK, InstancePaths
 from agents.specs import DiskSpec, DomainSpec, ImageRef, NicSpec, VolumeConnection
@@ -110,6 +111,21 @@ def test_kvm_domain_uses_host_model_cpu():
     assert qemu.get("type") == "qemu" and qemu.find("cpu") is None
 
 
+def removed_capabilities(root: ET.Element) -> list[str]:
+    return [d.get("capability") for d in root.iterfind(f"{{{QEMU_NS}}}capabilities/{{{QEMU_NS}}}del")]
+
+
+def test_only_x86_tcg_domains_skip_libvirts_per_property_cpu_read():
+    def removed(virt_type: str, arch: str) -> list[str]:
+        guest = design_guest(make_spec(virt_type=virt_type), PATHS, arch=arch)
+        return removed_capabilities(ET.fromstring(guest.to_xml()))
+
+    assert removed("qemu", "x86_64") == [SLOW_TCG_CPU_READ] == ["cpu-unavailable-features"]
+    assert removed("qemu", "i686") == [SLOW_TCG_CPU_READ]
+    assert removed("kvm", "x86_64") == []  # a KVM guest's CPU is the host's: libvirt reads all of it
+    assert removed("qemu", "aarch64") == []  # the per-property read is libvirt's only one there
+
+
 def test_guest_agent_channel_only_when_asked():
     root = ET.fromstring(design_guest(make_spec(guest_agent=True), PATHS).to_xml())
     (channel,) = root.findall("devices/channel")
@@ -177,12 +193,6 @@ def test_invalid_specs_are_refused_with_a_readable_error(overrides, message):
 
 
 def test_rescue_boots_the_rescue_disk_and_attaches_the_root_disk_second():
-    from pathlib import Path
-
-    from agents.compute.designer import design_guest
-    from agents.config import InstancePaths
-    from agents.specs import DiskSpec, DomainSpec
-
     spec = DomainSpec(instance_id="0f0e0d0c-0000-4000-8000-000000000001", display_name="r", vcpus=1,
                       memory_mib=128, disks=[DiskSpec(name="rescue", size_gb=1), DiskSpec(name="root", size_gb=1)],
                       rescue=True)

@@ -21,6 +21,8 @@ import libvirt
 import pytest
 
 from agents import names, tasks
+from agents.compute.config import QEMU_NS
+from agents.compute.designer import SLOW_TCG_CPU_READ
 from agents.compute.driver import ComputeError, reset_driver
 from agents.compute.libvirt_driver import LibvirtDriver
 from agents.config import EPHEMERAL_DISK, SWAP_DISK, load_config
@@ -482,6 +484,34 @@ def test_spawn_and_resize_an_instance_with_ephemeral_and_swap_disks(driver, test
     assert driver.resize(spec, timeout=30, start=False) == POWER_SHUTDOWN
     assert domain_disks(libvirt_conn, spec.instance_id) == {"vda": "disk.qcow2"}
     assert sorted(p.name for p in paths.instance_dir.iterdir()) == ["console.log", "disk.qcow2", "disk.rescue.qcow2"]
+    driver.destroy(spec.instance_id)
+
+
+def test_tcg_domains_skip_libvirts_slow_cpu_read_and_run_the_same_cpu(driver, testvm_image, libvirt_conn):
+    """The designer removes libvirt's per-property CPU read for TCG guests: libvirt keeps that in
+    the domain, and starts the same CPU as it does with the full read."""
+    spec = make_spec(driver, testvm_image)
+    driver.spawn(spec)
+    dom = libvirt_conn.lookupByName(names.domain_name(spec.instance_id))
+    live = ET.fromstring(dom.XMLDesc(0))
+    removed = live.findall(f"{{{QEMU_NS}}}capabilities/{{{QEMU_NS}}}del")
+    assert [d.get("capability") for d in removed] == [SLOW_TCG_CPU_READ]
+
+    # The same domain with the full read, started paused beside it (without its files).
+    full = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    full.remove(full.find(f"{{{QEMU_NS}}}capabilities"))
+    devices = full.find("devices")
+    for device in devices.findall("disk") + devices.findall("serial") + devices.findall("console"):
+        devices.remove(device)
+    full.find("name").text = f"cloudmgr-test-cpu-{uuid.uuid4().hex[:8]}"
+    full.find("uuid").text = str(uuid.uuid4())
+    other = libvirt_conn.createXML(ET.tostring(full, encoding="unicode"), libvirt.VIR_DOMAIN_START_PAUSED)
+    try:
+        full_read_cpu = ET.fromstring(other.XMLDesc(0)).find("cpu")
+    finally:
+        other.destroy()
+    assert full_read_cpu.find("model").text == "qemu64"
+    assert ET.tostring(live.find("cpu")) == ET.tostring(full_read_cpu)
     driver.destroy(spec.instance_id)
 
 
