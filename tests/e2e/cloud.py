@@ -83,6 +83,18 @@ class Cloud:
             self._tokens[key] = resp.headers["X-Subject-Token"]
         return self._tokens[key]
 
+    def server(self, server_id: str) -> dict:
+        """The server as the admin sees it (a test's polling: each `openstack` run costs ~2 s)."""
+        response = self.request("GET", f"/compute/v2.1/servers/{server_id}", token=self.token())
+        assert response.status == 200, response.body
+        return response.body["server"]
+
+    def console_output(self, server_id: str, token: str | None = None) -> str:
+        """The server's console log ("" while it has none to give)."""
+        response = self.request("POST", f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {}},
+                                token=token or self.token())
+        return (response.body or {}).get("output", "") if response.status == 200 else ""
+
     def wait_for(self, predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
         deadline = time.monotonic() + timeout
         while True:

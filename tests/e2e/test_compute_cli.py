@@ -18,13 +18,14 @@ def run(cloud, *args, timeout=300):
 def wait_ready(cloud, server_id):
     """The guest printed its boot marker and reached its shell (the power button works)."""
     def ready():
-        out = run(cloud, "console", "log", "show", server_id)
+        out = cloud.console_output(server_id)
         return MARKER in out and "testvm#" in out[out.rfind(MARKER):]
-    cloud.wait_for(ready, 120, interval=2, what="the guest to boot")
+    cloud.wait_for(ready, 120, interval=1, what="the guest to boot")
 
 
 def status(cloud, server_id):
-    return openstack(cloud, "server", "show", server_id, "-f", "json")["status"]
+    """Polled through the API: the commands under test are the other `openstack` runs."""
+    return cloud.server(server_id)["status"]
 
 
 def test_flavor_list(live_cloud):
@@ -130,14 +131,14 @@ def test_server_lifecycle(live_cloud):
 
     image = openstack(cloud, "server", "image", "create", "--name", "cli-snap", "--wait", sid, "-f", "json")
     assert image["status"] == "active"
-    cloud.wait_for(lambda: openstack(cloud, "server", "show", sid, "-f", "json")["OS-EXT-STS:task_state"] is None,
+    cloud.wait_for(lambda: cloud.server(sid)["OS-EXT-STS:task_state"] is None,
                    60, interval=1, what="the snapshot task to end")
     openstack(cloud, "image", "delete", "cli-snap")
 
     # createBackup: once a backup is uploaded, only the newest --rotate backups of its type stay
     for name in ("cli-daily-1", "cli-daily-2"):
         run(cloud, "server", "backup", "create", "--name", name, "--type", "daily", "--rotate", "1", "--wait", sid)
-        cloud.wait_for(lambda: openstack(cloud, "server", "show", sid, "-f", "json")["OS-EXT-STS:task_state"] is None,
+        cloud.wait_for(lambda: cloud.server(sid)["OS-EXT-STS:task_state"] is None,
                        60, interval=1, what="the backup task to end")
     names = {image["Name"] for image in openstack(cloud, "image", "list", "-f", "json")}
     assert "cli-daily-2" in names and "cli-daily-1" not in names
@@ -208,26 +209,3 @@ def test_usage_show_and_list(live_cloud):
     assert float(shown["RAM MB-Hours"]) > float(shown["CPU Hours"])
     listed = openstack(live_cloud, "usage", "list", "-f", "json")  # every project's: this user is an admin
     assert any(servers(row["Servers"]) >= 1 and float(row["CPU Hours"]) > 0 for row in listed)
-
-
-def test_aggregates_group_hosts_and_set_zones(live_cloud):
-    """`openstack aggregate ...` as an admin. The cloud's one host keeps its zone here (other
-    tests' servers live on it): the zone moves are in tests/unit/test_compute_api_nova.py."""
-    cloud = live_cloud
-    host = openstack(cloud, "compute", "service", "list", "-f", "json")[0]["Host"]
-    created = openstack(cloud, "aggregate", "create", "ssd-hosts", "-f", "json")
-    assert created["name"] == "ssd-hosts" and created["availability_zone"] is None
-    run(cloud, "aggregate", "add", "host", "ssd-hosts", host)
-    run(cloud, "aggregate", "set", "--property", "ssd=true", "ssd-hosts")
-    shown = openstack(cloud, "aggregate", "show", "ssd-hosts", "-f", "json")
-    assert (shown["hosts"], shown["properties"]) == ([host], {"ssd": "true"})
-    assert "ssd-hosts" in {a["Name"] for a in openstack(cloud, "aggregate", "list", "-f", "json")}
-    zoned = openstack(cloud, "aggregate", "create", "--zone", "az-cli", "az-cli-hosts", "-f", "json")
-    assert zoned["availability_zone"] == "az-cli"
-    run(cloud, "aggregate", "set", "--name", "az-cli-racks", "az-cli-hosts")
-    run(cloud, "aggregate", "unset", "--property", "ssd", "ssd-hosts")
-    assert openstack(cloud, "aggregate", "show", "ssd-hosts", "-f", "json")["properties"] == {}
-    run(cloud, "aggregate", "remove", "host", "ssd-hosts", host)
-    run(cloud, "aggregate", "delete", "ssd-hosts", "az-cli-racks")
-    assert not {"ssd-hosts", "az-cli-racks"} & {a["Name"] for a in openstack(cloud, "aggregate", "list", "-f",
-                                                                                "json")}

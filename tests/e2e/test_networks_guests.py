@@ -88,12 +88,6 @@ def only(cloud: Cloud, path: str, collection: str, token: str) -> dict:
     return item
 
 
-def console_log(cloud: Cloud, token: str, server_id: str) -> str:
-    response = cloud.request("POST", f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {}},
-                             token=token)
-    return (response.body or {}).get("output", "") if response.status == 200 else ""
-
-
 def marker(log: str, name: str) -> str | None:
     """The last value of a marker line (markers may follow a prompt on the same line)."""
     found = re.findall(rf"CLOUDMGR_TESTVM_{name}=(\S*)", log)
@@ -187,7 +181,7 @@ def world(cloud):
     def booted() -> bool:
         for guest, owner, _, _ in boots:
             if not guest.ip:
-                guest.ip = marker(console_log(cloud, owner, guest.id), "IP") or ""
+                guest.ip = marker(cloud.console_output(guest.id, owner), "IP") or ""
         return all(guest.ip for guest, *_ in boots)
 
     try:
@@ -197,7 +191,7 @@ def world(cloud):
         for guest, owner, _, _ in boots:
             if not guest.ip:
                 server = call(cloud, "GET", f"/compute/v2.1/servers/{guest.id}", token=owner)["server"]
-                tail = console_log(cloud, owner, guest.id)[-1500:]
+                tail = cloud.console_output(guest.id, owner)[-1500:]
                 report.append(f"{guest.name}: {server['status']} {server.get('fault')}\n{tail}")
         raise AssertionError("\n\n".join(report + [cloud.log_tail(40)])) from None
     for guest, *_ in boots:
@@ -241,7 +235,7 @@ def test_a_guest_gets_its_ports_address_by_dhcp_and_its_user_data_from_metadata_
     wanted = ("INSTANCE", "USERDATA", "CONFIGDRIVE_INSTANCE", "CONFIGDRIVE_USERDATA")
 
     def metadata_read() -> str | None:
-        log = console_log(world.cloud, world.token, world.a.id)
+        log = world.cloud.console_output(world.a.id, world.token)
         assert "CLOUDMGR_TESTVM_METADATA=unreachable" not in log
         assert "CLOUDMGR_TESTVM_CONFIGDRIVE=unreadable" not in log
         return log if all(marker(log, name) for name in wanted) else None
@@ -252,7 +246,7 @@ def test_a_guest_gets_its_ports_address_by_dhcp_and_its_user_data_from_metadata_
     assert marker(log, "CONFIGDRIVE_INSTANCE") == world.a.id and marker(log, "CONFIGDRIVE_USERDATA") == USER_DATA
     # B has no user data: the service answers its instance and a 404 for the rest.
     b_log = world.cloud.wait_for(lambda: (lambda log: log if marker(log, "INSTANCE") else None)(
-        console_log(world.cloud, world.token, world.b.id)), 120, interval=2, what="B's metadata marker")
+        world.cloud.console_output(world.b.id, world.token)), 120, interval=2, what="B's metadata marker")
     assert marker(b_log, "INSTANCE") == world.b.id and marker(b_log, "USERDATA") is None
 
 

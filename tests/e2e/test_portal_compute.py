@@ -66,17 +66,11 @@ def first_instance(story) -> tuple[str, str]:
     return name, story.ids[name]
 
 
-def server_of(cloud, server_id) -> dict:
-    return cloud.request("GET", f"/compute/v2.1/servers/{server_id}", token=cloud.token()).body["server"]
-
-
 def wait_booted(cloud, server_id) -> None:
     """Until the guest's init is done: its shell prompt comes after acpid, so from then on the
     ACPI power button (a clean stop) works."""
     def ready():
-        resp = cloud.request("POST", f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {}},
-                             cloud.token())
-        out = resp.body["output"] if resp.status == 200 else ""
+        out = cloud.console_output(server_id)
         return BOOT_MARKER in out and "testvm#" in out[out.rfind(BOOT_MARKER):]
     cloud.wait_for(ready, SLOW_MS / 1000, interval=1, what=f"{server_id} to boot")
 
@@ -137,7 +131,7 @@ def test_launch_two_with_a_key_pair_and_user_data(watched, live_cloud, story):
         for name in names:
             settled = row_of(page, name).locator(".status-badge[data-status=ACTIVE], .status-badge[data-status=ERROR]")
             expect(settled).to_have_count(1, timeout=SLOW_MS)
-            assert settled.inner_text() == "ACTIVE", server_of(live_cloud, story.ids[name]).get("fault")
+            assert settled.inner_text() == "ACTIVE", live_cloud.server(story.ids[name]).get("fault")
             expect(row_of(page, name).locator("td").nth(5)).to_have_text(live_cloud.env["CLOUDMGR_HOSTNAME"])
         assert page.evaluate("window.__notReloaded === true"), "the list was reloaded"
 
@@ -363,7 +357,7 @@ def test_stop_and_start_from_the_action_menu_then_the_action_log(watched, live_c
             pass
         expect(row.locator(".status-badge")).to_have_text("ACTIVE")
         assert actions_sent == []
-        assert server_of(live_cloud, server_id)["status"] == "ACTIVE"
+        assert live_cloud.server(server_id)["status"] == "ACTIVE"
 
         # Confirmed: the row turns SHUTOFF in place.
         choose_action(page, row, "Shut off", "accept")
@@ -438,4 +432,4 @@ def test_a_member_of_another_project_sees_none_of_it(browser, live_cloud, story)
             watched.assert_clean()
     finally:
         context.close()
-    assert server_of(cloud, server_id)["status"] == "ACTIVE"
+    assert cloud.server(server_id)["status"] == "ACTIVE"
