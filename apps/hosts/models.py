@@ -66,6 +66,14 @@ class Host(BaseModel):
 
     class Meta:
         ordering = ["hostname"]
+        indexes = [
+            # Every column the scheduler filters and weighs hosts by (apps.instances.scheduler),
+            # so that its query reads this index and not the rows, whose heartbeat JSON
+            # (domains, cpu_info) is most of their size.
+            models.Index(fields=["state", "status", "availability_zone", "architecture", "vcpus",
+                                 "cpu_allocation_ratio", "memory_mib", "ram_allocation_ratio", "disk_gb",
+                                 "disk_allocation_ratio", "hostname", "id"], name="hosts_host_scheduler"),
+        ]
 
     def __str__(self) -> str:
         return self.hostname

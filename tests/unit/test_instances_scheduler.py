@@ -141,6 +141,31 @@ def test_a_placement_costs_the_same_few_statements_whatever_the_hosts(world, dja
             assert scheduler.claim(instance, in_group) is not None
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="reads SQLite's query plan")
+@pytest.mark.parametrize("policy", [None, "anti-affinity", "soft-affinity"])
+def test_the_host_filter_reads_the_scheduler_index_not_the_heartbeat_rows(world, policy):
+    """The hosts' rows carry their heartbeat's JSON (domains, CPU): the candidates query must
+    find its hosts through the index of the columns it filters and weighs by."""
+    make_host("a")
+    group = policy and services.server_group_create(user=world.member, project=world.project, name="g",
+                                                     policy=policy)
+    request = scheduler.Request(vcpus=1, memory_mib=128, disk_gb=1, availability_zone="nova", architecture="x86_64")
+    statements = []
+
+    def capture(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        assert [h.hostname for h in scheduler.candidates(request, group or None)] == ["a"]
+    [(sql, params)] = statements
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        plan = [row[-1] for row in cursor.fetchall()]
+    assert any(step.startswith("SEARCH h USING") and "INDEX hosts_host_scheduler" in step for step in plan), plan
+    assert "SCAN h" not in plan
+
+
 def test_a_claim_asks_again_when_its_best_hosts_filled_meanwhile(world, monkeypatch):
     for name, memory in (("a", 1024), ("b", 768), ("c", 512)):
         make_host(name, vcpus=64, memory_mib=memory)
