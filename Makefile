@@ -29,8 +29,10 @@ run: host venv image bootstrap
 test: host-test venv image
 	@echo "== concurrency and database dialect tests on PostgreSQL"
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m "concurrency or database" -q -p no:cacheprovider
-	@echo "== the whole suite (SQLite)"
-	$(BIN)/python -m pytest -p no:cacheprovider --durations=15
+	@echo "== unit tests (SQLite), on two workers: each core runs a Django test process"
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --durations=5 tests/unit
+	@echo "== host agents and the running cloud end to end (real libvirt, QEMU, kernel networking)"
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 tests/agents tests/e2e
 
 # The unit tests on PostgreSQL, every one (about 3x their time on SQLite): `make test` runs only
 # the concurrency and `database` tests there.
