@@ -123,7 +123,8 @@ def wait_status(cloud, token, image_id, statuses, timeout=60):
 @pytest.fixture(scope="module")
 def project_b(live_cloud):
     suffix = secrets.token_hex(3)
-    name, user, password = f"img-b-{suffix}", f"img-user-{suffix}", secrets.token_urlsafe(16)
+    # The password starts with a letter: the CLI would read "-..." as an option.
+    name, user, password = f"img-b-{suffix}", f"img-user-{suffix}", "pw" + secrets.token_urlsafe(16)
     live_cloud.manage("project_create", name)
     live_cloud.manage("user_create", user, f"--password={password}")  # it may begin with "-"
     live_cloud.manage("role_grant", "member", "--user", user, "--project", name)

@@ -22,7 +22,8 @@ from tests.e2e.test_openstack_cli import cli_env, openstack
 def member(live_cloud):
     """A new project and a member of it: what they see is theirs (one `default` group)."""
     suffix = secrets.token_hex(3)
-    project, user, password = f"net-project-{suffix}", f"net-user-{suffix}", secrets.token_urlsafe(16)
+    # The password starts with a letter: the CLI would read "-..." as an option.
+    project, user, password = f"net-project-{suffix}", f"net-user-{suffix}", "pw" + secrets.token_urlsafe(16)
     openstack(live_cloud, "project", "create", project, "-f", "json")
     openstack(live_cloud, "user", "create", user, f"--password={password}", "--project", project, "-f", "json")
     openstack(live_cloud, "role", "add", "--project", project, "--user", user, "member")

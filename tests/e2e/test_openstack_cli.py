@@ -64,8 +64,9 @@ def names():
         "project": f"cli-project-{suffix}",
         "user": f"cli-user-{suffix}",
         "cred": f"cli-cred-{suffix}",
-        "password": secrets.token_urlsafe(16),
-        "new_password": secrets.token_urlsafe(16),
+        # A letter first: the CLI would read a password that starts with "-" as an option.
+        "password": "pw" + secrets.token_urlsafe(16),
+        "new_password": "pw" + secrets.token_urlsafe(16),
     }
 
 
