@@ -28,14 +28,12 @@ def cli_env(cloud, **overrides) -> dict:
         OS_IDENTITY_API_VERSION="3",
         OS_REGION_NAME="RegionOne",
     )
-    if "OS_AUTH_TYPE" in overrides:
-        pass
-    elif "OS_PASSWORD" in overrides:
-        env.update(OS_USERNAME="admin", OS_PROJECT_NAME="admin", OS_USER_DOMAIN_NAME="Default",
-                   OS_PROJECT_DOMAIN_NAME="Default")
-    else:
-        env.update(OS_AUTH_TYPE="v3token", OS_TOKEN=cloud.token(), OS_PROJECT_NAME="admin",
-                   OS_PROJECT_DOMAIN_NAME="Default")
+    if "OS_AUTH_TYPE" not in overrides:
+        env.update(OS_PROJECT_NAME="admin", OS_PROJECT_DOMAIN_NAME="Default")
+        if "OS_PASSWORD" in overrides:
+            env.update(OS_USERNAME="admin", OS_USER_DOMAIN_NAME="Default")
+        else:
+            env.update(OS_AUTH_TYPE="v3token", OS_TOKEN=cloud.token())
     env.update(overrides)
     return env
 
