@@ -1,16 +1,15 @@
 """python-openstackclient 10.5 (unpinned: it negotiates the microversion we advertise) drives
 the compute API of a running cloud, on real VMs."""
 
-import subprocess
 
-from tests.e2e.test_openstack_cli import OPENSTACK, cli_env, openstack
+from tests.e2e import cli
+from tests.e2e.test_openstack_cli import cli_env, openstack
 
 MARKER = "CLOUDMGR_TESTVM_BOOTED"
 
 
 def run(cloud, *args, timeout=300):
-    result = subprocess.run([OPENSTACK, *args], env=cli_env(cloud), capture_output=True, text=True,
-                            timeout=timeout, check=False)
+    result = cli.run(args, cli_env(cloud), timeout=timeout)
     assert result.returncode == 0, f"openstack {' '.join(args)} failed:\n{result.stderr}\n{result.stdout}"
     return result.stdout
 
@@ -167,8 +166,7 @@ def test_server_lifecycle(live_cloud):
     assert status(cloud, sid) == "ACTIVE"
 
     run(cloud, "server", "delete", "--wait", sid)
-    gone = subprocess.run([OPENSTACK, "server", "show", sid], env=cli_env(cloud), capture_output=True, text=True,
-                          check=False)
+    gone = cli.run(["server", "show", sid], cli_env(cloud))
     assert gone.returncode != 0
     # 2.21: a deleted server's events can still be read.
     actions = openstack(cloud, "server", "event", "list", sid, "-f", "json")
@@ -191,8 +189,7 @@ def test_server_on_the_projects_network_force_deleted(live_cloud):
     assert added["ip_address"] in addresses() and len(addresses()) == 2
     run(cloud, "server", "remove", "fixed", "ip", server["id"], added["ip_address"])
     assert addresses() == server["addresses"]["private"]
-    restore = subprocess.run([OPENSTACK, "server", "restore", server["id"]], env=cli_env(cloud), capture_output=True,
-                             text=True, check=False)
+    restore = cli.run(["server", "restore", server["id"]], cli_env(cloud))
     assert restore.returncode != 0 and "409" in restore.stderr and "vm_state active" in restore.stderr
     run(cloud, "server", "delete", "--force", "--wait", server["id"])
     assert server["id"] not in [s["ID"] for s in openstack(cloud, "server", "list", "-f", "json")]

@@ -11,7 +11,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,9 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import REPO
+from tests.e2e import cli
 from tests.e2e.cloud import make_cloud
 
-OPENSTACK = str(Path(sys.executable).parent / "openstack")
 MiB = 1 << 20
 
 
@@ -42,8 +41,7 @@ def cli_env(cloud, username="admin", password=None, project="admin") -> dict:
 
 
 def openstack(cloud, *args, check=True, **who):
-    result = subprocess.run([OPENSTACK, *args], env=cli_env(cloud, **who), capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = cli.run(args, cli_env(cloud, **who), timeout=300)
     if not check:
         return result
     assert result.returncode == 0, f"openstack {' '.join(args)} failed:\n{result.stderr}\n{result.stdout}"

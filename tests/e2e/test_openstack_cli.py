@@ -1,19 +1,16 @@
-"""The real python-openstackclient (a subprocess, `.venv/bin/openstack`) and openstacksdk against a
-running cloud: tokens, the catalog, identity administration, application credentials, and the
+"""The real python-openstackclient (`openstack` commands, each a process of its own: tests/e2e/cli.py)
+and openstacksdk against a running cloud: tokens, the catalog, identity administration, application credentials, and the
 compute commands that go through them."""
 
 import json
 import os
 import secrets
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-OPENSTACK = str(Path(sys.executable).parent / "openstack")
-
+from tests.e2e import cli
 
 def cli_env(cloud, **overrides) -> dict:
     """The environment of one `openstack` run: ours without any OS_* variable, then the admin's
@@ -41,14 +38,7 @@ def cli_env(cloud, **overrides) -> dict:
 def openstack(cloud, *args, check: bool = True, **env_overrides):
     """Run `openstack ARGS` and return its parsed JSON output (None for commands that print
     nothing); with check=False, the CompletedProcess whatever the outcome."""
-    result = subprocess.run(
-        [OPENSTACK, *args],
-        check=False,
-        env=cli_env(cloud, **env_overrides),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = cli.run(args, cli_env(cloud, **env_overrides), timeout=120)
     if not check:
         return result
     assert result.returncode == 0, f"openstack {' '.join(args)} failed:\n{result.stderr}\n{result.stdout}"
@@ -69,8 +59,11 @@ def names():
 
 
 def test_token_issue_and_catalog(live_cloud):
-    # With the admin's password (the other commands sign in with the session's token).
-    token = openstack(live_cloud, "token", "issue", "-f", "json", OS_PASSWORD=live_cloud.admin_password)
+    # The installed console script itself, with the admin's password (the other commands run
+    # forked from the test's CLI server, and sign in with the session's token).
+    issued = subprocess.run([cli.OPENSTACK, "token", "issue", "-f", "json"], capture_output=True, text=True,
+                            env=cli_env(live_cloud, OS_PASSWORD=live_cloud.admin_password), timeout=120, check=True)
+    token = json.loads(issued.stdout)
     assert set(token) >= {"expires", "id", "project_id", "user_id"}
     assert len(token["project_id"]) == 32 and len(token["user_id"]) == 32
     catalog = openstack(live_cloud, "catalog", "list", "-f", "json")
@@ -109,6 +102,8 @@ def test_identity_administration(live_cloud, names):
     assert user["default_project_id"] == project["id"]
     assert names["user"] in {u["Name"] for u in openstack(live_cloud, "user", "list", "-f", "json")}
     assert openstack(live_cloud, "user", "set", "--password", names["new_password"], names["user"]) is None
+    assert openstack(live_cloud, "user", "set", "--email", "cli-new@example.com", names["user"]) is None
+    assert openstack(live_cloud, "user", "show", names["user"], "-f", "json")["email"] == "cli-new@example.com"
 
     assert (
         openstack(live_cloud, "role", "add", "--project", names["project"], "--user", names["user"], "member") is None
