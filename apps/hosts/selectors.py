@@ -50,3 +50,17 @@ def aggregate_get(*, aggregate_id) -> Aggregate:
     if aggregate is None:
         raise NotFound(f"Aggregate {aggregate_id} could not be found.")
     return aggregate
+
+
+def hosts_in_aggregates_with(*, metadata: dict[str, str]) -> set:
+    """The pks of the hosts whose aggregates' metadata hold every KEY=VALUE asked, as Nova's
+    AggregateInstanceExtraSpecsFilter reads them: a host's values for a key are those of all its
+    aggregates, each value a comma-separated list of alternatives."""
+    values: dict = {}  # host pk -> key -> the values its aggregates give it
+    members = Aggregate.hosts.through.objects.values_list("aggregate_id", "host_id")
+    metadata_of = dict(Aggregate.objects.values_list("pk", "metadata"))
+    for aggregate_id, host_id in members:
+        for key, listed in metadata_of[aggregate_id].items():
+            values.setdefault(host_id, {}).setdefault(key, set()).update(v.strip() for v in str(listed).split(","))
+    return {host_id for host_id, held in values.items()
+            if all(value in held.get(key, ()) for key, value in metadata.items())}

@@ -2,7 +2,9 @@
 
 Filters (Nova's names): ComputeFilter (up and enabled), AvailabilityZoneFilter, the resource
 filters (RAM, vCPU, disk with each host's allocation ratios), ServerGroup(Anti)AffinityFilter,
-ImagePropertiesFilter (``architecture``), and the hosts a failed spawn already tried. Weigher:
+ImagePropertiesFilter (``architecture``), AggregateInstanceExtraSpecsFilter (a flavor's
+``aggregate_instance_extra_specs:KEY`` extra specs against its hosts' aggregates' metadata), and
+the hosts a failed spawn already tried. Weigher:
 free RAM, spread (most free first, default) or pack (least free first) by
 ``CLOUDMGR_SCHEDULER_WEIGHER``; soft (anti-)affinity weighs members' hosts first (last).
 
@@ -19,6 +21,7 @@ host while holding another's lock. A server group's claims are serialized on its
 policy is checked against every member already placed.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from math import floor
 
@@ -26,7 +29,11 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from apps.hosts.models import Host, HostState, HostStatus
+from apps.hosts.selectors import hosts_in_aggregates_with
 from apps.instances.models import Instance, ServerGroup, local_gb
+
+# The scope of a flavor's extra specs that its host's aggregates must hold (Nova's).
+AGGREGATE_SPECS = "aggregate_instance_extra_specs:"
 
 # Glance's names for an image's architecture that libvirt (the hosts' reports) spells otherwise.
 ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "i686": "i386", "arm64": "aarch64"}
@@ -42,6 +49,7 @@ class Request:
     availability_zone: str | None = None
     architecture: str | None = None
     exclude: frozenset = field(default_factory=frozenset)  # host pks already tried
+    aggregate_metadata: tuple = ()  # (KEY, VALUE) pairs the flavor asks of its host's aggregates
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,10 @@ def candidates(request: Request, group: ServerGroup | None = None, *,
     if request.exclude:
         where.append(f"h.id NOT IN ({', '.join(['%s'] * len(request.exclude))})")
         params += [_db_id(pk) for pk in request.exclude]
+    if request.aggregate_metadata:  # aggregates are few: their hosts are found beforehand
+        allowed = hosts_in_aggregates_with(metadata=dict(request.aggregate_metadata))
+        where.append(f"h.id IN ({', '.join(['%s'] * len(allowed))})" if allowed else "1 = 0")
+        params += [_db_id(pk) for pk in allowed]
     if policy == "anti-affinity":
         where.append(f"h.id NOT IN ({_MEMBERS_AT_LEAST})")
         params += [_db_id(group.pk), int((group.rules or {}).get("max_server_per_host", 1))]
@@ -167,8 +179,11 @@ def request_for(instance: Instance, exclude=()) -> Request:
     architecture = None
     if instance.image is not None:
         architecture = (instance.image.properties or {}).get("architecture") or None
+    aggregate_metadata = tuple(sorted((key.removeprefix(AGGREGATE_SPECS), str(value))
+                                      for key, value in (instance.flavor.extra_specs or {}).items()
+                                      if key.startswith(AGGREGATE_SPECS)))
     return Request(instance.vcpus, instance.memory_mib, instance.local_gb, instance.availability_zone or None,
-                   architecture, frozenset(exclude))
+                   architecture, frozenset(exclude), aggregate_metadata)
 
 
 def claim(instance: Instance, group: ServerGroup | None = None, exclude=()) -> Host | None:
@@ -187,8 +202,7 @@ def claim(instance: Instance, group: ServerGroup | None = None, exclude=()) -> H
                 instance.host = Host.objects.raw("SELECT * FROM hosts_host WHERE id = %s", [_db_id(host.pk)])[0]
                 return instance.host
         # Every one filled between the query and its lock: ask again without them.
-        request = Request(request.vcpus, request.memory_mib, request.disk_gb, request.availability_zone,
-                          request.architecture, request.exclude | {host.pk for host in batch})
+        request = dataclasses.replace(request, exclude=request.exclude | {host.pk for host in batch})
     return None
 
 

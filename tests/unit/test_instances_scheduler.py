@@ -5,7 +5,8 @@ from django.db import connection, transaction
 
 from apps.hosts.models import Host
 from apps.instances import scheduler, services
-from apps.instances.models import Instance
+from apps.hosts import services as host_services
+from apps.instances.models import Flavor, Instance
 from apps.instances.states import VmState
 from tests.unit.conftest import make_host
 
@@ -116,6 +117,37 @@ def test_anti_affinity_allows_max_server_per_host(world):
     placed = [Instance.objects.get(pk=create(world, f"g{i}", server_group=group).pk) for i in range(3)]
     assert [i.host.hostname if i.host else None for i in placed] == ["a", "a", None]
     assert "No valid host" in placed[2].faults.first().message
+
+
+def test_a_flavors_aggregate_extra_specs_keep_its_servers_to_matching_aggregates(world):
+    """Nova's AggregateInstanceExtraSpecsFilter: aggregate_instance_extra_specs:KEY=VALUE."""
+    make_host("roomy", memory_mib=16384)
+    make_host("fast")
+    make_host("both")
+    ssd = host_services.aggregate_create(name="ssd")
+    host_services.aggregate_set_metadata(aggregate=ssd, metadata={"disk": "ssd", "tier": "gold"})
+    for hostname in ("fast", "both"):
+        host_services.aggregate_add_host(aggregate=ssd, hostname=hostname)
+    mixed = host_services.aggregate_create(name="mixed")
+    host_services.aggregate_set_metadata(aggregate=mixed, metadata={"disk": "hdd, nvme"})
+    host_services.aggregate_add_host(aggregate=mixed, hostname="both")
+
+    def placed(name, **specs):
+        flavor = Flavor.objects.create(name=name, vcpus=1, ram=128, disk=1, extra_specs={
+            **{f"aggregate_instance_extra_specs:{key}": value for key, value in specs.items()},
+            "hw:cpu_policy": "shared"})  # other scopes are not the filter's
+        instance = services.instance_create(user=world.member, project=world.project, name=name, flavor=flavor,
+                                            image=world.image)
+        instance = Instance.objects.select_related("host").get(pk=instance.pk)
+        return instance.host.hostname if instance.host else instance.faults.first().message
+
+    assert placed("plain") == "roomy"  # no such spec: the most free RAM
+    assert placed("ssd", disk="ssd") in ("fast", "both")
+    assert placed("ssd-gold", disk="ssd", tier="gold") in ("fast", "both")
+    assert placed("nvme", disk="nvme") == "both"  # one of a comma-separated list; its other aggregate
+    assert placed("nvme-gold", disk="nvme", tier="gold") == "both"  # every key, from any of its aggregates
+    assert "No valid host" in placed("tape", disk="tape")
+    assert "No valid host" in placed("silver", tier="silver")
 
 
 def test_affinity_keeps_to_the_members_host(world):
