@@ -39,6 +39,32 @@ def test_flavor_list(live_cloud):
     run(live_cloud, "flavor", "delete", "cli.eph")
 
 
+def test_a_flavor_asks_for_hosts_by_their_aggregates_metadata(live_cloud):
+    """aggregate_instance_extra_specs:KEY=VALUE (Nova's AggregateInstanceExtraSpecsFilter), set
+    and met through the CLI on the cloud's one host."""
+    cloud, hostname = live_cloud, live_cloud.env["CLOUDMGR_HOSTNAME"]
+    openstack(cloud, "flavor", "create", "--ram", "128", "--disk", "1", "--vcpus", "1",
+              "--property", "aggregate_instance_extra_specs:disk=ssd", "cli.ssd", "-f", "json")
+    refused = openstack(cloud, "server", "create", "--image", "testvm", "--flavor", "cli.ssd",
+                        "--wait", "cli-no-ssd", "-f", "json", check=False)
+    assert refused.returncode != 0, refused.stdout
+    shown = openstack(cloud, "server", "show", "cli-no-ssd", "-f", "json")
+    assert shown["status"] == "ERROR" and "No valid host" in shown["fault"]["message"]
+    run(cloud, "server", "delete", "--wait", "cli-no-ssd")
+    openstack(cloud, "aggregate", "create", "cli-ssd", "-f", "json")
+    openstack(cloud, "aggregate", "add", "host", "cli-ssd", hostname, "-f", "json")
+    openstack(cloud, "aggregate", "set", "--property", "disk=hdd,ssd", "cli-ssd")
+    try:
+        server = openstack(cloud, "server", "create", "--image", "testvm", "--flavor", "cli.ssd",
+                           "--wait", "cli-ssd", "-f", "json")
+        assert server["status"] == "ACTIVE"
+        run(cloud, "server", "delete", "--wait", server["id"])
+    finally:
+        openstack(cloud, "aggregate", "remove", "host", "cli-ssd", hostname, "-f", "json")
+        openstack(cloud, "aggregate", "delete", "cli-ssd")
+        run(cloud, "flavor", "delete", "cli.ssd")
+
+
 def test_keypair_create(live_cloud, tmp_path):
     key = tmp_path / "id"
     out = openstack(live_cloud, "keypair", "create", "--private-key", str(key), "cli-key", "-f", "json")
