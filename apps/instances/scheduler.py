@@ -10,9 +10,10 @@ free RAM, spread (most free first, default) or pack (least free first) by
 
 Every filter and weigher is one SQL query over the hosts, their usage counters (claimed -
 released, ``apps.hosts.models.HostClaimed``, kept exact by triggers) and the group's members,
-reading only the columns the scheduler's indexes hold, so a placement costs the same three
+which reads only columns that the scheduler's indexes hold. A placement costs the same three
 statements (select, claim, and loading the chosen host) whatever the number of hosts and
-instances.
+instances, and two more when the flavor asks for aggregate metadata (the aggregates and their
+hosts, read beforehand).
 The claim is one conditional statement: place the instance on the host if the host's claimed
 row, locked, still leaves room. PostgreSQL re-evaluates that condition on the newest row once a
 concurrent claim commits, and SQLite runs one writer at a time, so two creates can never both

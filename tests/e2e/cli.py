@@ -36,12 +36,12 @@ class _Server:
     def __init__(self):
         self.lock = threading.Lock()
         self.process = None
+        atexit.register(self.stop)
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         self.process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         env=env, text=True, bufsize=1)
-        atexit.register(self.stop)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -54,7 +54,10 @@ class _Server:
             if self.process is None or self.process.poll() is not None:
                 self.start()
             self.process.stdin.write(json.dumps({"argv": argv, "env": env, "timeout": timeout}) + "\n")
-            answer = json.loads(self.process.stdout.readline())
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("the openstack command server stopped (its traceback is in the test's stderr)")
+            answer = json.loads(line)
         if answer["timed_out"]:
             raise subprocess.TimeoutExpired(["openstack", *argv], timeout, answer["stdout"], answer["stderr"])
         return subprocess.CompletedProcess(["openstack", *argv], answer["code"], answer["stdout"], answer["stderr"])
@@ -98,7 +101,10 @@ def _command(argv: list[str], env: dict, out: int, err: int) -> None:
 def _serve() -> None:
     sys.argv = ["openstack"]  # the name the client gives itself in its messages, read as it loads
     for name in PRELOAD:
-        __import__(name)
+        try:
+            __import__(name)
+        except ImportError:  # moved in another release of the client: it loads when a command needs it
+            pass
     for line in sys.stdin:
         request = json.loads(line)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
