@@ -91,6 +91,37 @@ def test_host_commands(capsys):
         call_command("host_enable", "nope")
 
 
+def test_aggregate_commands(capsys):
+    from django.core.management.base import CommandError
+
+    from apps.hosts.models import Aggregate
+
+    make_host("node1")
+    make_host("node2")
+    call_command("aggregate_create", "fast", "--zone", "az1", "--property", "disk=ssd", "--property", "tier=gold")
+    call_command("aggregate_set", "fast", "--add-host", "node1", "--add-host", "node2", "--remove-host", "node2",
+                 "--property", "disk=nvme", "--unset", "tier")
+    aggregate = Aggregate.objects.get(name="fast")
+    assert aggregate.metadata == {"availability_zone": "az1", "disk": "nvme"}
+    assert [h.hostname for h in aggregate.hosts.all()] == ["node1"]
+    assert Host.objects.get(hostname="node1").availability_zone == "az1"
+    call_command("aggregate_list")
+    out = capsys.readouterr().out
+    assert "fast" in out and "az1" in out and "node1" in out and "disk=nvme" in out
+    with pytest.raises(CommandError, match="still has hosts"):
+        call_command("aggregate_delete", "fast")
+    with pytest.raises(CommandError, match="KEY=VALUE"):
+        call_command("aggregate_create", "bad", "--property", "no-equals")
+    with pytest.raises(CommandError, match="metadata"):  # refused metadata: no aggregate is left behind
+        call_command("aggregate_create", "long", "--property", f"k={'x' * 256}")
+    assert not Aggregate.objects.filter(name="long").exists()
+    with pytest.raises(CommandError, match="could not be found"):
+        call_command("aggregate_set", "nope", "--property", "a=b")
+    call_command("aggregate_set", str(aggregate.id), "--remove-host", "node1")
+    call_command("aggregate_delete", "fast")
+    assert not Aggregate.objects.exists()
+
+
 def _place(world, host, vcpus=1, memory_mib=128, root_gb=1):
     return Instance.objects.create(project=world.project, user=world.member, name="x", flavor=world.flavor,
                                    vcpus=vcpus, memory_mib=memory_mib, root_gb=root_gb, host=host)
