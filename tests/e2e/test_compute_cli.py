@@ -1,7 +1,6 @@
 """python-openstackclient 10.5 (unpinned: it negotiates the microversion we advertise) drives
 the compute API of a running cloud, on real VMs."""
 
-
 from tests.e2e import cli
 from tests.e2e.test_openstack_cli import cli_env, openstack
 

@@ -19,33 +19,16 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e import cli
 from tests.e2e.cloud import make_cloud
+from tests.e2e.test_openstack_cli import openstack as run_openstack
 
 MiB = 1 << 20
 
 
-def cli_env(cloud, username="admin", password=None, project="admin") -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env.update(
-        OS_AUTH_URL=f"{cloud.url}/identity/v3",
-        OS_USERNAME=username,
-        OS_PASSWORD=password or cloud.admin_password,
-        OS_PROJECT_NAME=project,
-        OS_USER_DOMAIN_NAME="Default",
-        OS_PROJECT_DOMAIN_NAME="Default",
-        OS_IDENTITY_API_VERSION="3",
-        OS_REGION_NAME="RegionOne",
-    )
-    return env
-
-
-def openstack(cloud, *args, check=True, **who):
-    result = cli.run(args, cli_env(cloud, **who), timeout=300)
-    if not check:
-        return result
-    assert result.returncode == 0, f"openstack {' '.join(args)} failed:\n{result.stderr}\n{result.stdout}"
-    return json.loads(result.stdout) if result.stdout.strip() else None
+def openstack(cloud, *args, check=True, username=None, password=None, project=None):
+    """`openstack ARGS` as the admin, or as this user in this project (tests/e2e/test_openstack_cli.py)."""
+    who = {} if username is None else {"OS_USERNAME": username, "OS_PASSWORD": password, "OS_PROJECT_NAME": project}
+    return run_openstack(cloud, *args, check=check, timeout=300, **who)
 
 
 def qcow2(path: Path, size: str = "64M", fill: bool = True) -> bytes:
@@ -124,7 +107,7 @@ def project_b(live_cloud):
     # The password starts with a letter: the CLI would read "-..." as an option.
     name, user, password = f"img-b-{suffix}", f"img-user-{suffix}", "pw" + secrets.token_urlsafe(16)
     live_cloud.manage("project_create", name)
-    live_cloud.manage("user_create", user, f"--password={password}")  # it may begin with "-"
+    live_cloud.manage("user_create", user, f"--password={password}")
     live_cloud.manage("role_grant", "member", "--user", user, "--project", name)
     return {"project": name, "username": user, "password": password}
 

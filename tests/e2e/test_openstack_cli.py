@@ -1,6 +1,6 @@
-"""The real python-openstackclient (`openstack` commands, each a process of its own: tests/e2e/cli.py)
-and openstacksdk against a running cloud: tokens, the catalog, identity administration, application credentials, and the
-compute commands that go through them."""
+"""The real python-openstackclient (`openstack` commands, each a process of its own:
+tests/e2e/cli.py) and openstacksdk against a running cloud: tokens, the catalog, identity
+administration, application credentials, and the compute commands that go through them."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.e2e import cli
+
 
 def cli_env(cloud, **overrides) -> dict:
     """The environment of one `openstack` run: ours without any OS_* variable, then the admin's
@@ -35,10 +36,10 @@ def cli_env(cloud, **overrides) -> dict:
     return env
 
 
-def openstack(cloud, *args, check: bool = True, **env_overrides):
+def openstack(cloud, *args, check: bool = True, timeout: float = 120, **env_overrides):
     """Run `openstack ARGS` and return its parsed JSON output (None for commands that print
     nothing); with check=False, the CompletedProcess whatever the outcome."""
-    result = cli.run(args, cli_env(cloud, **env_overrides), timeout=120)
+    result = cli.run(args, cli_env(cloud, **env_overrides), timeout=timeout)
     if not check:
         return result
     assert result.returncode == 0, f"openstack {' '.join(args)} failed:\n{result.stderr}\n{result.stdout}"
