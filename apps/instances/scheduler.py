@@ -10,7 +10,8 @@ free RAM, spread (most free first, default) or pack (least free first) by
 
 Every filter and weigher is one SQL query over the hosts, their usage counters (claimed -
 released, ``apps.hosts.models.HostClaimed``, kept exact by triggers) and the group's members,
-which reads only columns that the scheduler's indexes hold. A placement costs the same three
+which reads the hosts in the order of an index on their free RAM and stops at the best few that
+pass (see ``candidates``). A placement costs the same three
 statements (select, claim, and loading the chosen host) whatever the number of hosts and
 instances, and two more when the flavor asks for aggregate metadata (the aggregates and their
 hosts, read beforehand).
@@ -70,14 +71,21 @@ class Candidate:
                    host.memory_mib * host.ram_allocation_ratio, host.disk_gb * host.disk_allocation_ratio)
 
 
-# What a candidate is made of, every column of it in the index hosts_host_scheduler: the query
-# never reads a host's row, whose heartbeat (CPU features, domains) is most of it.
+# What a candidate is made of, every column of it in the index hosts_host_scheduler, from which
+# the query that weighs every host reads them and not the rows (their heartbeat's JSON).
 _CANDIDATE_COLUMNS = ("h.id, h.usage_key, h.hostname, h.vcpus * h.cpu_allocation_ratio, "
                       "h.memory_mib * h.ram_allocation_ratio, h.disk_gb * h.disk_allocation_ratio")
 # A host's usage is claimed (c) - released (r); see apps.hosts.models.HostClaimed.
-_USAGE = ("hosts_host h JOIN hosts_hostclaimed c ON c.id = h.usage_key "
-          "JOIN hosts_hostreleased r ON r.id = h.usage_key")
-_FREE_MEMORY = "h.memory_mib * h.ram_allocation_ratio - (c.memory_mib - r.memory_mib)"
+_USAGE = "hosts_host h JOIN hosts_hostclaimed c ON c.id = h.usage_key JOIN hosts_hostreleased r ON r.id = c.id"
+# The same, read from the claimed rows (SQLite keeps a CROSS JOIN's order; its planner would
+# rather read every host from the covering index and sort them).
+_USAGE_BY_CLAIMED = ("hosts_hostclaimed c CROSS JOIN hosts_host h CROSS JOIN hosts_hostreleased r "
+                     "WHERE h.usage_key = c.id AND r.id = c.id")
+# Term for term the arithmetic of the claimed rows' free_memory_mib (apps.hosts.models).
+_FREE_MEMORY = "h.memory_mib * h.ram_allocation_ratio - c.memory_mib + r.memory_mib"
+_FREE_VCPUS = "h.vcpus * h.cpu_allocation_ratio - c.vcpus + r.vcpus"
+_FREE_DISK = "h.disk_gb * h.disk_allocation_ratio - c.disk_gb + r.disk_gb"
+_CHANGED = "SELECT usage_key FROM hosts_hostusagechanged"
 # Live members of a server group per host.
 _MEMBERS = ("SELECT i.host_id, COUNT(*) AS n FROM instances_instance i JOIN instances_servergroup_members m "
             "ON m.instance_id = i.id WHERE m.servergroup_id = %s AND i.deleted_at IS NULL AND i.host_id IS NOT NULL "
@@ -91,23 +99,13 @@ def _db_id(pk) -> object:
     return Host._meta.pk.get_db_prep_value(pk, connection)  # a UUID as this database stores it
 
 
-def candidates(request: Request, group: ServerGroup | None = None, *,
-               limit: int = MAX_CANDIDATES) -> list[Candidate]:
-    """The ``limit`` best hosts that pass every filter, best first: every filter and weigher in
-    one SQL query over the hosts, their usage counters and the group's members. (By hand: the
-    ORM took longer to build and compile this query than the database took to run it.)"""
-    joins, where, order = [], [], []
-    params: list = []
-    policy = group.policy if group is not None else None
-    if policy in ("soft-affinity", "soft-anti-affinity"):  # weighed by the members' count on each host
-        joins.append(f"LEFT JOIN ({_MEMBERS}) g ON g.host_id = h.id")
-        params.append(_db_id(group.pk))
-    where.append("h.state = %s AND h.status = %s")
-    params += [HostState.UP.value, HostStatus.ENABLED.value]
-    for capacity, ratio, used, asked in (("vcpus", "cpu_allocation_ratio", "vcpus", request.vcpus),
-                                         ("memory_mib", "ram_allocation_ratio", "memory_mib", request.memory_mib),
-                                         ("disk_gb", "disk_allocation_ratio", "disk_gb", request.disk_gb)):
-        where.append(f"h.{capacity} * h.{ratio} - (c.{used} - r.{used}) >= %s")
+def _filters(request: Request, group: ServerGroup | None) -> tuple[list[str], list]:
+    """Every filter, as SQL conditions on h (the host), c and r (its usage counters)."""
+    where = ["h.state = %s AND h.status = %s"]
+    params: list = [HostState.UP.value, HostStatus.ENABLED.value]
+    for free, asked in ((_FREE_VCPUS, request.vcpus), (_FREE_MEMORY, request.memory_mib),
+                        (_FREE_DISK, request.disk_gb)):
+        where.append(f"{free} >= %s")
         params.append(asked)
     if request.availability_zone:
         where.append("h.availability_zone = %s")
@@ -123,23 +121,50 @@ def candidates(request: Request, group: ServerGroup | None = None, *,
         allowed = hosts_in_aggregates_with(metadata=dict(request.aggregate_metadata))
         where.append(f"h.id IN ({', '.join(['%s'] * len(allowed))})" if allowed else "1 = 0")
         params += [_db_id(pk) for pk in allowed]
+    policy = group.policy if group is not None else None
     if policy == "anti-affinity":
         where.append(f"h.id NOT IN ({_MEMBERS_AT_LEAST})")
         params += [_db_id(group.pk), int((group.rules or {}).get("max_server_per_host", 1))]
     elif policy == "affinity":  # on the members' host, once there is one
         where.append(f"(h.id IN ({_MEMBERS_AT_LEAST}) OR NOT EXISTS ({_MEMBERS}))")
         params += [_db_id(group.pk), 1, _db_id(group.pk)]
-    elif policy == "soft-affinity":
-        order.append("COALESCE(g.n, 0) DESC")
-    elif policy == "soft-anti-affinity":
-        order.append("COALESCE(g.n, 0) ASC")
+    return where, params
+
+
+def candidates(request: Request, group: ServerGroup | None = None, *,
+               limit: int = MAX_CANDIDATES) -> list[Candidate]:
+    """The ``limit`` best hosts that pass every filter, best first (most free RAM first, or
+    least if packing; ties to the older host): every filter and weigher in one SQL query.
+
+    It reads hosts in the order of the index on their claimed rows' free RAM and stops at the
+    ``limit``-th that passes, instead of weighing every host; the few hosts whose free RAM
+    changed since their last claim (``HostUsageChanged``) are weighed from their counters
+    beside them. Soft (anti-)affinity weighs members first, so it weighs every host. (By hand:
+    the ORM took longer to build and compile these queries than the database took to run them.)"""
+    where, params = _filters(request, group)
     pack = getattr(settings, "CLOUDMGR_SCHEDULER_WEIGHER", "spread") == "pack"
-    order += [f"{_FREE_MEMORY} {'ASC' if pack else 'DESC'}", "h.hostname"]
-    sql = (f"SELECT {_CANDIDATE_COLUMNS} FROM {_USAGE} {' '.join(joins)} "
-           f"WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} LIMIT %s")
+    # The index's order, (free DESC, key) or its reverse: ties to the older host when spreading.
+    order = "ASC" if pack else "DESC"
+    tie = "DESC" if pack else "ASC"
+    columns = f"{_CANDIDATE_COLUMNS}, {_FREE_MEMORY} AS free"
+    conditions = " AND ".join(where)
+    policy = group.policy if group is not None else None
+    if policy in ("soft-affinity", "soft-anti-affinity"):  # weighed by the members' count on each host
+        sql = (f"SELECT {columns} FROM {_USAGE} LEFT JOIN ({_MEMBERS}) g ON g.host_id = h.id "
+               f"WHERE {conditions} ORDER BY COALESCE(g.n, 0) {'DESC' if policy == 'soft-affinity' else 'ASC'}, "
+               f"free {order}, h.usage_key {tie} LIMIT %s")
+        params = [_db_id(group.pk), *params, limit]
+    else:
+        # A host not in HostUsageChanged has free_memory_mib equal to its free RAM, so the best
+        # of those are the first in the index that pass; the others are weighed beside them.
+        sql = (f"SELECT * FROM (SELECT {columns} FROM {_USAGE_BY_CLAIMED} AND {conditions} "
+               f"AND c.free_memory_mib >= %s ORDER BY c.free_memory_mib {order}, c.id {tie} LIMIT %s) best "
+               f"UNION SELECT {columns} FROM {_USAGE_BY_CLAIMED} AND {conditions} AND c.id IN ({_CHANGED}) "
+               f"ORDER BY 7 {order}, 2 {tie} LIMIT %s")
+        params = [*params, request.memory_mib, limit, *params, limit]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit])
-        return [Candidate(Host._meta.pk.to_python(pk), *rest) for pk, *rest in cursor.fetchall()]
+        cursor.execute(sql, params)
+        return [Candidate(Host._meta.pk.to_python(pk), *rest) for pk, *rest, _free in cursor.fetchall()]
 
 
 def _room(host: Candidate, vcpus: int, memory_mib: int, disk_gb: int) -> tuple[str, list]:

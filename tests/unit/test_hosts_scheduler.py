@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from agents.specs import HostReport
 from apps.hosts import services as host_services
-from apps.hosts.models import (Host, HostClaimed, HostReleased, HostState, HostStatus, usage_triggers_drop,
-                               usage_triggers_ensure)
+from apps.hosts.models import (Host, HostClaimed, HostReleased, HostState, HostStatus, HostUsageChanged,
+                               usage_triggers_drop, usage_triggers_ensure)
 from apps.instances import scheduler, services
 from apps.instances.models import Instance
 from apps.instances.selectors import host_usage
@@ -169,9 +169,22 @@ def test_fractional_capacity_is_never_rounded_up(world):
 # --- Usage counters (HostClaimed - HostReleased), kept by triggers --------------------------
 
 
+def free_memory(host):
+    host = Host.objects.get(pk=host.pk)
+    claimed, released = HostClaimed.objects.get(host=host), HostReleased.objects.get(host=host)
+    return host.memory_mib * host.ram_allocation_ratio - claimed.memory_mib + released.memory_mib
+
+
+def weighed_right(host):
+    """The scheduler's index holds the host's free RAM, or the host is marked as changed."""
+    return (HostClaimed.objects.get(host=host).free_memory_mib == free_memory(host)
+            or HostUsageChanged.objects.filter(usage_key=host.usage_key).exists())
+
+
 def counted(host):
     claimed, released = HostClaimed.objects.get(host=host), HostReleased.objects.get(host=host)
     assert claimed.pk == released.pk == host.usage_key  # the scheduler joins them on it
+    assert weighed_right(host)
     return (claimed.vcpus - released.vcpus, claimed.memory_mib - released.memory_mib,
             claimed.disk_gb - released.disk_gb)
 
@@ -220,6 +233,47 @@ def test_usage_counters_follow_every_write_to_instances(world):
     assert counted(b) == (0, 0, 0)
     # Deletes and shrinks go to the released row, placements and growth to the claimed one.
     assert HostReleased.objects.get(host=b).vcpus == HostClaimed.objects.get(host=b).vcpus == 5
+
+
+def test_a_release_or_a_new_capacity_marks_the_host_and_its_next_claim_weighs_it_anew(world):
+    host = make_host("h", memory_mib=4096)
+    instance = _place(world, host, memory_mib=1024)
+    assert HostClaimed.objects.get(host=host).free_memory_mib == 3072
+    assert not HostUsageChanged.objects.exists()
+    instance.delete()  # a release leaves the claimed row (a placement may hold it) alone
+    assert HostClaimed.objects.get(host=host).free_memory_mib == 3072
+    assert list(HostUsageChanged.objects.values_list("usage_key", flat=True)) == [host.usage_key]
+    host.save()  # a heartbeat that reports the same capacity changes nothing
+    assert HostUsageChanged.objects.count() == 1
+    host.memory_mib = 8192
+    host.save()
+    assert HostUsageChanged.objects.filter(usage_key=host.usage_key).count() == 2
+    _place(world, host, memory_mib=512)
+    assert HostClaimed.objects.get(host=host).free_memory_mib == 8192 - 512 == free_memory(host)
+    assert not HostUsageChanged.objects.exists()
+
+
+@pytest.mark.parametrize("weigher", ["spread", "pack"])
+def test_candidates_are_the_best_hosts_whether_or_not_their_free_ram_changed_since(world, settings, weigher):
+    """The select reads hosts in the order of the index on free RAM and weighs the changed ones
+    from their counters: either way its answer is the brute-force ranking of every host."""
+    settings.CLOUDMGR_SCHEDULER_WEIGHER = weigher
+    hosts = [make_host(f"h{i}", memory_mib=1024 * (1 + i % 4)) for i in range(12)]
+    make_host("down", memory_mib=16384, state=HostState.DOWN)
+    make_host("disabled", memory_mib=16384, status=HostStatus.DISABLED)
+    placed = [_place(world, host, memory_mib=256 * (i % 3)) for i, host in enumerate(hosts)]
+    for i in (1, 4, 6):
+        placed[i].delete()  # their index entries now understate their free RAM
+    hosts[9].memory_mib, hosts[2].ram_allocation_ratio = 512, 2.0
+    hosts[9].save()
+    hosts[2].save()  # one shrank, one grew
+    for asked in (128, 1024, 2048):
+        fitting = [host for host in hosts if free_memory(host) >= asked]
+        ranked = sorted(fitting, key=lambda host: (-free_memory(host) if weigher == "spread" else free_memory(host),
+                                                   host.usage_key if weigher == "spread" else -host.usage_key))
+        expected = [host.hostname for host in ranked[:scheduler.MAX_CANDIDATES]]
+        assert _hostnames(scheduler.Request(1, asked, 1)) == expected, asked
+        assert all(weighed_right(host) for host in hosts)
 
 
 def test_usage_triggers_are_restored_after_a_migration_rebuilt_the_table(world):

@@ -178,9 +178,11 @@ def test_a_placement_costs_the_same_few_statements_whatever_the_hosts(world, dja
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="reads SQLite's query plan")
 @pytest.mark.parametrize("policy", [None, "anti-affinity", "soft-affinity"])
-def test_the_host_filter_reads_the_scheduler_index_not_the_heartbeat_rows(world, policy):
-    """The hosts' rows carry their heartbeat's JSON (domains, CPU): the candidates query must
-    find its hosts through the index of the columns it filters and weighs by."""
+def test_the_host_filter_reads_the_best_hosts_first_and_never_every_hosts_row(world, policy):
+    """The candidates query reads the claimed rows in the order of the index on free RAM,
+    stopping at the best few, and the changed hosts by their keys; soft (anti-)affinity, which
+    must weigh every host, reads them from the index of the columns it filters and weighs by, not
+    from the hosts' rows, which carry their heartbeat's JSON (domains, CPU)."""
     make_host("a")
     group = policy and services.server_group_create(user=world.member, project=world.project, name="g",
                                                      policy=policy)
@@ -197,8 +199,13 @@ def test_the_host_filter_reads_the_scheduler_index_not_the_heartbeat_rows(world,
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
         plan = [row[-1] for row in cursor.fetchall()]
-    assert any(step.startswith("SEARCH h USING") and "INDEX hosts_host_scheduler" in step for step in plan), plan
-    assert "SCAN h" not in plan
+    if policy == "soft-affinity":
+        assert any(step.startswith("SEARCH h USING") and "INDEX hosts_host_scheduler" in step for step in plan), plan
+    else:
+        assert "SEARCH c USING INDEX hosts_claimed_free_memory (free_memory_mib>?)" in plan, plan
+        assert "SEARCH c USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan  # the changed hosts
+        assert "SEARCH h USING INDEX sqlite_autoindex_hosts_host_3 (usage_key=?)" in plan, plan
+    assert not [step for step in plan if step.split()[:2] in (["SCAN", "h"], ["SCAN", "c"], ["SCAN", "r"])], plan
 
 
 def test_a_claim_asks_again_when_its_best_hosts_filled_meanwhile(world, monkeypatch):
