@@ -211,11 +211,14 @@ def _counted(table: str, row: str, amounts: dict, when: str) -> str:
     return f"UPDATE {table} SET {sets} WHERE host_id = {row}.host_id{when}"
 
 
-# A host's free RAM from its claimed row: the scheduler's arithmetic (apps.instances.scheduler),
-# term for term, so that the two agree to the last bit.
-_FREE_MEMORY = ("(SELECT h.memory_mib * h.ram_allocation_ratio FROM hosts_host h "
-                "WHERE h.usage_key = hosts_hostclaimed.id) - hosts_hostclaimed.memory_mib"
-                " + (SELECT r.memory_mib FROM hosts_hostreleased r WHERE r.id = hosts_hostclaimed.id)")
+# A host's free RAM over h (the host), c and r (its claimed and released rows). The triggers
+# store it in the claimed row and the scheduler filters and weighs by it: one expression, so
+# that the stored value and the scheduler's agree to the last bit.
+FREE_MEMORY = "h.memory_mib * h.ram_allocation_ratio - c.memory_mib + r.memory_mib"
+# The claimed row's free_memory_mib recomputed (the row being updated is hosts_hostclaimed).
+_SET_FREE_MEMORY = (f"UPDATE hosts_hostclaimed SET free_memory_mib = (SELECT {FREE_MEMORY} FROM hosts_hostclaimed c "
+                    "JOIN hosts_host h ON h.usage_key = c.id JOIN hosts_hostreleased r ON r.id = c.id "
+                    "WHERE c.id = hosts_hostclaimed.id)")
 
 
 def _claim(row: str, amounts: dict, when: str = "") -> list[str]:
@@ -225,7 +228,7 @@ def _claim(row: str, amounts: dict, when: str = "") -> list[str]:
     return [_counted("hosts_hostclaimed", row, amounts, when),
             "DELETE FROM hosts_hostusagechanged WHERE usage_key = "
             f"(SELECT id FROM hosts_hostclaimed WHERE host_id = {row}.host_id){when}",
-            f"UPDATE hosts_hostclaimed SET free_memory_mib = {_FREE_MEMORY} WHERE host_id = {row}.host_id{when}"]
+            f"{_SET_FREE_MEMORY} WHERE host_id = {row}.host_id{when}"]
 
 
 def _release(row: str, amounts: dict, when: str = "") -> list[str]:
@@ -343,7 +346,7 @@ _RECOUNT = [
     + ", ".join(f"{counter} = COALESCE((SELECT SUM({amount.format(row='i')}) FROM instances_instance i "
                 f"WHERE i.host_id = hosts_hostclaimed.host_id AND i.deleted_at IS NULL), 0)"
                 for counter, amount in _COLUMNS),
-    f"UPDATE hosts_hostclaimed SET free_memory_mib = {_FREE_MEMORY}",
+    _SET_FREE_MEMORY,
     "DELETE FROM hosts_hostusagechanged",
 ]
 

@@ -30,7 +30,7 @@ from math import floor
 from django.conf import settings
 from django.db import connection, transaction
 
-from apps.hosts.models import Host, HostState, HostStatus
+from apps.hosts.models import FREE_MEMORY, Host, HostState, HostStatus
 from apps.hosts.selectors import hosts_in_aggregates_with
 from apps.instances.models import Instance, ServerGroup, local_gb
 
@@ -81,8 +81,6 @@ _USAGE = "hosts_host h JOIN hosts_hostclaimed c ON c.id = h.usage_key JOIN hosts
 # rather read every host from the covering index and sort them).
 _USAGE_BY_CLAIMED = ("hosts_hostclaimed c CROSS JOIN hosts_host h CROSS JOIN hosts_hostreleased r "
                      "WHERE h.usage_key = c.id AND r.id = c.id")
-# Term for term the arithmetic of the claimed rows' free_memory_mib (apps.hosts.models).
-_FREE_MEMORY = "h.memory_mib * h.ram_allocation_ratio - c.memory_mib + r.memory_mib"
 _FREE_VCPUS = "h.vcpus * h.cpu_allocation_ratio - c.vcpus + r.vcpus"
 _FREE_DISK = "h.disk_gb * h.disk_allocation_ratio - c.disk_gb + r.disk_gb"
 _CHANGED = "SELECT usage_key FROM hosts_hostusagechanged"
@@ -103,7 +101,7 @@ def _filters(request: Request, group: ServerGroup | None) -> tuple[list[str], li
     """Every filter, as SQL conditions on h (the host), c and r (its usage counters)."""
     where = ["h.state = %s AND h.status = %s"]
     params: list = [HostState.UP.value, HostStatus.ENABLED.value]
-    for free, asked in ((_FREE_VCPUS, request.vcpus), (_FREE_MEMORY, request.memory_mib),
+    for free, asked in ((_FREE_VCPUS, request.vcpus), (FREE_MEMORY, request.memory_mib),
                         (_FREE_DISK, request.disk_gb)):
         where.append(f"{free} >= %s")
         params.append(asked)
@@ -146,7 +144,7 @@ def candidates(request: Request, group: ServerGroup | None = None, *,
     # The index's order, (free DESC, key) or its reverse: ties to the older host when spreading.
     order = "ASC" if pack else "DESC"
     tie = "DESC" if pack else "ASC"
-    columns = f"{_CANDIDATE_COLUMNS}, {_FREE_MEMORY} AS free"
+    columns = f"{_CANDIDATE_COLUMNS}, {FREE_MEMORY} AS free"
     conditions = " AND ".join(where)
     policy = group.policy if group is not None else None
     if policy in ("soft-affinity", "soft-anti-affinity"):  # weighed by the members' count on each host
